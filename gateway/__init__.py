@@ -1,0 +1,40 @@
+"""Identity gateway: SAML sign-in, SCIM provisioning and forward-auth for Entra ID.
+
+``main`` is the Pyramid app factory (``use = egg:entra-identity-gateway``). It
+reads as a table of contents: each ``config.include`` adds one concern.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from .errors import ConfigError
+
+#: Marker for plugin hook implementations: ``from gateway import hookimpl``.
+hookimpl = pluggy.HookimplMarker("gateway")
+
+__all__ = ["ConfigError", "hookimpl", "main"]
+
+
+def main(global_config, **settings):
+    """Build the WSGI app; a bad setting raises ConfigError naming the key."""
+    from pyramid.config import Configurator
+
+    from .settings import parse_settings
+
+    gateway_settings = parse_settings(settings)
+    with Configurator(settings=settings) as config:
+        config.registry.gateway_settings = gateway_settings
+
+        # Plugins first: everything below may ask them for registrations.
+        config.include(".plugins")
+        # Request-scoped SQLAlchemy session under pyramid_tm, with retries.
+        config.include(".db")
+        # Request correlation ids, and error pages / JSON rendered in one place.
+        config.include(".web")
+        # Liveness and readiness probes for load balancers and orchestrators.
+        config.include(".health")
+
+        # The one bridge to Pyramid for plugins: their routes and views.
+        config.registry.pm.hook.gateway_pyramid_configure(config=config)
+    return config.make_wsgi_app()

@@ -1,0 +1,76 @@
+"""Storage wiring: one engine per app, one request-scoped session under pyramid_tm.
+
+Views never commit: pyramid_tm commits when the request succeeds and aborts
+on an error, so a failed request leaves the database as it was. pyramid_retry
+replays a request that lost a serialization race on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+
+import sqlalchemy as sa
+import zope.sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import Base  # noqa: F401  (re-exported for migrations and tests)
+
+
+def create_engine(url: str, **kwargs) -> sa.Engine:
+    """An engine with the per-backend settings the gateway relies on."""
+    if url.startswith("sqlite"):
+        database = sa.engine.make_url(url).database
+        if database and database != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
+        engine = sa.create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            # WAL lets readers run beside the one writer; foreign keys are off
+            # by default in SQLite and the schema relies on them.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    return sa.create_engine(url, **kwargs)
+
+
+def get_session_factory(engine: sa.Engine) -> sessionmaker:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def get_tm_session(session_factory: sessionmaker, transaction_manager, request=None) -> Session:
+    """A session joined to ``transaction_manager``: it commits or aborts with it."""
+    dbsession = session_factory(info={"request": request})
+    zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
+    return dbsession
+
+
+def includeme(config):
+    settings = config.get_settings()
+    settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
+    config.include("pyramid_tm")
+    config.include("pyramid_retry")
+
+    engine = create_engine(config.registry.gateway_settings.database_url)
+    config.registry.db_engine = engine
+    session_factory = get_session_factory(engine)
+    config.registry.dbsession_factory = session_factory
+
+    def dbsession(request) -> Session:
+        # Reuse a session the test harness or a tween placed in the environ.
+        session = request.environ.get("app.dbsession")
+        if session is None:
+            session = get_tm_session(session_factory, request.tm, request=request)
+        return session
+
+    config.add_request_method(dbsession, reify=True)

@@ -1,0 +1,199 @@
+"""The gateway's tables (DESIGN.md "Data"); every schema change is an Alembic migration.
+
+Types are chosen to behave the same on SQLite and PostgreSQL: ids are uuid
+strings, times are UTC, JSON is JSONB on PostgreSQL. Case-insensitive
+uniqueness (userName, group displayName) is a unique index on a lower-cased
+``*_key`` column, which both databases can use for equality lookups.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Aware UTC datetimes in Python, naive UTC in the database (SQLite has no zones)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class User(Base):
+    """A person; SCIM-provisioned, created at first sign-in, or both."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_id)
+    user_name: Mapped[str] = mapped_column(sa.String(256))
+    user_name_key: Mapped[str] = mapped_column(sa.String(256), unique=True)
+    external_id: Mapped[str | None] = mapped_column(sa.String(256), index=True)
+    idp_subject: Mapped[str | None] = mapped_column(sa.String(256), unique=True)
+    active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    display_name: Mapped[str | None] = mapped_column(sa.String(512))
+    given_name: Mapped[str | None] = mapped_column(sa.String(256))
+    family_name: Mapped[str | None] = mapped_column(sa.String(256))
+    email: Mapped[str | None] = mapped_column(sa.String(320))
+    email_key: Mapped[str | None] = mapped_column(sa.String(320), index=True)
+    title: Mapped[str | None] = mapped_column(sa.String(256))
+    department: Mapped[str | None] = mapped_column(sa.String(256))
+    #: The SCIM resource as sent (core, enterprise and custom attributes).
+    scim_data: Mapped[dict] = mapped_column(JSONType, default=dict)
+    #: Custom profile attributes after mappings and transforms.
+    attributes: Mapped[dict] = mapped_column(JSONType, default=dict)
+    #: ``scim`` or ``saml``: who created the record.
+    provisioned_by: Mapped[str] = mapped_column(sa.String(16), default="scim")
+    is_admin: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    version: Mapped[int] = mapped_column(sa.Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    last_sign_in_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Group(Base):
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_id)
+    display_name: Mapped[str] = mapped_column(sa.String(512))
+    display_name_key: Mapped[str] = mapped_column(sa.String(512), unique=True)
+    external_id: Mapped[str | None] = mapped_column(sa.String(256), index=True)
+    scim_data: Mapped[dict] = mapped_column(JSONType, default=dict)
+    version: Mapped[int] = mapped_column(sa.Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class GroupMember(Base):
+    """One membership row per (group, user): large groups change a row at a time."""
+
+    __tablename__ = "group_members"
+
+    group_id: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScimToken(Base):
+    """A SCIM bearer token; only its SHA-256 is stored."""
+
+    __tablename__ = "scim_tokens"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class SsoSession(Base):
+    """A browser session. The cookie holds a random id; the row is keyed by its hash."""
+
+    __tablename__ = "sessions"
+
+    id_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    csrf_token: Mapped[str] = mapped_column(sa.String(64))
+    name_id: Mapped[str | None] = mapped_column(sa.String(512))
+    session_index: Mapped[str | None] = mapped_column(sa.String(256), index=True)
+    remote_addr: Mapped[str | None] = mapped_column(sa.String(64))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class SamlRequest(Base):
+    """An AuthnRequest this gateway sent, bound to the browser that asked for it."""
+
+    __tablename__ = "saml_requests"
+
+    request_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    browser_hash: Mapped[str] = mapped_column(sa.String(64))
+    next_path: Mapped[str] = mapped_column(sa.String(2048), default="/")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class SeenAssertion(Base):
+    """Replay cache: an assertion id is refused until its NotOnOrAfter passes."""
+
+    __tablename__ = "seen_assertions"
+
+    assertion_id: Mapped[str] = mapped_column(sa.String(256), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class IdpMetadata(Base):
+    """The last good copy of the IdP metadata, and the last refresh attempt."""
+
+    __tablename__ = "idp_metadata"
+
+    source: Mapped[str] = mapped_column(sa.String(2048), primary_key=True)
+    xml: Mapped[str | None] = mapped_column(sa.Text)
+    fetched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(sa.String(256))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    target_type: Mapped[str] = mapped_column(sa.String(32))
+    target_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    target_name: Mapped[str | None] = mapped_column(sa.String(512))
+    source: Mapped[str] = mapped_column(sa.String(32))
+    correlation_id: Mapped[str | None] = mapped_column(sa.String(64))
+    details: Mapped[dict] = mapped_column(JSONType, default=dict)

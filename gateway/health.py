@@ -1,0 +1,53 @@
+"""Liveness (``/healthz``) and readiness (``/readyz``) probes.
+
+Liveness says the process answers. Readiness says it can serve sign-ins and
+SCIM: the database answers and its schema is at the migration head. Other
+parts (the SAML SP) add their own readiness checks to
+``registry.readiness_checks``: callables that take the request and return
+``None`` when ready or a short reason when not.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from pyramid.view import view_config
+
+from .db import migrate
+
+
+def check_database(request) -> str | None:
+    try:
+        with request.registry.db_engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError as exc:
+        return f"database unreachable: {exc.__class__.__name__}"
+    current = migrate.current_revision(request.registry.db_engine)
+    if current != request.registry.migration_head:
+        return f"database schema at {current or 'nothing'}, expected {request.registry.migration_head}; run 'gateway CONFIG migrate'"
+    return None
+
+
+@view_config(route_name="health.live", renderer="json", request_method="GET")
+def healthz(request):
+    return {"status": "ok"}
+
+
+@view_config(route_name="health.ready", renderer="json", request_method="GET")
+def readyz(request):
+    problems = {}
+    for name, check in request.registry.readiness_checks.items():
+        reason = check(request)
+        if reason:
+            problems[name] = reason
+    if problems:
+        request.response.status_int = 503
+        return {"status": "unavailable", "problems": problems}
+    return {"status": "ok"}
+
+
+def includeme(config):
+    config.registry.migration_head = migrate.head_revision()
+    config.registry.readiness_checks = {"database": check_database}
+    config.add_route("health.live", "/healthz")
+    config.add_route("health.ready", "/readyz")
+    config.scan(__name__)

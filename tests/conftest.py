@@ -1,0 +1,164 @@
+"""The fixture chain: database URL, settings, app, webtest client.
+
+Storage-touching tests take ``database_url``, which runs them once on SQLite
+and once on PostgreSQL. PostgreSQL tests use one schema per test process
+(migrated once with Alembic) and truncate every table after each test;
+SQLite tests get a copy of a migrated template file. When PostgreSQL does not
+answer the tests skip, unless ``GATEWAY_TEST_REQUIRE_POSTGRES=1`` (CI) turns
+that into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+
+import pytest
+import sqlalchemy as sa
+import webtest
+
+from gateway.db import create_engine, migrate
+from gateway.db.models import Base
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+SESSION_SECRET = "test-secret-test-secret-test-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- databases
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    url = os.environ.get("GATEWAY_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        message = f"PostgreSQL at {url} is unreachable: {exc.__class__.__name__}: {exc}".splitlines()[0]
+        if os.environ.get("GATEWAY_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message + " (GATEWAY_TEST_REQUIRE_POSTGRES=1)", pytrace=False)
+        pytest.skip(message)
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_schema_url(postgres_server_url, worker_id):
+    """A migrated schema of its own for this test process, dropped at the end."""
+    schema = f"gw_test_{worker_id}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in postgres_server_url else "?"
+    url = f"{postgres_server_url}{separator}options=-csearch_path%3D{schema}"
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def worker_id(request):
+    # pytest-xdist provides its own worker_id fixture; this one covers plain runs.
+    return getattr(request.config, "workerinput", {}).get("workerid", "main")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.sqlite"
+    engine = create_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+def _truncate_all(url: str) -> None:
+    engine = sa.create_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template, tmp_path):
+    path = tmp_path / "gateway.sqlite"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def postgres_url(postgres_schema_url):
+    yield postgres_schema_url
+    _truncate_all(postgres_schema_url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request):
+    """A migrated, empty database: SQLite, then PostgreSQL."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+# ---------------------------------------------------------------- settings and app
+
+
+@pytest.fixture
+def base_settings():
+    """The smallest valid settings (no database yet); tests add or override keys."""
+    return {
+        "gateway.base_url": "http://localhost",
+        "gateway.plugins": "entra",
+        "session.secret": SESSION_SECRET,
+        "session.cookie_secure": "false",
+    }
+
+
+@pytest.fixture
+def make_app(base_settings, sqlite_url):
+    """``make_app(**settings)`` builds the WSGI app and wraps it in webtest.
+
+    Keys use underscores for dots after the first part is split off, so pass
+    them as a dict: ``make_app(**{"saml.clock_skew": "10"})``. The database
+    defaults to this test's SQLite copy; pass ``sqlalchemy.url`` to change it.
+    """
+    from gateway import main
+
+    built = []
+
+    def factory(**overrides):
+        settings = {"sqlalchemy.url": sqlite_url, **base_settings, **overrides}
+        settings = {k: v for k, v in settings.items() if v is not None}
+        app = webtest.TestApp(main({}, **settings), extra_environ={"HTTP_HOST": "localhost"})
+        built.append(app)
+        return app
+
+    yield factory
+    for app in built:
+        app.app.registry.db_engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()

@@ -1,0 +1,114 @@
+"""The schema behaves the same on SQLite and PostgreSQL."""
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.orm import Session
+
+from gateway.db import migrate
+from gateway.db.models import Base, Group, GroupMember, SsoSession, User, utcnow
+
+
+def make_user(name="Alice@Example.com", **kw):
+    return User(user_name=name, user_name_key=name.lower(), **kw)
+
+
+def test_migrations_match_the_models(engine):
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_user_name_is_unique_case_insensitively(engine):
+    with Session(engine) as session, session.begin():
+        session.add(make_user("Alice@Example.com"))
+    with pytest.raises(sa.exc.IntegrityError):
+        with Session(engine) as session, session.begin():
+            session.add(make_user("alice@example.COM"))
+    with Session(engine) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(User)) == 1
+
+
+def test_json_and_times_round_trip(engine):
+    data = {"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "R&D"}, "n": [1, 2]}
+    with Session(engine) as session, session.begin():
+        session.add(make_user(scim_data=data))
+    with Session(engine) as session:
+        user = session.scalars(sa.select(User)).one()
+        assert user.scim_data == data
+        assert user.active is True and user.version == 1
+        assert user.created_at.tzinfo is dt.timezone.utc
+        assert abs((utcnow() - user.created_at).total_seconds()) < 60
+
+
+def test_deleting_a_user_removes_memberships_and_sessions(engine):
+    with Session(engine) as session, session.begin():
+        user = make_user()
+        group = Group(display_name="Staff", display_name_key="staff")
+        session.add_all([user, group])
+        session.flush()
+        session.add(GroupMember(group_id=group.id, user_id=user.id))
+        session.add(
+            SsoSession(id_hash="h" * 64, user_id=user.id, expires_at=utcnow() + dt.timedelta(hours=1), csrf_token="c")
+        )
+    with Session(engine) as session, session.begin():
+        session.execute(sa.delete(User))
+    with Session(engine) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(GroupMember)) == 0
+        assert session.scalar(sa.select(sa.func.count()).select_from(SsoSession)) == 0
+        assert session.scalar(sa.select(sa.func.count()).select_from(Group)) == 1
+
+
+def test_a_failed_transaction_leaves_nothing_behind(engine):
+    with pytest.raises(sa.exc.IntegrityError):
+        with Session(engine) as session, session.begin():
+            session.add(make_user("bob@example.com"))
+            session.flush()
+            session.add(GroupMember(group_id="no-such-group", user_id="no-such-user"))
+    with Session(engine) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(User)) == 0
+
+
+def test_request_scoped_session_commits_or_aborts_with_the_request(make_app, database_url, plugin_dir):
+    (plugin_dir / "gw_test_writer.py").write_text(
+        "from gateway.db.models import User\n"
+        "def write(request):\n"
+        "    name = request.params['name']\n"
+        "    request.dbsession.add(User(user_name=name, user_name_key=name.lower()))\n"
+        "    request.dbsession.flush()\n"
+        "    if 'fail' in request.params:\n"
+        "        raise RuntimeError('boom')\n"
+        "    return {'ok': True}\n"
+        "def gateway_pyramid_configure(config):\n"
+        "    config.add_route('writer', '/write')\n"
+        "    config.add_view(write, route_name='writer', renderer='json')\n"
+    )
+    app = make_app(**{"sqlalchemy.url": database_url, "gateway.plugins": "entra gw_test_writer"})
+    app.get("/write", {"name": "carol"})
+    with pytest.raises(RuntimeError):
+        app.get("/write", {"name": "dave", "fail": "1"})
+    engine = app.app.registry.db_engine
+    with Session(engine) as session:
+        assert session.scalars(sa.select(User.user_name)).all() == ["carol"]
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+    directory = tmp_path / "site"
+    directory.mkdir()
+    monkeypatch.syspath_prepend(str(directory))
+    return directory
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url):
+    from gateway.db import create_engine
+
+    engine = create_engine(sqlite_url)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
