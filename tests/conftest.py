@@ -22,6 +22,9 @@ import webtest
 from gateway.db import create_engine, migrate
 from gateway.db.models import Base
 
+# Fixtures of each domain live in their own module beside this file.
+pytest_plugins = ["saml_support", "scim_support"]
+
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SESSION_SECRET = "test-secret-test-secret-test-secret-0123456789"
 

@@ -1,0 +1,1 @@
+"""Development IdP: an Entra look-alike inside the gateway, for development.ini only."""

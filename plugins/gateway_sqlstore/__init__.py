@@ -1,0 +1,1 @@
+"""SQL storage for SCIM users and groups (``scim.storage = sqlstore``), on SQLAlchemy."""
