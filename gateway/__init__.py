@@ -34,6 +34,14 @@ def main(global_config, **settings):
         config.include(".web")
         # Liveness and readiness probes for load balancers and orchestrators.
         config.include(".health")
+        # SCIM 2.0 for Entra provisioning, on the storage backend scim.storage names.
+        config.include(".scim")
+        # Server-side browser sessions: request.identity for every view.
+        config.include(".sessions")
+        # SAML sign-in with the IdP profile's metadata, logout, /whoami, home page.
+        config.include(".saml")
+        # GET /auth for reverse proxies: identity headers, group rules.
+        config.include(".forward_auth")
 
         # The one bridge to Pyramid for plugins: their routes and views.
         config.registry.pm.hook.gateway_pyramid_configure(config=config)

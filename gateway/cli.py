@@ -83,10 +83,23 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_token(args) -> int:
+    from .scim.cli import cmd_token as run
+
+    return run(args)
+
+
+def _token_arguments(parser) -> None:
+    from .scim.cli import add_token_arguments
+
+    add_token_arguments(parser)
+
+
 #: name -> (function, help, argument adder). Other modules add their commands here.
 COMMANDS: dict[str, tuple[Callable, str, Callable[[argparse.ArgumentParser], None] | None]] = {
     "migrate": (cmd_migrate, "create or upgrade the database schema", None),
     "check": (cmd_check, "check settings, plugins, database and IdP metadata", None),
+    "token": (cmd_token, "SCIM bearer tokens: token create NAME, token list, token revoke NAME", _token_arguments),
 }
 
 

@@ -159,7 +159,19 @@ def make_app(base_settings, sqlite_url):
 
     yield factory
     for app in built:
-        app.app.registry.db_engine.dispose()
+        close_app(app.app)
+
+
+def close_app(wsgi_app) -> None:
+    """Release what an app holds: pools, and the identity cache's listener connection."""
+    registry = wsgi_app.registry
+    cache = getattr(registry, "identity_cache", None)
+    if cache is not None:
+        cache.close()
+    for name in ("db_engine", "db_read_engine"):
+        engine = getattr(registry, name, None)
+        if engine is not None:
+            engine.dispose()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from saml_support import write_test_metadata
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 
@@ -18,6 +19,8 @@ def write_ini(path, database_url, **extra):
         f"sqlalchemy.url = {database_url.replace('%', '%%')}",
         "session.secret = test-secret-test-secret-test-secret-0123456789",
         "session.cookie_secure = false",
+        # The SAML SP needs IdP metadata to start; a throwaway file will do here.
+        *([] if "saml.idp_metadata" in extra else [f"saml.idp_metadata = {write_test_metadata(path.parent)}"]),
         *(f"{k} = {v}" for k, v in extra.items()),
     ]
     path.write_text("\n".join(lines) + "\n")

@@ -3,6 +3,7 @@
 import pytest
 
 from gateway import ConfigError, main
+from conftest import close_app
 from gateway.settings import parse_settings
 
 
@@ -25,7 +26,7 @@ def test_valid_settings_build_the_app(base_settings, sqlite_url):
     assert settings.saml.clock_skew == 180
     assert settings.provisioning.mode == {"scim", "first_login"}
     assert settings.sp_entity_id == "http://localhost/saml/metadata"
-    app.registry.db_engine.dispose()
+    close_app(app)
 
 
 def test_bad_integer_names_key_value_and_expectation(base_settings, sqlite_url):
@@ -51,7 +52,7 @@ def test_unknown_key_under_every_core_prefix(base_settings, sqlite_url, prefix):
 
 def test_plugin_owned_prefixes_are_left_to_plugins(base_settings, sqlite_url):
     app = build(base_settings, sqlite_url, **{"seat_limit.max_users": "10"})
-    app.registry.db_engine.dispose()
+    close_app(app)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,450 @@
+#!/usr/bin/env python3
+"""Entra's initial provisioning cycle against a live gateway, and against scim2-server.
+
+    .venv/bin/python bench/scim_sync.py                 # N=10,000 users, 8 clients
+    .venv/bin/python bench/scim_sync.py --users 2000    # a quicker run
+
+For each target (the gateway on SQLite, the gateway on PostgreSQL, and the
+reference in-memory ``scim2-server`` from PyPI under the same load) it runs
+what Entra does on a first sync:
+
+1. N users, each the Entra way: ``GET /Users?filter=userName eq "..."`` (must
+   be an empty ListResponse), then ``POST /Users`` with core and enterprise
+   attributes, shared among C concurrent clients;
+2. groups of G members (one per G users): ``GET /Groups?excludedAttributes=members
+   &filter=displayName eq "..."``, ``POST /Groups``, then ``PATCH`` adding 25
+   members at a time;
+3. every user read back and compared, every group's member list checked.
+
+It prints users/s, p50/p99 latency per operation, anything lost, the
+latency of a ``userName eq`` filter with 10,000 and 100,000 users stored
+(the gateway's stores are topped up with rows written straight into its
+database; the reference is measured at N over HTTP), and the gateway's
+throughput as a ratio to the reference's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+class Client:
+    """One persistent connection per thread, like a provisioning worker."""
+
+    def __init__(self, base: str, token: str, timings):
+        parts = urllib.parse.urlsplit(base)
+        self.host, self.port, self.prefix = parts.hostname, parts.port, parts.path
+        self.token = token
+        self.timings = timings
+        self.local = threading.local()
+
+    def conn(self):
+        if getattr(self.local, "conn", None) is None:
+            self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        return self.local.conn
+
+    def call(self, op: str, method: str, path: str, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/scim+json"}
+        if data is not None:
+            headers["Content-Type"] = "application/scim+json"
+        for attempt in range(3):
+            conn = self.conn()
+            started = time.perf_counter()
+            try:
+                conn.request(method, self.prefix + path, body=data, headers=headers)
+                response = conn.getresponse()
+                raw = response.read()
+            except (http.client.HTTPException, ConnectionError, OSError):
+                conn.close()
+                self.local.conn = None
+                if attempt == 2:
+                    raise
+                continue
+            elapsed = time.perf_counter() - started
+            if response.will_close:
+                conn.close()
+                self.local.conn = None
+            self.timings[op].append(elapsed)
+            return response.status, (json.loads(raw) if raw else None)
+
+
+def q(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+# ---------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    from conftest import free_port as fp
+
+    return fp()
+
+
+def wait_http(url: str, process, log: Path, seconds: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited:\n{log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"server did not answer at {url}")
+
+
+class Gateway:
+    def __init__(self, name: str, database_url: str, workdir: Path, threads: int):
+        from scim_support import run_cli, write_ini
+
+        self.name = name
+        self.database_url = database_url
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.ini = write_ini(workdir / "bench.ini", database_url, self.port, **{"scim.max_page_size": "1000"})
+        text = self.ini.read_text().replace("threads = 16", f"threads = {threads}")
+        self.ini.write_text(text)
+        run_cli(self.ini, "migrate")
+        out = run_cli(self.ini, "token", "create", "bench").stdout
+        self.token = out.strip().splitlines()[-1]
+        self.log = workdir / "pserve.log"
+        self.process = subprocess.Popen(
+            [str(BIN / "pserve"), str(self.ini)], stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, cwd=workdir
+        )
+        self.base = f"http://127.0.0.1:{self.port}/scim/v2"
+        wait_http(f"http://127.0.0.1:{self.port}/healthz", self.process, self.log)
+
+    def stored_users(self) -> int:
+        import sqlalchemy as sa
+
+        from gateway.db import create_engine
+        from gateway.db.models import User
+
+        engine = create_engine(self.database_url)
+        with engine.connect() as connection:
+            count = connection.scalar(sa.select(sa.func.count()).select_from(User))
+        engine.dispose()
+        return count
+
+    def top_up(self, target: int) -> list[str]:
+        """Write users straight into the database until ``target`` are stored."""
+        import sqlalchemy as sa
+
+        from gateway.db import create_engine
+        from gateway.db.models import User, new_id, utcnow
+        from gateway_sqlstore.store import user_columns
+
+        have = self.stored_users()
+        engine = create_engine(self.database_url)
+        names = []
+        now = utcnow()
+        run = uuid.uuid4().hex[:6]
+        for start in range(have, target, 5000):
+            rows = []
+            for i in range(start, min(target, start + 5000)):
+                data = entra_user(f"filler{run}-{i}@bench.contoso.com", i)
+                names.append(data["userName"])
+                rows.append({**user_columns(data), "id": new_id(), "version": 1, "created_at": now, "updated_at": now,
+                             "provisioned_by": "scim", "is_admin": False, "attributes": {}})
+            with engine.begin() as connection:
+                connection.execute(sa.insert(User), rows)
+        engine.dispose()
+        return names
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+class Reference:
+    name = "scim2-server (reference, in memory)"
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.token = "bench-" + uuid.uuid4().hex
+        self.log = workdir / "scim2-server.log"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [str(BIN / "scim2-server"), "--port", str(self.port), "--bearer-token", self.token],
+            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
+        )
+        self.base = f"http://127.0.0.1:{self.port}/v2"
+        wait_http(f"{self.base}/ServiceProviderConfig", self.process, self.log)
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+# ---------------------------------------------------------------- the load
+
+
+def entra_user(user_name: str, i: int) -> dict:
+    """A user the way Entra's default mappings POST one (core + enterprise)."""
+    given, family = f"Given{i}", f"Family{i}"
+    return {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+        "externalId": str(uuid.uuid5(uuid.NAMESPACE_URL, user_name)),
+        "userName": user_name,
+        "active": True,
+        "displayName": f"{given} {family}",
+        "title": "Engineer",
+        "preferredLanguage": "en-US",
+        "emails": [{"primary": True, "type": "work", "value": user_name}],
+        "phoneNumbers": [{"type": "work", "value": f"+1 425 555 {i % 10000:04d}"}],
+        "addresses": [{"type": "work", "streetAddress": "1 Microsoft Way", "locality": "Redmond", "postalCode": "98052", "country": "US"}],
+        "name": {"formatted": f"{given} {family}", "familyName": family, "givenName": given},
+        "meta": {"resourceType": "User"},
+        ENTERPRISE: {"employeeNumber": str(100000 + i), "department": f"Dept {i % 50}", "costCenter": f"CC{i % 20}",
+                     "organization": "Contoso", "division": "Cloud"},
+    }
+
+
+def run_sync(target, users: int, clients: int, group_size: int, patch_size: int) -> dict:
+    timings = defaultdict(list)
+    client = Client(target.base, target.token, timings)
+    run = uuid.uuid4().hex[:8]
+    names = [f"user{i}-{run}@contoso.com" for i in range(users)]
+    ids: dict[str, str] = {}
+    problems = []
+    lock = threading.Lock()
+
+    def provision(i):
+        name = names[i]
+        status, body = client.call("GET filter userName", "GET", "/Users?filter=" + q('userName eq "%s"' % name))
+        if status != 200 or body.get("totalResults") != 0:
+            problems.append(f"lookup {name}: {status}")
+            return
+        status, body = client.call("POST /Users", "POST", "/Users", entra_user(name, i))
+        if status != 201:
+            problems.append(f"create {name}: {status} {body}")
+            return
+        with lock:
+            ids[name] = body["id"]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(provision, range(users)))
+    users_elapsed = time.perf_counter() - started
+
+    # Groups: created first (lookup, POST), then filled 25 members per PATCH.
+    groups = {}
+    group_count = max(1, users // group_size)
+
+    def create_group(g):
+        name = f"Group {g} {run}"
+        status, body = client.call(
+            "GET filter displayName", "GET", "/Groups?excludedAttributes=members&filter=" + q('displayName eq "%s"' % name)
+        )
+        status, body = client.call("POST /Groups", "POST", "/Groups", {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name, "externalId": str(uuid.uuid4()),
+        })
+        if status != 201:
+            problems.append(f"group {name}: {status} {body}")
+            return
+        with lock:
+            groups[g] = body["id"]
+
+    member_ids = [ids[n] for n in names if n in ids]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(create_group, range(group_count)))
+    patches = []
+    for g, gid in groups.items():
+        chunk_members = member_ids[g * group_size : (g + 1) * group_size]
+        for start in range(0, len(chunk_members), patch_size):
+            patches.append((gid, chunk_members[start : start + patch_size]))
+    random.Random(1).shuffle(patches)  # groups fill in parallel, as Entra's workers do
+
+    def patch(item):
+        gid, members = item
+        status, body = client.call("PATCH /Groups +25", "PATCH", f"/Groups/{gid}", {
+            "schemas": [PATCH_OP],
+            "Operations": [{"op": "Add", "path": "members", "value": [{"value": m} for m in members]}],
+        })
+        if status not in (200, 204):
+            problems.append(f"patch {gid}: {status} {body}")
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(patch, patches))
+    groups_elapsed = time.perf_counter() - started
+
+    # Verify: every user as sent, every group with exactly its members.
+    def verify(i):
+        name = names[i]
+        if name not in ids:
+            return
+        status, body = client.call("GET /Users/{id}", "GET", f"/Users/{ids[name]}")
+        sent = entra_user(name, i)
+        if status != 200 or any(body.get(k) != sent[k] for k in ("userName", "emails", "name", "externalId")) or (
+            body.get(ENTERPRISE, {}).get("employeeNumber") != sent[ENTERPRISE]["employeeNumber"]
+        ):
+            problems.append(f"verify {name}: {status}")
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(verify, range(users)))
+    for g, gid in groups.items():
+        status, body = client.call("GET /Groups/{id}", "GET", f"/Groups/{gid}")
+        expected = set(member_ids[g * group_size : (g + 1) * group_size])
+        got = {m["value"] for m in (body or {}).get("members", [])}
+        if got != expected:
+            problems.append(f"group {gid}: {len(got)} members, expected {len(expected)}")
+
+    return {
+        "users_per_s": len(ids) / users_elapsed,
+        "users_elapsed": users_elapsed,
+        "groups_elapsed": groups_elapsed,
+        "created": len(ids),
+        "lost": users - len(ids) + sum(1 for p in problems if not p.startswith(("lookup", "create"))),
+        "problems": problems,
+        "timings": timings,
+        "names": list(ids),
+        "client": client,
+    }
+
+
+def filter_latency(client: Client, names: list[str], samples: int) -> tuple[float, float]:
+    """p50/p99 of single-client userName lookups (hits and misses)."""
+    key = f"filter-{uuid.uuid4().hex}"
+    rng = random.Random(7)
+    for _ in range(10):  # warm up the connection
+        client.call("warmup", "GET", "/Users?filter=" + q('userName eq "nobody@nowhere"'))
+    for i in range(samples):
+        name = rng.choice(names) if i % 4 else f"missing-{i}@contoso.com"
+        status, body = client.call(key, "GET", "/Users?filter=" + q('userName eq "%s"' % name.upper()))
+        assert status == 200 and body["totalResults"] == (0 if name.startswith("missing-") else 1), (status, body)
+    values = client.timings.pop(key)
+    return percentile(values, 50), percentile(values, 99)
+
+
+def report(name: str, result: dict, users: int) -> None:
+    print(f"\n== {name}")
+    print(f"   users: {result['created']}/{users} provisioned in {result['users_elapsed']:.1f} s"
+          f" = {result['users_per_s']:.0f} users/s; groups built in {result['groups_elapsed']:.1f} s;"
+          f" lost or wrong: {result['lost']}")
+    print(f"   {'operation':<26}{'count':>8}{'p50 ms':>10}{'p99 ms':>10}")
+    for op, values in result["timings"].items():
+        if op == "warmup":
+            continue
+        print(f"   {op:<26}{len(values):>8}{percentile(values, 50) * 1000:>10.1f}{percentile(values, 99) * 1000:>10.1f}")
+    for problem in result["problems"][:5]:
+        print(f"   problem: {problem}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=10_000, help="users to provision (default 10000)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument("--group-size", type=int, default=1000, help="members per group (default 1000)")
+    parser.add_argument("--patch-size", type=int, default=25, help="members per PATCH (default 25)")
+    parser.add_argument("--stored", default="10000,100000", help="stored-user counts for filter latency")
+    parser.add_argument("--samples", type=int, default=400, help="filter lookups per latency point")
+    parser.add_argument("--databases", default="sqlite,postgresql", help="gateway databases to run on")
+    parser.add_argument("--postgres-url", default=os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--no-reference", action="store_true", help="skip scim2-server")
+    parser.add_argument("--threads", type=int, default=16, help="waitress threads of the gateway")
+    args = parser.parse_args()
+    stored_levels = [int(s) for s in args.stored.split(",") if s]
+
+    print(f"Entra initial cycle: {args.users} users, {args.clients} clients, groups of {args.group_size} "
+          f"filled {args.patch_size} members per PATCH; python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    workdir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
+    results = {}
+    try:
+        if not args.no_reference:
+            reference = Reference(workdir / "reference")
+            try:
+                result = run_sync(reference, args.users, args.clients, args.group_size, args.patch_size)
+                p50, p99 = filter_latency(result["client"], result["names"], args.samples)
+                report(reference.name, result, args.users)
+                print(f"   filter userName eq at {result['created']} stored: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+                results["reference"] = result
+            finally:
+                reference.stop()
+        for database in [d for d in args.databases.split(",") if d]:
+            schema = None
+            if database == "sqlite":
+                url = f"sqlite:///{workdir / 'sqlite' / 'gateway.sqlite'}"
+            else:
+                import sqlalchemy as sa
+
+                schema = f"scim_bench_{uuid.uuid4().hex[:8]}"
+                admin = sa.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
+                with admin.connect() as connection:
+                    connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+                sep = "&" if "?" in args.postgres_url else "?"
+                url = f"{args.postgres_url}{sep}options=-csearch_path%3D{schema}"
+            gateway = Gateway(f"gateway on {database}", url, workdir / database, args.threads)
+            try:
+                result = run_sync(gateway, args.users, args.clients, args.group_size, args.patch_size)
+                report(gateway.name, result, args.users)
+                for level in stored_levels:
+                    names = result["names"] + gateway.top_up(level)
+                    p50, p99 = filter_latency(result["client"], names[: max(len(result["names"]), 1000)], args.samples)
+                    print(f"   filter userName eq at {gateway.stored_users():>7} stored: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+                results[database] = result
+            finally:
+                gateway.stop()
+                if schema:
+                    with admin.connect() as connection:
+                        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+                    admin.dispose()
+        if "reference" in results:
+            print()
+            for database in ("sqlite", "postgresql"):
+                if database in results:
+                    ratio = results[database]["users_per_s"] / results["reference"]["users_per_s"]
+                    print(f"throughput ratio, gateway on {database} / scim2-server: {ratio:.1f}x"
+                          f" ({results[database]['users_per_s']:.0f} vs {results['reference']['users_per_s']:.0f} users/s)")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if any(r["lost"] for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The audit trail: one function records one row, in the caller's transaction.
+
+Recording in the same transaction as the change means the trail never shows
+a write that was rolled back, nor misses one that was committed. The SCIM
+server calls :func:`record` for every write; an audit plugin fed by
+``gateway_user_event`` can call it with ``event.dbsession`` as well.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .db.models import AuditEvent
+
+
+def record(
+    dbsession,
+    *,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: str | None = None,
+    target_name: str | None = None,
+    source: str,
+    correlation_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Add one :class:`AuditEvent` to ``dbsession`` (flushed with the transaction).
+
+    ``actor`` is who did it (``scim:<token name>``, ``user:<userName>``,
+    ``system``); ``action`` a dotted verb such as ``scim.user.create``;
+    ``target_type`` ``user``, ``group`` or ``token``; ``details`` small JSON
+    (changed attribute names, member counts), never secrets.
+    """
+    event = AuditEvent(
+        actor=actor[:256],
+        action=action[:64],
+        target_type=target_type[:32],
+        target_id=target_id,
+        target_name=(target_name or None) and target_name[:512],
+        source=source[:32],
+        correlation_id=correlation_id,
+        details=details or {},
+    )
+    dbsession.add(event)
+    return event

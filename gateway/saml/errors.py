@@ -1,0 +1,78 @@
+"""Why a SAML message was refused: one exception, one plain page.
+
+Every refusal carries a short reason code (stable, for logs, tests and
+support) and a sentence for the person. The page shows both with the
+request's correlation id; the log line carries the technical detail. A
+pysaml2 traceback never reaches the browser.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+
+from pyramid.response import Response
+
+log = logging.getLogger("gateway.saml")
+
+#: What the person can try, by the kind of failure.
+TRY_AGAIN = "Start the sign-in again from this site. If it keeps failing, send the reference below to your administrator."
+ASK_ADMIN = "Send the reference below to your administrator."
+
+
+class SamlRejection(Exception):
+    """A SAML message the gateway refuses.
+
+    ``code`` is a stable reason code; ``message`` is shown to the person;
+    ``detail`` goes to the log only (it may hold what the IdP or pysaml2 said);
+    ``status`` is 400 for malformed or stale input, 403 for a refusal.
+    """
+
+    def __init__(self, code: str, message: str, *, detail: str = "", status: int = 400, hint: str = TRY_AGAIN):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.detail = detail
+        self.status = status
+        self.hint = hint
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;line-height:1.5}}
+code{{background:#f2f2f2;padding:.1rem .3rem}}</style></head>
+<body><h1>{title}</h1>
+<p>{message}</p>
+<p>{hint}</p>
+<p>Reason: <code id="reason">{code}</code><br>Reference: <code id="correlation-id">{cid}</code></p>
+<p><a href="{start}">Sign in again</a> &middot; <a href="/">Home</a></p>
+</body></html>
+"""
+
+
+def rejection_response(request, exc: SamlRejection, title: str = "Sign-in failed") -> Response:
+    """Log the refusal and render the plain page (a normal response, so that
+    what was recorded before the refusal, such as a used request id or a
+    ``denied`` event, is committed)."""
+    cid = request.correlation_id
+    log.warning(
+        "saml refused: reason=%s status=%s correlation_id=%s path=%s detail=%s",
+        exc.code,
+        exc.status,
+        cid,
+        request.path,
+        exc.detail or exc.message,
+    )
+    body = PAGE.format(
+        title=html.escape(title),
+        message=html.escape(exc.message),
+        hint=html.escape(exc.hint),
+        code=html.escape(exc.code),
+        cid=html.escape(cid),
+        start=html.escape(request.route_path("saml.login")),
+    )
+    response = Response(body, status=exc.status, content_type="text/html", charset="utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Reason"] = exc.code
+    return response

@@ -1,0 +1,312 @@
+"""SAML sign-in, logout and the pages around them.
+
+Route names are dotted (``saml.login``, ``saml.acs``, ...). Every refusal is
+a :class:`SamlRejection` rendered by :func:`rejection_response` as a plain
+page with a reason code and the correlation id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import html
+import logging
+import re
+import secrets
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+import zope.sqlalchemy
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.response import Response
+from pyramid.view import view_config
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .. import sessions
+from ..db.models import SamlRequest, SeenAssertion, utcnow
+from ..provisioning.signin import fire, identity_from_claims, sign_in
+from . import slo as slo_module
+from .errors import ASK_ADMIN, SamlRejection, rejection_response
+
+log = logging.getLogger("gateway.saml")
+
+#: How long a started sign-in may take (MFA prompts included).
+REQUEST_LIFETIME = dt.timedelta(minutes=15)
+_BINDING = re.compile(r"^[A-Za-z0-9_\-]{40,64}$")
+
+
+def sp(request):
+    return request.registry.saml_sp
+
+
+def binding_cookie_name(request) -> str:
+    return request.registry.gateway_settings.session.cookie_name + "_saml"
+
+
+def local_path(value: str | None) -> str | None:
+    """``value`` if it is a path on this site, else None (open-redirect guard)."""
+    if value is None or value == "":
+        return "/"
+    if len(value) > 2048 or not value.startswith("/") or value.startswith("//"):
+        return None
+    if "\\" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return None
+    return value
+
+
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# ---------------------------------------------------------------- pages
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;line-height:1.5}}
+button,.button{{font-size:1rem;padding:.5rem 1rem;cursor:pointer}} dt{{font-weight:600}}</style></head>
+<body>{body}</body></html>
+"""
+
+
+def page(title: str, body: str, status: int = 200) -> Response:
+    response = Response(PAGE.format(title=html.escape(title), body=body), status=status, content_type="text/html")
+    response.charset = "utf-8"
+    return _no_store(response)
+
+
+@view_config(route_name="home", request_method="GET")
+def home(request):
+    identity = request.identity
+    esc = html.escape
+    if identity is None:
+        label = request.registry.saml_sp.profile.label
+        login = request.route_path("saml.login")
+        body = (
+            "<h1>Identity gateway</h1><p>You are not signed in.</p>"
+            f'<p><a class="button" id="sign-in" href="{esc(login)}">Sign in with {esc(label)}</a></p>'
+        )
+        return page("Sign in", body)
+    groups = sessions.group_names(request.dbsession, identity.user_id)
+    rows = [
+        ("Name", identity.display_name or identity.user_name),
+        ("User name", identity.user_name),
+        ("Email", identity.email or ""),
+        ("Groups", ", ".join(groups)),
+    ]
+    details = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows)
+    body = (
+        f'<h1>Signed in as <span id="display-name">{esc(identity.display_name or identity.user_name)}</span></h1>'
+        f"<dl>{details}</dl>"
+        f'<form method="post" action="{esc(request.route_path("logout"))}">'
+        f'<input type="hidden" name="csrf_token" value="{esc(identity.csrf_token)}">'
+        '<button id="sign-out" type="submit">Sign out</button></form>'
+    )
+    return page("Signed in", body)
+
+
+@view_config(route_name="whoami", request_method="GET", renderer="json")
+def whoami(request):
+    identity = request.identity
+    request.response.headers["Cache-Control"] = "no-store"
+    if identity is None:
+        request.response.status_int = 401
+        return {"error": "not signed in", "login": request.route_url("saml.login")}
+    return identity.as_json(sessions.group_names(request.dbsession, identity.user_id))
+
+
+# ---------------------------------------------------------------- SAML
+
+
+@view_config(route_name="saml.metadata", request_method="GET")
+def metadata(request):
+    response = Response(sp(request).sp_metadata(), content_type="application/samlmetadata+xml")
+    response.charset = "utf-8"
+    return response
+
+
+@view_config(route_name="saml.login", request_method="GET")
+def login(request):
+    try:
+        next_path = local_path(request.GET.get("next"))
+        if next_path is None:
+            raise SamlRejection("unsafe_next", "The address to return to after sign-in is not on this site.")
+        request_id, location = sp(request).authn_request()
+    except SamlRejection as exc:
+        return rejection_response(request, exc)
+    # The request id is bound to this browser: a random value in a cookie, its
+    # hash in the row. A response only completes the sign-in of the browser
+    # that started it, even when an attacker replays it into another one.
+    name = binding_cookie_name(request)
+    binding = request.cookies.get(name)
+    if not binding or not _BINDING.match(binding):
+        binding = secrets.token_urlsafe(32)
+    now = utcnow()
+    request.dbsession.add(
+        SamlRequest(
+            request_id=request_id,
+            browser_hash=hashlib.sha256(binding.encode()).hexdigest(),
+            next_path=next_path,
+            created_at=now,
+            expires_at=now + REQUEST_LIFETIME,
+        )
+    )
+    response = _no_store(HTTPSeeOther(location=location))
+    settings = request.registry.gateway_settings.session
+    # The ACS POST comes from the IdP's site: a SameSite=Lax cookie would not
+    # be sent with it, so over https the binding cookie is SameSite=None. Over
+    # plain http (development) SameSite=None is refused by browsers; leaving
+    # the attribute out lets them send it with a top-level POST soon after.
+    response.set_cookie(
+        name,
+        binding,
+        max_age=int(REQUEST_LIFETIME.total_seconds()),
+        path="/saml/",
+        secure=settings.cookie_secure,
+        httponly=True,
+        samesite="None" if settings.cookie_secure else None,
+    )
+    return response
+
+
+@view_config(route_name="saml.acs", request_method="POST")
+def acs(request):
+    try:
+        return _acs(request)
+    except SamlRejection as exc:
+        return rejection_response(request, exc)
+
+
+def _acs(request):
+    provider = sp(request)
+    saml_response = request.POST.get("SAMLResponse")
+    if not saml_response:
+        raise SamlRejection("missing_response", "The sign-in message is missing.")
+    relay_state = request.POST.get("RelayState")
+    if relay_state is not None and local_path(relay_state) is None:
+        raise SamlRejection("unsafe_relay_state", "The address to return to after sign-in is not on this site.")
+    now = utcnow()
+
+    in_response_to = provider.peek_in_response_to(provider.decode(saml_response))
+    next_path = "/"
+    if in_response_to:
+        row = _bound_request(request, in_response_to, now)
+        next_path = row.next_path
+    elif not provider.saml.allow_idp_initiated:
+        raise SamlRejection(
+            "unsolicited",
+            "Sign-in started at the identity provider (for example from My Apps) is turned off here.",
+            hint="Start the sign-in from this site instead.",
+        )
+    elif relay_state:
+        next_path = local_path(relay_state) or "/"
+
+    verified = provider.check_response(saml_response, now, solicited_by=in_response_to)
+
+    if in_response_to:
+        # Single use, atomically, on every instance: the second of two racing
+        # requests updates no row.
+        used = request.dbsession.execute(
+            sa.update(SamlRequest)
+            .where(SamlRequest.request_id == in_response_to, SamlRequest.used_at.is_(None))
+            .values(used_at=now)
+            .returning(SamlRequest.request_id),
+            execution_options={"synchronize_session": False},
+        ).first()
+        if used is None:
+            raise SamlRejection("in_response_to_used", "This sign-in was already completed once.")
+    _remember_assertion(request, verified.assertion_id, verified.expires_at, now)
+
+    identity = identity_from_claims(provider.profile, verified.name_id, verified.attributes, verified.issuer)
+    result = sign_in(request, identity)
+    if result.decision.action == "deny":
+        return rejection_response(
+            request,
+            SamlRejection("denied", result.decision.reason, status=403, hint=ASK_ADMIN),
+            title="Sign-in refused",
+        )
+    sessions.start_session(
+        request, result.user.id, name_id=verified.name_id, session_index=verified.session_index
+    )
+    log.info(
+        "signed in user=%s created=%s assertion=%s correlation_id=%s",
+        result.user.user_name,
+        result.created,
+        verified.assertion_id,
+        request.correlation_id,
+    )
+    response = _no_store(HTTPSeeOther(location=request.application_url + next_path))
+    response.delete_cookie(binding_cookie_name(request), path="/saml/")
+    return response
+
+
+def _bound_request(request, in_response_to: str, now) -> SamlRequest:
+    row = request.dbsession.get(SamlRequest, in_response_to[:128])
+    if row is None:
+        raise SamlRejection("in_response_to_unknown", "This answer does not belong to a sign-in started here.")
+    if row.used_at is not None:
+        raise SamlRejection("in_response_to_used", "This sign-in was already completed once.")
+    if row.expires_at <= now:
+        raise SamlRejection("in_response_to_expired", "The sign-in took too long.")
+    binding = request.cookies.get(binding_cookie_name(request), "")
+    if not secrets.compare_digest(hashlib.sha256(binding.encode()).hexdigest(), row.browser_hash):
+        raise SamlRejection(
+            "in_response_to_other_browser",
+            "This answer belongs to a sign-in started in another browser.",
+            hint="Start the sign-in again in this browser; if cookies are blocked for this site, allow them.",
+        )
+    return row
+
+
+def _remember_assertion(request, assertion_id: str, expires_at, now) -> None:
+    """Replay cache shared by every instance: an id is refused until it expires."""
+    dbsession = request.dbsession
+    table = SeenAssertion.__table__
+    # Drop expired ids first, so that an id past its NotOnOrAfter (refused
+    # anyway by the time checks) does not block the table forever.
+    dbsession.execute(sa.delete(table).where(table.c.expires_at <= now))
+    dialect = dbsession.get_bind().dialect.name
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    inserted = dbsession.execute(
+        insert.values(assertion_id=assertion_id[:256], expires_at=expires_at)
+        .on_conflict_do_nothing()
+        .returning(table.c.assertion_id)
+    ).first()
+    zope.sqlalchemy.mark_changed(dbsession)
+    if inserted is None:
+        raise SamlRejection("replay", "This sign-in answer was already used.", status=403)
+
+
+# ---------------------------------------------------------------- logout
+
+
+@view_config(route_name="logout", request_method="POST")
+def logout(request):
+    identity = request.identity
+    if identity is not None and not sessions.check_csrf(request, request.POST.get("csrf_token")):
+        return rejection_response(
+            request,
+            SamlRejection("csrf", "The sign-out form expired. Go back, reload the page and try again.", status=403),
+            title="Sign-out failed",
+        )
+    sessions.end_session(request)
+    if identity is None:
+        return _no_store(HTTPSeeOther(location=request.route_url("home")))
+    fire(request, "signed_out", identity.user_id, identity.user_name)
+    location = request.route_url("home")
+    if identity.name_id:
+        location = slo_module.logout_request_url(sp(request), identity) or location
+    return _no_store(HTTPSeeOther(location=location))
+
+
+@view_config(route_name="saml.slo", request_method=("GET", "POST"))
+def slo(request):
+    try:
+        return slo_module.single_logout(sp(request), request)
+    except SamlRejection as exc:
+        return rejection_response(request, exc, title="Sign-out failed")

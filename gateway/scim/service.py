@@ -1,0 +1,287 @@
+"""The SCIM core service: what a write means beyond storing it.
+
+Views parse HTTP; this module validates, applies PATCHes, checks ETags,
+asks the provisioning hook before a user is created, ends a deactivated or
+deleted user's sessions, fires ``gateway_user_event`` and records the audit
+trail, all in the request's transaction. It reaches data only through the
+configured :class:`~gateway.scim.storage.ScimStorage`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .. import audit
+from ..sessions import end_sessions_for_user
+from ..interfaces import Identity, UserEvent
+from .errors import ScimError, bad_request, conflict, not_found
+from .patch import apply_patch
+from .resources import normalize
+from .schemas import ENTERPRISE_USER, ResourceType
+from .storage import Conflict, Query, Record, ScimStorage, UnknownMembers, Unsupported
+
+log = logging.getLogger(__name__)
+
+
+def end_user_sessions(dbsession, user_id: str) -> None:
+    """End every session of the user now, in this transaction: a deactivated
+    or deleted person must lose access on every instance at the next request."""
+    end_sessions_for_user(dbsession, user_id)
+
+
+def check_if_match(request, record: Record) -> None:
+    """RFC 7232 If-Match against ``W/"<version>"``; 412 when it does not match."""
+    header = request.headers.get("If-Match")
+    if not header:
+        return
+    current = str(record.version)
+    for tag in (t.strip() for t in header.split(",")):
+        if tag == "*" or tag.removeprefix("W/").strip('"') == current:
+            return
+    raise ScimError(412, f'If-Match {header} does not match the current version W/"{current}"')
+
+
+def _primary_email(data: dict) -> str | None:
+    emails = [e for e in data.get("emails") or [] if isinstance(e, dict) and e.get("value")]
+    for email in emails:
+        if email.get("primary") is True:
+            return email["value"]
+    for email in emails:
+        if str(email.get("type", "")).lower() == "work":
+            return email["value"]
+    return emails[0]["value"] if emails else None
+
+
+def identity_from(data: dict) -> Identity:
+    name = data.get("name") or {}
+    enterprise = data.get(ENTERPRISE_USER) or {}
+    return Identity(
+        subject=None,
+        user_name=data.get("userName"),
+        email=_primary_email(data),
+        profile={
+            "email": _primary_email(data),
+            "given_name": name.get("givenName"),
+            "family_name": name.get("familyName"),
+            "display_name": data.get("displayName"),
+            "title": data.get("title"),
+            "department": enterprise.get("department"),
+        },
+    )
+
+
+def changed_attributes(old: dict, new: dict) -> tuple[str, ...]:
+    """Top-level attribute names (extension ones as ``urn:attr``) that differ."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if key.startswith("urn:") and isinstance(old.get(key, {}), dict) and isinstance(new.get(key, {}), dict):
+            inner_old, inner_new = old.get(key) or {}, new.get(key) or {}
+            changed += [f"{key}:{k}" for k in sorted(set(inner_old) | set(inner_new)) if inner_old.get(k) != inner_new.get(k)]
+            if (key in old) != (key in new) and not inner_old and not inner_new:
+                changed.append(key)  # an empty extension object added or removed
+        elif old.get(key) != new.get(key):
+            changed.append(key)
+    return tuple(changed)
+
+
+#: Longest values of the attributes the storage indexes (a UPN is at most 113).
+LIMITS = {"userName": 256, "externalId": 256, "displayName": 256}
+
+
+def check_limits(data: dict, kind: str) -> None:
+    for name, limit in LIMITS.items():
+        if name == "displayName" and kind != "Group":
+            continue
+        value = data.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            raise bad_request("invalidValue", f"{name} is longer than {limit} characters")
+
+
+class ScimService:
+    def __init__(self, request, token_name: str):
+        self.request = request
+        self.storage: ScimStorage = request.registry.scim_storage
+        self.types: dict[str, ResourceType] = request.registry.scim_resource_types
+        self.settings = request.registry.gateway_settings.scim
+        self.actor = f"scim:{token_name}"
+
+    # -------------------------------------------------------------- helpers
+
+    def _audit(self, action: str, target_type: str, record_id: str | None, name: str | None, **details: Any) -> None:
+        audit.record(
+            self.request.dbsession,
+            actor=self.actor,
+            action=action,
+            target_type=target_type,
+            target_id=record_id,
+            target_name=name,
+            source="scim",
+            correlation_id=self.request.correlation_id,
+            details={k: v for k, v in details.items() if v not in (None, (), [])},
+        )
+
+    def _event(self, type_: str, user_id: str, user_name: str | None, changed: tuple[str, ...] = ()) -> None:
+        self.request.registry.pm.hook.gateway_user_event(
+            event=UserEvent(
+                type=type_,
+                user_id=user_id,
+                user_name=user_name,
+                actor=self.actor,
+                source="scim",
+                correlation_id=self.request.correlation_id,
+                changed=changed,
+                dbsession=self.request.dbsession,
+            )
+        )
+
+    def _storage(self, call, *args, **kwargs):
+        """Call the backend, turning its errors into SCIM errors."""
+        try:
+            return call(self.request, *args, **kwargs)
+        except Conflict as exc:
+            raise conflict(str(exc) or "a unique value is taken") from None
+        except UnknownMembers as exc:
+            raise bad_request("invalidValue", f"no user with id {', '.join(sorted(exc.ids))}") from None
+        except Unsupported as exc:
+            raise bad_request("invalidFilter", str(exc)) from None
+
+    # -------------------------------------------------------------- reads
+
+    def get(self, kind: str, resource_id: str, *, with_members: bool = True) -> Record:
+        if kind == "User":
+            record = self._storage(self.storage.get_user, resource_id)
+        else:
+            record = self._storage(self.storage.get_group, resource_id, with_members=with_members)
+        if record is None:
+            raise not_found(f"{kind} {resource_id} not found")
+        return record
+
+    def query(self, kind: str, query: Query):
+        call = self.storage.query_users if kind == "User" else self.storage.query_groups
+        return self._storage(call, query)
+
+    # -------------------------------------------------------------- users
+
+    def create_user(self, body: Any) -> Record:
+        data, _ = normalize(body, self.types["User"])
+        check_limits(data, "User")
+        decision = self.request.registry.pm.hook.gateway_provisioning_decide(
+            identity=identity_from(data), user=None, source="scim"
+        )
+        if decision is not None and decision.action == "deny":
+            raise ScimError(403, decision.reason or "provisioning refused by policy")
+        record = self._storage(self.storage.create_user, data)
+        self._audit("scim.user.create", "user", record.id, data["userName"], active=data.get("active", True))
+        self._event("created", record.id, data["userName"])
+        if data.get("active") is False:
+            self._event("deactivated", record.id, data["userName"])
+        return record
+
+    def _locked_user(self, user_id: str) -> Record:
+        record = self._storage(self.storage.get_user, user_id, for_update=True)
+        if record is None:
+            raise not_found(f"User {user_id} not found")
+        check_if_match(self.request, record)
+        return record
+
+    def _write_user(self, old: Record, data: dict, action: str) -> Record:
+        if data.get("userName") != old.data.get("userName") and not self.settings.allow_username_change:
+            raise bad_request(
+                "mutability", "userName cannot be changed (scim.allow_username_change is off)"
+            )
+        check_limits(data, "User")
+        changed = changed_attributes(old.data, data)
+        if not changed:
+            return old
+        record = self._storage(self.storage.replace_user, old.id, data)
+        user_name = data.get("userName")
+        self._audit(action, "user", old.id, user_name, changed=list(changed))
+        was_active, is_active = old.data.get("active", True) is not False, data.get("active", True) is not False
+        others = tuple(c for c in changed if c != "active")
+        if others:
+            self._event("updated", old.id, user_name, others)
+        if was_active and not is_active:
+            end_user_sessions(self.request.dbsession, old.id)
+            self._event("deactivated", old.id, user_name)
+        elif is_active and not was_active:
+            self._event("reactivated", old.id, user_name)
+        return record
+
+    def replace_user(self, user_id: str, body: Any) -> Record:
+        old = self._locked_user(user_id)
+        data, _ = normalize(body, self.types["User"])
+        return self._write_user(old, data, "scim.user.replace")
+
+    def patch_user(self, user_id: str, body: Any) -> Record:
+        old = self._locked_user(user_id)
+        result = apply_patch(old.data, body, self.types["User"])
+        if not result.data.get("userName"):
+            raise bad_request("mutability", "userName is required")
+        return self._write_user(old, result.data, "scim.user.patch")
+
+    def delete_user(self, user_id: str) -> None:
+        old = self._locked_user(user_id)
+        end_user_sessions(self.request.dbsession, user_id)
+        self._storage(self.storage.delete_user, user_id)
+        self._audit("scim.user.delete", "user", user_id, old.data.get("userName"))
+        self._event("deleted", user_id, old.data.get("userName"))
+
+    # -------------------------------------------------------------- groups
+
+    def create_group(self, body: Any) -> Record:
+        data, members = normalize(body, self.types["Group"])
+        check_limits(data, "Group")
+        record = self._storage(self.storage.create_group, data, members or [])
+        self._audit("scim.group.create", "group", record.id, data["displayName"], members=len(members or []))
+        return record
+
+    def _locked_group(self, group_id: str) -> Record:
+        record = self._storage(self.storage.get_group, group_id, with_members=False, for_update=True)
+        if record is None:
+            raise not_found(f"Group {group_id} not found")
+        check_if_match(self.request, record)
+        return record
+
+    def replace_group(self, group_id: str, body: Any) -> Record:
+        old = self._locked_group(group_id)
+        data, members = normalize(body, self.types["Group"])
+        check_limits(data, "Group")
+        if data != old.data:
+            self._storage(self.storage.replace_group, group_id, data)
+        # PUT replaces the whole resource: members not sent are removed.
+        self._storage(self.storage.set_members, group_id, members or [])
+        self._audit("scim.group.replace", "group", group_id, data["displayName"], members=len(members or []))
+        return self.get("Group", group_id)
+
+    def patch_group(self, group_id: str, body: Any) -> None:
+        old = self._locked_group(group_id)
+        result = apply_patch(old.data, body, self.types["Group"])
+        if not result.data.get("displayName"):
+            raise bad_request("mutability", "displayName is required")
+        check_limits(result.data, "Group")
+        if result.data != old.data:
+            self._storage(self.storage.replace_group, group_id, result.data)
+        added = removed = 0
+        for change, ids in result.member_changes:
+            if change == "add":
+                added += len(self._storage(self.storage.add_members, group_id, ids))
+            elif change == "remove":
+                removed += len(self._storage(self.storage.remove_members, group_id, ids))
+            else:
+                self._storage(self.storage.set_members, group_id, ids)
+        self._audit(
+            "scim.group.patch",
+            "group",
+            group_id,
+            result.data.get("displayName"),
+            changed=list(changed_attributes(old.data, result.data)),
+            members_added=added or None,
+            members_removed=removed or None,
+            members_replaced=any(c == "set" for c, _ in result.member_changes) or None,
+        )
+
+    def delete_group(self, group_id: str) -> None:
+        old = self._locked_group(group_id)
+        self._storage(self.storage.delete_group, group_id)
+        self._audit("scim.group.delete", "group", group_id, old.data.get("displayName"))

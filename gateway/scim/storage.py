@@ -1,0 +1,205 @@
+"""The SCIM storage interface: the reference for storage backend authors.
+
+The SCIM core (``gateway.scim``) parses and validates every request, applies
+PATCH operations, runs hooks and writes the audit trail; it reaches stored
+users and groups only through the object a backend's ``factory(registry)``
+returned, which must implement :class:`ScimStorage`. A backend registers
+itself from ``gateway_scim_storage_backends()`` and is picked by
+``scim.storage``. Every backend must pass the contract suite in
+``tests/test_scim_storage.py`` (subclass ``ScimStorageContract``).
+
+Rules every method follows:
+
+- The first argument is the Pyramid ``request``. Writes must join the
+  request's transaction (``request.dbsession`` for SQL, or the transaction
+  manager ``request.tm``): the core raises when a request fails after a
+  write, and that write must then vanish.
+- Resource ``data`` is a dict of the resource's attributes as the core
+  validated them (canonical attribute names, values as sent, extension
+  attributes under their URN key), without ``id``, ``meta``, ``schemas`` and,
+  for groups, without ``members``. Store it as given and return it as given.
+- ``version`` is an integer that every write to a resource increases (ETags
+  are ``W/"<version>"``), including a change of a group's members.
+- userName is unique case-insensitively, and so is a group's displayName;
+  a write that would break that raises :class:`Conflict`, even when two
+  requests race (rely on a unique index, not on a prior read). After a
+  Conflict the core fails the request, so the transaction may be unusable.
+- Filters arrive as the resolved AST of :mod:`gateway.scim.filters`; evaluate
+  them in the store's own query language, never by loading every resource.
+  A filter the backend cannot evaluate raises :class:`Unsupported`, which the
+  core turns into a 400 ``invalidFilter``: an unfiltered answer is never
+  acceptable (Entra would create duplicates).
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from .filters import Expr
+from .schemas import ResolvedPath
+
+
+class StorageError(Exception):
+    """Base of the errors a backend raises; the core maps each to a SCIM error."""
+
+
+class Conflict(StorageError):
+    """A unique value (userName, group displayName) is taken. -> 409 uniqueness."""
+
+
+class Unsupported(StorageError):
+    """The backend cannot evaluate this filter or sort. -> 400 invalidFilter."""
+
+
+class UnknownMembers(StorageError):
+    """Some member ids name no stored user. -> 400 invalidValue.
+
+    ``ids`` holds the unknown ones.
+    """
+
+    def __init__(self, ids):
+        super().__init__(", ".join(sorted(ids)))
+        self.ids = set(ids)
+
+
+@dataclass
+class Member:
+    value: str  # the user's id
+
+
+@dataclass
+class Record:
+    """A stored user or group as the backend returns it."""
+
+    id: str
+    data: dict
+    version: int
+    created: dt.datetime
+    last_modified: dt.datetime
+    #: Groups only, and only when asked for: None means "not loaded".
+    members: list[Member] | None = None
+
+
+@dataclass
+class Query:
+    """A list request. ``start_index`` is 1-based (RFC 7644 §3.4.2.4)."""
+
+    filter: Expr | None = None
+    sort_by: ResolvedPath | None = None
+    descending: bool = False
+    start_index: int = 1
+    count: int = 100
+    #: Groups only: whether the backend must load members.
+    with_members: bool = True
+
+
+@dataclass
+class Page:
+    total: int
+    resources: list[Record] = field(default_factory=list)
+
+
+class ScimStorage(abc.ABC):
+    """What the SCIM core needs from a storage backend (see the module docstring)."""
+
+    # ---------------------------------------------------------------- users
+
+    @abc.abstractmethod
+    def create_user(self, request, data: dict) -> Record:
+        """Store a new user; return it with a new id and version 1.
+
+        ``data["userName"]`` is present; ``data.get("active", True)`` says
+        whether the user may sign in. Raise :class:`Conflict` when another
+        user has the same userName, compared case-insensitively.
+        """
+
+    @abc.abstractmethod
+    def get_user(self, request, user_id: str, *, for_update: bool = False) -> Record | None:
+        """The user with this id, or None.
+
+        With ``for_update`` the core is about to write the user: hold a lock
+        (``SELECT ... FOR UPDATE`` or equivalent) until the transaction ends,
+        so concurrent PATCHes of one user apply one after the other instead of
+        overwriting each other.
+        """
+
+    @abc.abstractmethod
+    def replace_user(self, request, user_id: str, data: dict) -> Record:
+        """Replace the user's data (the core already merged PATCHes); bump version.
+
+        Raise :class:`Conflict` for a taken userName. The user exists (the
+        core read it ``for_update`` in this transaction).
+        """
+
+    @abc.abstractmethod
+    def delete_user(self, request, user_id: str) -> bool:
+        """Delete the user and their group memberships (bumping those groups'
+        versions). Return False if there was no such user."""
+
+    @abc.abstractmethod
+    def query_users(self, request, query: Query) -> Page:
+        """Users matching ``query.filter`` (all when None), sorted by
+        ``query.sort_by`` (a stable order of the backend's choosing when
+        None), the ``count`` from ``start_index`` on, and the total number of
+        matches. Raise :class:`Unsupported` for a filter or sort it cannot do.
+        """
+
+    # ---------------------------------------------------------------- groups
+
+    @abc.abstractmethod
+    def create_group(self, request, data: dict, member_ids: list[str]) -> Record:
+        """Store a new group with these members (user ids); return it, members loaded.
+
+        Raise :class:`Conflict` for a taken displayName (case-insensitive) and
+        :class:`UnknownMembers` for ids that name no user.
+        """
+
+    @abc.abstractmethod
+    def get_group(
+        self, request, group_id: str, *, with_members: bool = True, for_update: bool = False
+    ) -> Record | None:
+        """The group, or None. Load ``members`` only when ``with_members``:
+        Entra reads groups with ``excludedAttributes=members`` and a group may
+        have tens of thousands. ``for_update`` as in :meth:`get_user`."""
+
+    @abc.abstractmethod
+    def replace_group(self, request, group_id: str, data: dict) -> Record:
+        """Replace the group's data (not its members); bump version.
+        Raise :class:`Conflict` for a taken displayName. Members not loaded."""
+
+    @abc.abstractmethod
+    def delete_group(self, request, group_id: str) -> bool:
+        """Delete the group and its memberships. False if there was no such group."""
+
+    @abc.abstractmethod
+    def query_groups(self, request, query: Query) -> Page:
+        """As :meth:`query_users`, for groups; members loaded only when
+        ``query.with_members``."""
+
+    # ---------------------------------------------------------------- membership
+
+    @abc.abstractmethod
+    def add_members(self, request, group_id: str, user_ids: list[str]) -> list[str]:
+        """Add users to the group, touching only their memberships (never
+        rewriting the whole list: a group may have 50,000 members). Ids already
+        members are ignored. Raise :class:`UnknownMembers` for ids that name no
+        user. Return the ids actually added. Bumps the version if any was."""
+
+    @abc.abstractmethod
+    def remove_members(self, request, group_id: str, user_ids: list[str]) -> list[str]:
+        """Remove these users from the group (only these); ids that are not
+        members are ignored. Return the ids actually removed. Bumps the version
+        if any was."""
+
+    @abc.abstractmethod
+    def set_members(self, request, group_id: str, user_ids: list[str]) -> None:
+        """Make the group's members exactly these users (PUT, or a PATCH that
+        replaces ``members``). Raise :class:`UnknownMembers` as
+        :meth:`add_members`. Bumps the version."""
+
+    @abc.abstractmethod
+    def count_members(self, request, group_id: str) -> int:
+        """How many members the group has."""

@@ -1,0 +1,309 @@
+"""The SQL implementation of :class:`gateway.scim.storage.ScimStorage`.
+
+Everything runs on ``request.dbsession``, so it commits or aborts with the
+request (pyramid_tm). Users and groups are rows whose ``scim_data`` JSON is
+the resource as sent; the columns Entra looks things up by are copied out of
+it on every write (``user_name_key`` lower-cased for the case-insensitive
+unique index). A group's members are rows of ``group_members``: adding 25
+members to a group of 50,000 inserts 25 rows and bumps one version.
+
+Locking: ``for_update`` reads take a row lock (PostgreSQL ``FOR UPDATE``;
+on SQLite a no-op UPDATE that takes the database write lock, since SQLite
+has no row locks), so concurrent PATCHes of one resource serialise instead
+of losing each other's changes. Uniqueness rests on the unique indexes: a
+racing duplicate fails at INSERT and becomes :class:`Conflict`.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.db.models import Group, GroupMember, User, new_id, utcnow
+from gateway.scim.schemas import ENTERPRISE_USER
+from gateway.scim.storage import Conflict, Member, Page, Query, Record, ScimStorage, UnknownMembers
+
+from .query import Translator
+
+USER_COLUMNS = (User.id, User.scim_data, User.version, User.created_at, User.updated_at)
+GROUP_COLUMNS = (Group.id, Group.scim_data, Group.version, Group.created_at, Group.updated_at)
+
+
+def _short(value, length: int):
+    return value[:length] if isinstance(value, str) else None
+
+
+def _work_email(data: dict) -> str | None:
+    emails = [e for e in data.get("emails") or [] if isinstance(e, dict) and isinstance(e.get("value"), str)]
+    for wanted in (lambda e: str(e.get("type", "")).lower() == "work", lambda e: e.get("primary") is True):
+        for email in emails:
+            if wanted(email):
+                return email["value"]
+    return emails[0]["value"] if emails else None
+
+
+def user_columns(data: dict) -> dict:
+    """The looked-up columns, copied from the SCIM data on every write."""
+    name = data.get("name") or {}
+    enterprise = data.get(ENTERPRISE_USER) or {}
+    email = _work_email(data)
+    user_name = data["userName"]
+    return {
+        "user_name": user_name,
+        "user_name_key": user_name.lower(),
+        "external_id": data.get("externalId"),
+        "active": data.get("active", True) is not False,
+        "display_name": _short(data.get("displayName"), 512),
+        "given_name": _short(name.get("givenName"), 256),
+        "family_name": _short(name.get("familyName"), 256),
+        "email": _short(email, 320),
+        "email_key": _short(email.lower() if email else None, 320),
+        "title": _short(data.get("title"), 256),
+        "department": _short(enterprise.get("department"), 256),
+        "scim_data": data,
+    }
+
+
+def group_columns(data: dict) -> dict:
+    return {
+        "display_name": data["displayName"],
+        "display_name_key": data["displayName"].lower(),
+        "external_id": data.get("externalId"),
+        "scim_data": data,
+    }
+
+
+def _record(row, members=None) -> Record:
+    return Record(
+        id=row.id,
+        data=dict(row.scim_data or {}),
+        version=row.version,
+        created=row.created_at,
+        last_modified=row.updated_at,
+        members=members,
+    )
+
+
+def _unique_violation(exc: sa.exc.IntegrityError, *names: str) -> bool:
+    text = str(exc.orig).lower()
+    return "unique" in text or "duplicate" in text or any(n in text for n in names)
+
+
+class SqlStorage(ScimStorage):
+    def __init__(self, registry):
+        self.registry = registry
+        self.dialect = registry.db_engine.dialect.name
+
+    def _insert(self, model):
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(model)
+
+    def _lock(self, dbsession, model, resource_id: str):
+        if self.dialect == "sqlite":
+            # SQLite locks the whole database for writing; a no-op UPDATE takes
+            # that lock now (waiting busy_timeout), before the read.
+            dbsession.execute(
+                sa.update(model)
+                .where(model.id == resource_id)
+                .values(version=model.version, updated_at=model.updated_at),
+                execution_options={"synchronize_session": False},
+            )
+
+    # ---------------------------------------------------------------- users
+
+    def create_user(self, request, data: dict) -> Record:
+        now = utcnow()
+        values = {"id": new_id(), **user_columns(data), "version": 1, "created_at": now, "updated_at": now}
+        values.update(provisioned_by="scim", is_admin=False, attributes={})
+        try:
+            request.dbsession.execute(sa.insert(User).values(**values))
+        except sa.exc.IntegrityError as exc:
+            raise Conflict(f'userName "{data["userName"]}" is taken') from exc
+        return Record(values["id"], data, 1, now, now)
+
+    def get_user(self, request, user_id: str, *, for_update: bool = False) -> Record | None:
+        dbsession = request.dbsession
+        stmt = sa.select(*USER_COLUMNS).where(User.id == user_id)
+        if for_update:
+            self._lock(dbsession, User, user_id)
+            stmt = stmt.with_for_update()
+        row = dbsession.execute(stmt).first()
+        return _record(row) if row else None
+
+    def replace_user(self, request, user_id: str, data: dict) -> Record:
+        stmt = (
+            sa.update(User)
+            .where(User.id == user_id)
+            .values(**user_columns(data), version=User.version + 1, updated_at=utcnow())
+            .returning(*USER_COLUMNS)
+        )
+        try:
+            row = request.dbsession.execute(stmt, execution_options={"synchronize_session": False}).first()
+        except sa.exc.IntegrityError as exc:
+            raise Conflict(f'userName "{data["userName"]}" is taken') from exc
+        return _record(row)
+
+    def delete_user(self, request, user_id: str) -> bool:
+        dbsession = request.dbsession
+        # The user's groups change too: their ETags must move.
+        dbsession.execute(
+            sa.update(Group)
+            .where(Group.id.in_(sa.select(GroupMember.group_id).where(GroupMember.user_id == user_id)))
+            .values(version=Group.version + 1, updated_at=utcnow()),
+            execution_options={"synchronize_session": False},
+        )
+        # Memberships and sessions go with the row (ON DELETE CASCADE).
+        result = dbsession.execute(sa.delete(User).where(User.id == user_id), execution_options={"synchronize_session": False})
+        return bool(result.rowcount)
+
+    def query_users(self, request, query: Query) -> Page:
+        return self._query(request, User, USER_COLUMNS, query, members=False)
+
+    # ---------------------------------------------------------------- groups
+
+    def create_group(self, request, data: dict, member_ids: list[str]) -> Record:
+        now = utcnow()
+        group_id = new_id()
+        values = {"id": group_id, **group_columns(data), "version": 1, "created_at": now, "updated_at": now}
+        try:
+            request.dbsession.execute(sa.insert(Group).values(**values))
+        except sa.exc.IntegrityError as exc:
+            raise Conflict(f'a group named "{data["displayName"]}" exists') from exc
+        if member_ids:
+            self._insert_members(request.dbsession, group_id, member_ids)
+        return self.get_group(request, group_id)
+
+    def get_group(self, request, group_id: str, *, with_members: bool = True, for_update: bool = False):
+        dbsession = request.dbsession
+        stmt = sa.select(*GROUP_COLUMNS).where(Group.id == group_id)
+        if for_update:
+            self._lock(dbsession, Group, group_id)
+            stmt = stmt.with_for_update()
+        row = dbsession.execute(stmt).first()
+        if row is None:
+            return None
+        members = self._members(dbsession, [group_id])[group_id] if with_members else None
+        return _record(row, members)
+
+    def replace_group(self, request, group_id: str, data: dict) -> Record:
+        stmt = (
+            sa.update(Group)
+            .where(Group.id == group_id)
+            .values(**group_columns(data), version=Group.version + 1, updated_at=utcnow())
+            .returning(*GROUP_COLUMNS)
+        )
+        try:
+            row = request.dbsession.execute(stmt, execution_options={"synchronize_session": False}).first()
+        except sa.exc.IntegrityError as exc:
+            raise Conflict(f'a group named "{data["displayName"]}" exists') from exc
+        return _record(row)
+
+    def delete_group(self, request, group_id: str) -> bool:
+        result = request.dbsession.execute(
+            sa.delete(Group).where(Group.id == group_id), execution_options={"synchronize_session": False}
+        )
+        return bool(result.rowcount)
+
+    def query_groups(self, request, query: Query) -> Page:
+        return self._query(request, Group, GROUP_COLUMNS, query, members=query.with_members)
+
+    # ---------------------------------------------------------------- membership
+
+    def _check_users(self, dbsession, user_ids: list[str]) -> None:
+        found = set()
+        for start in range(0, len(user_ids), 500):
+            chunk = user_ids[start : start + 500]
+            found.update(dbsession.scalars(sa.select(User.id).where(User.id.in_(chunk))))
+        missing = set(user_ids) - found
+        if missing:
+            raise UnknownMembers(missing)
+
+    def _insert_members(self, dbsession, group_id: str, user_ids: list[str]) -> list[str]:
+        user_ids = list(dict.fromkeys(user_ids))
+        self._check_users(dbsession, user_ids)
+        now = utcnow()
+        added = []
+        for start in range(0, len(user_ids), 500):
+            chunk = user_ids[start : start + 500]
+            stmt = (
+                self._insert(GroupMember)
+                .values([{"group_id": group_id, "user_id": u, "created_at": now} for u in chunk])
+                .on_conflict_do_nothing()
+                .returning(GroupMember.user_id)
+            )
+            added += list(dbsession.scalars(stmt))
+        return added
+
+    def _bump(self, dbsession, group_id: str) -> None:
+        dbsession.execute(
+            sa.update(Group).where(Group.id == group_id).values(version=Group.version + 1, updated_at=utcnow()),
+            execution_options={"synchronize_session": False},
+        )
+
+    def add_members(self, request, group_id: str, user_ids: list[str]) -> list[str]:
+        added = self._insert_members(request.dbsession, group_id, user_ids)
+        if added:
+            self._bump(request.dbsession, group_id)
+        return added
+
+    def remove_members(self, request, group_id: str, user_ids: list[str]) -> list[str]:
+        removed = []
+        for start in range(0, len(user_ids), 500):
+            chunk = user_ids[start : start + 500]
+            stmt = (
+                sa.delete(GroupMember)
+                .where(GroupMember.group_id == group_id, GroupMember.user_id.in_(chunk))
+                .returning(GroupMember.user_id)
+            )
+            removed += list(request.dbsession.scalars(stmt, execution_options={"synchronize_session": False}))
+        if removed:
+            self._bump(request.dbsession, group_id)
+        return removed
+
+    def set_members(self, request, group_id: str, user_ids: list[str]) -> None:
+        dbsession = request.dbsession
+        wanted = list(dict.fromkeys(user_ids))
+        self._check_users(dbsession, wanted)
+        current = set(dbsession.scalars(sa.select(GroupMember.user_id).where(GroupMember.group_id == group_id)))
+        gone = [u for u in current if u not in set(wanted)]
+        for start in range(0, len(gone), 500):
+            dbsession.execute(
+                sa.delete(GroupMember).where(GroupMember.group_id == group_id, GroupMember.user_id.in_(gone[start : start + 500])),
+                execution_options={"synchronize_session": False},
+            )
+        new = [u for u in wanted if u not in current]
+        if new:
+            self._insert_members(dbsession, group_id, new)
+        self._bump(dbsession, group_id)
+
+    def count_members(self, request, group_id: str) -> int:
+        return request.dbsession.scalar(
+            sa.select(sa.func.count()).select_from(GroupMember).where(GroupMember.group_id == group_id)
+        )
+
+    # ---------------------------------------------------------------- queries
+
+    def _members(self, dbsession, group_ids: list[str]) -> dict[str, list[Member]]:
+        out: dict[str, list[Member]] = {g: [] for g in group_ids}
+        if not group_ids:
+            return out
+        stmt = (
+            sa.select(GroupMember.group_id, GroupMember.user_id)
+            .where(GroupMember.group_id.in_(group_ids))
+            .order_by(GroupMember.group_id, GroupMember.created_at, GroupMember.user_id)
+        )
+        for group_id, user_id in dbsession.execute(stmt):
+            out[group_id].append(Member(user_id))
+        return out
+
+    def _query(self, request, model, columns, query: Query, members: bool) -> Page:
+        dbsession = request.dbsession
+        translator = Translator(self.dialect, model)
+        where = translator.where(query.filter) if query.filter is not None else sa.true()
+        order = translator.order(query.sort_by, query.descending)
+        total = dbsession.scalar(sa.select(sa.func.count()).select_from(model).where(where))
+        if query.count <= 0 or total == 0:
+            return Page(total=total)
+        stmt = sa.select(*columns).where(where).order_by(*order).offset(query.start_index - 1).limit(query.count)
+        rows = dbsession.execute(stmt).all()
+        by_group = self._members(dbsession, [r.id for r in rows]) if members else {}
+        return Page(total=total, resources=[_record(r, by_group.get(r.id) if members else None) for r in rows])
