@@ -32,16 +32,17 @@ def main(global_config, **settings):
         config.include(".db")
         # Request correlation ids, and error pages / JSON rendered in one place.
         config.include(".web")
+        # Server-side browser sessions: request.identity for every view.
+        config.include(".sessions")
+        # GET /auth for reverse proxies: identity headers, group rules. Its
+        # route comes first because routes match in order and it is the hot path.
+        config.include(".forward_auth")
         # Liveness and readiness probes for load balancers and orchestrators.
         config.include(".health")
         # SCIM 2.0 for Entra provisioning, on the storage backend scim.storage names.
         config.include(".scim")
-        # Server-side browser sessions: request.identity for every view.
-        config.include(".sessions")
         # SAML sign-in with the IdP profile's metadata, logout, /whoami, home page.
         config.include(".saml")
-        # GET /auth for reverse proxies: identity headers, group rules.
-        config.include(".forward_auth")
 
         # The one bridge to Pyramid for plugins: their routes and views.
         config.registry.pm.hook.gateway_pyramid_configure(config=config)

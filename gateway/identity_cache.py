@@ -84,15 +84,17 @@ class SqliteDataVersion:
 
     def check(self, cache: IdentityCache) -> bool:
         local = self._local
-        connection = getattr(local, "connection", None)
+        cursor = getattr(local, "cursor", None)
         try:
-            if connection is None:
-                connection = local.connection = sqlite3.connect(self.path, check_same_thread=True)
+            if cursor is None:
+                connection = sqlite3.connect(self.path, check_same_thread=True)
+                cursor = local.cursor = connection.cursor()
                 local.version = None
-            version = connection.execute("PRAGMA data_version").fetchone()[0]
+            cursor.execute("PRAGMA data_version")
+            version = cursor.fetchone()[0]
         except sqlite3.Error:
             log.warning("identity cache: cannot watch %s; serving from the database", self.path, exc_info=True)
-            local.connection = None
+            local.cursor = None
             return False
         if version != local.version:
             # First look from this thread, or a commit elsewhere since its last look.
@@ -101,9 +103,9 @@ class SqliteDataVersion:
         return True
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is not None:
+            cursor.connection.close()
 
 
 class PostgresNotifications:

@@ -96,4 +96,3 @@ def includeme(config):
     settings = config.registry.gateway_settings
     pm = build_plugin_manager(settings)
     config.registry.pm = pm
-    config.add_request_method(lambda request: request.registry.pm.hook, "hook", reify=True)

@@ -27,5 +27,7 @@ def _add_correlation_header(event):
 
 
 def includeme(config):
-    config.add_request_method(correlation_id, "correlation_id", reify=True)
+    from .request import GatewayRequest
+
+    config.set_request_factory(GatewayRequest)
     config.add_subscriber(_add_correlation_header, "pyramid.events.NewResponse")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 
 import sqlalchemy as sa
+import pyramid_tm
 import zope.sqlalchemy
+from pyramid.tweens import EXCVIEW
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -48,6 +50,15 @@ def get_session_factory(engine: sa.Engine) -> sessionmaker:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def request_dbsession(request) -> Session:
+    """``request.dbsession``: one session per request, joined to ``request.tm``."""
+    # Reuse a session the test harness or a tween placed in the environ.
+    session = request.environ.get("app.dbsession")
+    if session is None:
+        session = get_tm_session(request.registry.dbsession_factory, request.tm, request=request)
+    return session
+
+
 def get_tm_session(session_factory: sessionmaker, transaction_manager, request=None) -> Session:
     """A session joined to ``transaction_manager``: it commits or aborts with it."""
     dbsession = session_factory(info={"request": request})
@@ -65,13 +76,16 @@ def needs_transaction(request) -> bool:
 
 def includeme(config):
     settings = config.get_settings()
-    settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
+    settings["tm.manager_hook"] = pyramid_tm.explicit_manager
     # pyramid_tm would look up the signed-in user on every request just to
     # label the transaction; the audit trail records who did what instead.
     settings["tm.annotate_user"] = "false"
     # Forward-auth only reads, through its own pooled connection: no transaction to manage.
     settings["tm.activate_hook"] = "gateway.db.needs_transaction"
-    config.include("pyramid_tm")
+    # pyramid_tm's includeme, less its add_request_method: request.tm is a
+    # property of gateway.request.GatewayRequest (see there for why).
+    config.add_tween("pyramid_tm.tm_tween_factory", over=EXCVIEW)
+    config.add_view_predicate("tm_active", pyramid_tm.TMActivePredicate)
     config.include("pyramid_retry")
 
     engine = create_engine(config.registry.gateway_settings.database_url)
@@ -79,11 +93,4 @@ def includeme(config):
     session_factory = get_session_factory(engine)
     config.registry.dbsession_factory = session_factory
 
-    def dbsession(request) -> Session:
-        # Reuse a session the test harness or a tween placed in the environ.
-        session = request.environ.get("app.dbsession")
-        if session is None:
-            session = get_tm_session(session_factory, request.tm, request=request)
-        return session
 
-    config.add_request_method(dbsession, reify=True)

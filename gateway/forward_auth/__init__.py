@@ -138,7 +138,10 @@ def _header_suffix(field: str) -> str:
 def _header_value(value: str) -> str:
     # WSGI headers are latin-1 strings: send UTF-8 bytes through as they are,
     # and never let a value break the header block.
-    return value.replace("\r", " ").replace("\n", " ").encode("utf-8").decode("latin-1")
+    if value.isascii() and value.isprintable():
+        return value
+    value = "".join(ch if ch.isprintable() else " " for ch in value)
+    return value.encode("utf-8").decode("latin-1")
 
 
 def auth_view(request):
