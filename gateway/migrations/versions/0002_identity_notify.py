@@ -1,4 +1,4 @@
-"""PostgreSQL: NOTIFY gateway_identity whenever who-is-signed-in-as-what may have changed
+"""PostgreSQL: NOTIFY gateway_identity whenever who-is-signed-in-as-what (or a SCIM token) may have changed
 
 Every gateway process keeps signed-in identities in memory for forward-auth
 and drops them when this notification arrives (gateway/identity_cache.py).
@@ -23,6 +23,8 @@ WATCHED = {
     "users": "UPDATE OR DELETE OR TRUNCATE",
     "groups": "UPDATE OR DELETE OR TRUNCATE",
     "group_members": "INSERT OR UPDATE OR DELETE OR TRUNCATE",
+    # SCIM bearer tokens: a revocation must reach every instance's token cache.
+    "scim_tokens": "UPDATE OR DELETE OR TRUNCATE",
 }
 
 
