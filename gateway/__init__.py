@@ -39,6 +39,8 @@ def main(global_config, **settings):
         config.include(".forward_auth")
         # Liveness and readiness probes for load balancers and orchestrators.
         config.include(".health")
+        # Provisioning: the attribute transforms attributes.transforms names.
+        config.include(".provisioning")
         # SCIM 2.0 for Entra provisioning, on the storage backend scim.storage names.
         config.include(".scim")
         # SAML sign-in with the IdP profile's metadata, logout, /whoami, home page.

@@ -95,11 +95,24 @@ def _token_arguments(parser) -> None:
     add_token_arguments(parser)
 
 
+def cmd_users(args) -> int:
+    from .provisioning.cli import cmd_users as run
+
+    return run(args)
+
+
+def _users_arguments(parser) -> None:
+    from .provisioning.cli import add_users_arguments
+
+    add_users_arguments(parser)
+
+
 #: name -> (function, help, argument adder). Other modules add their commands here.
 COMMANDS: dict[str, tuple[Callable, str, Callable[[argparse.ArgumentParser], None] | None]] = {
     "migrate": (cmd_migrate, "create or upgrade the database schema", None),
     "check": (cmd_check, "check settings, plugins, database and IdP metadata", None),
     "token": (cmd_token, "SCIM bearer tokens: token create NAME, token list, token revoke NAME", _token_arguments),
+    "users": (cmd_users, "users list, users show USERNAME (profile, groups, sessions, audit events)", _users_arguments),
 }
 
 

@@ -60,8 +60,8 @@ class SessionIdentity:
     groups: tuple[str, ...] = ()
     group_ids: tuple[str, ...] = ()
 
-    def as_json(self, groups: list[str]) -> dict[str, Any]:
-        """The ``/whoami`` shape (SCIM-like names)."""
+    def as_json(self) -> dict[str, Any]:
+        """The ``/whoami`` shape (SCIM-like names); ``/`` shows the same."""
         attributes = dict(self.attributes or {})
         for key in ("title", "department", "given_name", "family_name"):
             value = getattr(self, key)
@@ -72,7 +72,7 @@ class SessionIdentity:
             "userName": self.user_name,
             "email": self.email,
             "displayName": self.display_name or self.user_name,
-            "groups": groups,
+            "groups": list(self.groups),
             "attributes": attributes,
         }
 
@@ -286,17 +286,6 @@ def end_sessions_by_name_id(dbsession, name_id: str, session_index: str | None =
     if session_index:
         where.append(SsoSession.session_index == session_index)
     return _end(dbsession, where)
-
-
-def group_names(dbsession, user_id: str) -> list[str]:
-    """The display names of a user's groups, sorted: one indexed join."""
-    stmt = (
-        sa.select(Group.display_name)
-        .join(GroupMember, GroupMember.group_id == Group.id)
-        .where(GroupMember.user_id == user_id)
-        .order_by(Group.display_name)
-    )
-    return list(dbsession.scalars(stmt))
 
 
 def check_csrf(request, supplied: str | None) -> bool:

@@ -65,6 +65,19 @@ def parse_words(raw: str) -> tuple[str, ...]:
     return tuple(w for w in re.split(r"[\s,]+", raw.strip()) if w)
 
 
+def parse_names(raw: str) -> tuple[str, ...]:
+    """Names separated by whitespace or commas; quote a name with spaces: ``"Gateway Admins" 5f1c...``."""
+    import shlex
+
+    lexer = shlex.shlex(raw, posix=True)
+    lexer.whitespace += ","
+    lexer.whitespace_split = True
+    try:
+        return tuple(name for name in lexer if name)
+    except ValueError:
+        raise ValueError('expected names separated by spaces, with "quotes" around a name with spaces') from None
+
+
 def parse_lines(raw: str) -> tuple[str, ...]:
     """One entry per non-blank line; ``#`` starts a comment."""
     out = []
@@ -236,7 +249,7 @@ def setting(default: Any = _REQUIRED, parse: Callable[[str], Any] = str.strip) -
 class GatewaySettings:
     base_url: str = setting(parse=parse_base_url)
     plugins: tuple[str, ...] = setting((), parse_words)
-    admin_groups: tuple[str, ...] = setting((), parse_words)
+    admin_groups: tuple[str, ...] = setting((), parse_names)
 
 
 @dataclass(frozen=True)
@@ -347,6 +360,21 @@ def _parse_value(key: str, raw: Any, parse: Callable[[str], Any]) -> Any:
         if "secret" in key:
             shown = f"{len(shown)} characters"
         raise ConfigError(f'{key}: {exc}, got "{shown}"') from None
+
+
+def read_setting(raw: Any, key: str, parse: Callable[[str], Any], default: Any = _REQUIRED) -> Any:
+    """One plugin-owned setting from the raw ini settings (``registry.settings``).
+
+    Parsed with ``parse`` (one of the parsers above, or your own raising
+    ValueError("expected ...")); a bad value raises ConfigError naming the
+    key, as for core settings. Without ``default`` the key is required.
+    """
+    value = raw.get(key)
+    if value is None or str(value).strip() == "":
+        if default is _REQUIRED:
+            raise ConfigError(f"{key}: required setting is missing")
+        return default
+    return _parse_value(key, value, parse)
 
 
 def parse_settings(raw: dict[str, Any]) -> Settings:

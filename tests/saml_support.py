@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import secrets
 import urllib.parse
+import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,11 @@ GROUPS = "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups"
 
 BASE = "http://localhost"
 ACS = BASE + "/saml/acs"
+SLO = BASE + "/saml/slo"
 SP_ENTITY = BASE + "/saml/metadata"
+STATUS_SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
+#: Entra's LogoutResponse issuer differs from its assertion issuer (entra.md 2.11).
+ENTRA_LOGOUT_ISSUER = f"https://login.microsoftonline.com/{TENANT}/"
 
 
 @dataclass(frozen=True)
@@ -249,17 +254,33 @@ class TestIdp:
 
     # ------------------------------------------------------------ logout
 
-    def logout_request(self, name_id: str, session_index: str | None = None, *, sign: bool = True,
-                       destination: str = BASE + "/saml/slo", key: KeyPair | None = None,
-                       relay_state: str | None = None, lowercase: bool = True) -> str:
-        """A Redirect-binding LogoutRequest query string, signed like Entra (lower-case escapes)."""
+    def logout_request_xml(self, name_id: str, session_index: str | None = None, *,
+                           destination: str = SLO, issuer: str | None = None) -> str:
         index = f"<samlp:SessionIndex>{escape(session_index)}</samlp:SessionIndex>" if session_index else ""
-        xml = (
+        return (
             f'<samlp:LogoutRequest xmlns:samlp="{SAMLP}" xmlns="{SAML}" ID="{new_id()}" Version="2.0"'
             f' IssueInstant="{instant(dt.datetime.now(dt.timezone.utc))}" Destination={quoteattr(destination)}>'
-            f"<Issuer>{escape(self.entity_id)}</Issuer><NameID>{escape(name_id)}</NameID>{index}"
+            f"<Issuer>{escape(issuer or self.entity_id)}</Issuer><NameID>{escape(name_id)}</NameID>{index}"
             "</samlp:LogoutRequest>"
         )
+
+    def logout_response_xml(self, in_response_to: str | None, *, issuer: str = ENTRA_LOGOUT_ISSUER,
+                            destination: str | None = SLO, status: str = STATUS_SUCCESS,
+                            status_message: str | None = None) -> str:
+        """A LogoutResponse as Entra writes it (its issuer is login.microsoftonline.com, entra.md 2.11)."""
+        irt = f" InResponseTo={quoteattr(in_response_to)}" if in_response_to else ""
+        dest = f" Destination={quoteattr(destination)}" if destination else ""
+        message = f"<samlp:StatusMessage>{escape(status_message)}</samlp:StatusMessage>" if status_message else ""
+        return (
+            f'<samlp:LogoutResponse xmlns:samlp="{SAMLP}" ID="{new_id()}" Version="2.0"'
+            f' IssueInstant="{instant(dt.datetime.now(dt.timezone.utc))}"{dest}{irt}>'
+            f'<Issuer xmlns="{SAML}">{escape(issuer)}</Issuer>'
+            f'<samlp:Status><samlp:StatusCode Value="{status}"/>{message}</samlp:Status></samlp:LogoutResponse>'
+        )
+
+    def redirect_query(self, kind: str, xml: str, *, relay_state: str | None = None, sign: bool = True,
+                       key: KeyPair | None = None, lowercase: bool = True) -> str:
+        """An HTTP-Redirect binding query string, signed like Entra (RSA-SHA256, lower-case escapes)."""
         compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
         deflated = compressor.compress(xml.encode()) + compressor.flush()
 
@@ -268,17 +289,34 @@ class TestIdp:
             # Entra writes %2f, %3d ...: the signature covers exactly these bytes.
             return _lower_escapes(quoted) if lowercase else quoted
 
-        query = "SAMLRequest=" + enc(base64.b64encode(deflated).decode())
+        query = f"{kind}=" + enc(base64.b64encode(deflated).decode())
         if relay_state is not None:
             query += "&RelayState=" + enc(relay_state)
         if sign:
-            query += "&SigAlg=" + enc(RSA_SHA256)
-            private = serialization.load_pem_private_key(Path((key or self.keys).key_file).read_bytes(), None)
             from cryptography.hazmat.primitives.asymmetric import padding
 
+            query += "&SigAlg=" + enc(RSA_SHA256)
+            private = serialization.load_pem_private_key(Path((key or self.keys).key_file).read_bytes(), None)
             signature = private.sign(query.encode(), padding.PKCS1v15(), hashes.SHA256())
             query += "&Signature=" + enc(base64.b64encode(signature).decode())
         return query
+
+    def logout_request(self, name_id: str, session_index: str | None = None, *, sign: bool = True,
+                       destination: str = SLO, key: KeyPair | None = None,
+                       relay_state: str | None = None, lowercase: bool = True) -> str:
+        """A Redirect-binding LogoutRequest query string, signed like Entra (lower-case escapes)."""
+        xml = self.logout_request_xml(name_id, session_index, destination=destination)
+        return self.redirect_query("SAMLRequest", xml, relay_state=relay_state, sign=sign, key=key, lowercase=lowercase)
+
+    def post_signed(self, xml: str, *, key: KeyPair | None = None, sign_alg: str = RSA_SHA256,
+                    digest_alg: str = SHA256) -> str:
+        """``xml`` (a LogoutRequest or LogoutResponse) with an enveloped signature of its root, for the POST binding."""
+        import re
+
+        element = re.match(r"<samlp:(\w+)", xml).group(1)
+        element_id = re.search(r' ID="([^"]+)"', xml).group(1)
+        signed = self.sign(xml, element, element_id, key or self.keys, sign_alg, digest_alg)
+        return signed.split("?>", 1)[1] if signed.startswith("<?xml") else signed
 
 
 def _lower_escapes(value: str) -> str:
@@ -372,3 +410,92 @@ def sign_in(app, idp: TestIdp, name: str = "alice@example.com", next_path: str |
     """A complete SP-initiated sign-in in this webtest browser; returns the ACS response."""
     request_id = start_login(app, next_path)
     return post_response(app, idp.response(request_id, name_id=name, **kwargs), status=303)
+
+
+# ---------------------------------------------------------------- pysaml2's own IdP
+
+
+class Pysaml2Idp:
+    """pysaml2's IdP (``saml2.server.Server``) with the test IdP's entity id and keys.
+
+    It trusts the gateway through the SP metadata that ``GET /saml/metadata``
+    serves, reads the gateway's real AuthnRequest from the ``/saml/login``
+    redirect, and answers with ``create_authn_response``: nothing in the
+    response is templated by the tests.
+    """
+
+    __test__ = False
+
+    def __init__(self, idp: TestIdp, sp_metadata: str, *, sign_alg: str = RSA_SHA256, digest_alg: str = SHA256):
+        from saml2 import BINDING_HTTP_REDIRECT
+        from saml2.config import IdPConfig
+        from saml2.server import Server
+        from saml2.sigver import get_xmlsec_binary
+
+        self.idp = idp
+        self.sign_alg = sign_alg
+        self.digest_alg = digest_alg
+        config = IdPConfig()
+        config.load(
+            {
+                "entityid": idp.entity_id,
+                "service": {
+                    "idp": {
+                        "endpoints": {
+                            "single_sign_on_service": [(IDP_SSO, BINDING_HTTP_REDIRECT)],
+                            "single_logout_service": [(IDP_SSO, BINDING_HTTP_REDIRECT)],
+                        },
+                        # Entra's window: valid from 5 minutes before issue, for 65 minutes.
+                        "policy": {"default": {"lifetime": {"minutes": 60}, "attribute_restrictions": None}},
+                        "name_id_format": ["urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"],
+                    }
+                },
+                "key_file": idp.keys.key_file,
+                "cert_file": idp.keys.cert_file,
+                "metadata": {"inline": [sp_metadata]},
+                "xmlsec_binary": get_xmlsec_binary(),
+                "signing_algorithm": sign_alg,
+                "digest_algorithm": digest_alg,
+                "delete_tmpfiles": True,
+            }
+        )
+        self.server = Server(config=config)
+
+    def authn_request(self, location: str):
+        """The gateway's AuthnRequest as pysaml2's IdP parses it from the redirect URL."""
+        from saml2 import BINDING_HTTP_REDIRECT
+
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
+        return self.server.parse_authn_request(query["SAMLRequest"][0], BINDING_HTTP_REDIRECT)
+
+    def answer(self, location: str, name: str = "alice@example.com", *, sign_assertion: bool = True,
+               sign_response: bool = False, attributes: dict | None = None) -> str:
+        """The signed Response (XML text) to the AuthnRequest in ``location``."""
+        from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NameID
+
+        request = self.authn_request(location)
+        args = self.server.response_args(request.message)
+        response = self.server.create_authn_response(
+            # A distinct, stable object id per person: it is the gateway's lasting key.
+            self.idp.claims(name, oid=str(uuid.uuid5(uuid.NAMESPACE_URL, name))) if attributes is None else attributes,
+            name_id=NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=name),
+            authn={"class_ref": "urn:oasis:names:tc:SAML:2.0:ac:classes:Password"},
+            sign_assertion=sign_assertion,
+            sign_response=sign_response,
+            sign_alg=self.sign_alg,
+            digest_alg=self.digest_alg,
+            **args,
+        )
+        return str(response)
+
+    def sign_in(self, app, name: str = "alice@example.com", next_path: str | None = None, status=303, **kwargs):
+        """/saml/login in this webtest browser, pysaml2's answer POSTed to the ACS."""
+        params = {"next": next_path} if next_path is not None else {}
+        location = app.get("/saml/login", params=params, status=303).headers["Location"]
+        return post_response(app, self.answer(location, name, **kwargs), status=status)
+
+
+@pytest.fixture
+def pysaml2_idp(saml_app, idp):
+    """pysaml2's IdP, trusting the SP metadata that ``saml_app`` publishes."""
+    return Pysaml2Idp(idp, saml_app.get("/saml/metadata").text)

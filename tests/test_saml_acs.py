@@ -433,3 +433,17 @@ def test_offsite_next_is_refused(saml_app, target):
 def test_offsite_relay_state_is_refused(make_app, idp):
     app = make_app(**{"saml.allow_idp_initiated": "true"})
     refused(post_response(app, idp.response(None), relay_state="https://evil.example/", status=400), "unsafe_relay_state")
+
+
+def test_request_rows_long_expired_are_deleted(saml_app):
+    """Started sign-ins that were never answered do not pile up in saml_requests."""
+    from gateway.db.models import SamlRequest
+
+    old, recent = start_login(saml_app), start_login(saml_app)
+    now = dt.datetime.now(dt.timezone.utc)
+    with saml_app.app.registry.dbsession_factory() as db, db.begin():
+        db.get(SamlRequest, old).expires_at = now - dt.timedelta(hours=2)
+        db.get(SamlRequest, recent).expires_at = now - dt.timedelta(minutes=1)
+    fresh = start_login(saml_app)
+    with saml_app.app.registry.dbsession_factory() as db:
+        assert set(db.scalars(sa.select(SamlRequest.request_id))) == {recent, fresh}

@@ -79,6 +79,9 @@ class User(Base):
     scim_data: Mapped[dict] = mapped_column(JSONType, default=dict)
     #: Custom profile attributes after mappings and transforms.
     attributes: Mapped[dict] = mapped_column(JSONType, default=dict)
+    #: The profile fields the last SAML sign-in carried (before transforms),
+    #: so a SCIM write can recompute the mapped profile (gateway/provisioning/profile.py).
+    saml_profile: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     #: ``scim`` or ``saml``: who created the record.
     provisioned_by: Mapped[str] = mapped_column(sa.String(16), default="scim")
     is_admin: Mapped[bool] = mapped_column(sa.Boolean, default=False)
@@ -151,11 +154,13 @@ class SsoSession(Base):
 
 
 class SamlRequest(Base):
-    """An AuthnRequest this gateway sent, bound to the browser that asked for it."""
+    """An AuthnRequest or LogoutRequest this gateway sent, bound to the browser that asked for it."""
 
     __tablename__ = "saml_requests"
 
     request_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    #: ``authn`` (answered at /saml/acs) or ``logout`` (answered at /saml/slo).
+    kind: Mapped[str] = mapped_column(sa.String(16), default="authn", server_default="authn")
     browser_hash: Mapped[str] = mapped_column(sa.String(64))
     next_path: Mapped[str] = mapped_column(sa.String(2048), default="/")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

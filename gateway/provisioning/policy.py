@@ -14,6 +14,10 @@ NOT_ASSIGNED = (
     " you to it in Microsoft Entra ID, then try again."
 )
 DEACTIVATED = "Your account is deactivated. Ask your administrator to reactivate it."
+SCIM_DISABLED = (
+    "SCIM is disabled: provisioning.mode is first_login, so users are created at their first"
+    " sign-in. Add scim to provisioning.mode to provision users over SCIM."
+)
 
 
 class ModePolicy:
@@ -25,6 +29,8 @@ class ModePolicy:
     @hookimpl(trylast=True)
     def gateway_provisioning_decide(self, identity, user, source):
         if source == "scim":
+            if "scim" not in self.modes:
+                return Decision.deny(SCIM_DISABLED)
             return Decision.create() if user is None else Decision.allow()
         if user is not None:
             return Decision.allow() if user.get("active", True) else Decision.deny(DEACTIVATED)

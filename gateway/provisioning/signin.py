@@ -1,20 +1,42 @@
-"""Who a verified SAML sign-in is: find the user, ask the policy, create when told to.
+"""Who a verified SAML sign-in is: find the user, ask the policy, create or update, fire events.
 
-Kept small on purpose; attribute sync on every sign-in comes with the
-provisioning work. The order of lookups is ``provisioning.match_on``
-(default: IdP subject, then userName, then email), so a user that SCIM
-created before their first sign-in is found rather than duplicated.
+The lookup order is ``provisioning.match_on`` (default: the IdP's lasting
+subject against the stored IdP subject or externalId, then userName, then
+email, case-insensitively), so a user that SCIM created before their first
+sign-in is found rather than duplicated, and their IdP subject is linked on
+that first match so later sign-ins match on it alone.
+
+A name or email match never takes over a record already linked to another
+subject: Entra reuses a UPN once its owner is deleted, and the new owner
+must not inherit the old one's account. Such a sign-in is refused with a
+reason and an admin decides.
+
+Every sign-in also carries the claims to the mapped profile (profile.py),
+the ``groups`` claim to the memberships in ``first_login``-only mode and the
+admin flag from ``gateway.admin_groups`` (groups.py).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..db.models import User, utcnow
+from ..db.models import Group, GroupMember, User, utcnow
 from ..interfaces import Decision, Identity, UserEvent
+from .groups import refresh_admin, sync_groups_from_claims
+from .policy import DEACTIVATED
+from .profile import profile_from_saml, scim_resource_from_saml, sync_profile_from_saml
+
+log = logging.getLogger(__name__)
+
+SUBJECT_TAKEN = (
+    "An account with your user name or email belongs to another person in your directory."
+    " Ask your administrator to sort out the two accounts."
+)
+NO_ACCOUNT = "You do not have an account here yet. Ask your administrator to add you."
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,10 @@ def identity_from_claims(profile, name_id: str, attributes: dict[str, list[str]]
     email = fields.get("email") or (name_id if "@" in name_id else None)
     fields["subject"] = subject
     fields["custom"] = custom
+    overage = getattr(profile, "groups_overage_claim", None)
+    if overage and attributes.get(overage):
+        # Entra replaced the groups claim: see groups.OVERAGE_WARNING.
+        fields["groups_link"] = attributes[overage][0]
     return Identity(
         subject=subject,
         user_name=name_id,
@@ -56,26 +82,60 @@ def identity_from_claims(profile, name_id: str, attributes: dict[str, list[str]]
     )
 
 
-def find_user(dbsession, identity: Identity, match_on) -> User | None:
+@dataclass(frozen=True)
+class Match:
+    user: User | None
+    #: A user found by userName/email who is linked to another subject.
+    taken: User | None = None
+
+
+def _linkable(user: User, identity: Identity) -> bool:
+    return not user.idp_subject or not identity.subject or user.idp_subject == identity.subject
+
+
+def find_user(dbsession, identity: Identity, match_on) -> Match:
+    """The stored user this sign-in is, by ``match_on`` order."""
+    taken = None
     for key in match_on:
-        user = None
+        candidates: list[User] = []
         if key == "subject" and identity.subject:
             user = dbsession.scalars(sa.select(User).where(User.idp_subject == identity.subject)).first()
+            if user is not None:
+                return Match(user)
+            # Entra can map objectId to SCIM externalId: a provisioned user
+            # not yet linked is found by it too.
+            variants = list(dict.fromkeys((identity.subject, identity.subject.lower())))
+            candidates = list(
+                dbsession.scalars(
+                    sa.select(User).where(User.external_id.in_(variants), User.idp_subject.is_(None)).limit(2)
+                )
+            )
         elif key == "userName" and identity.user_name:
-            user = dbsession.scalars(sa.select(User).where(User.user_name_key == identity.user_name.lower())).first()
+            candidates = list(dbsession.scalars(sa.select(User).where(User.user_name_key == identity.user_name.lower())))
         elif key == "email" and identity.email:
-            found = dbsession.scalars(sa.select(User).where(User.email_key == identity.email.lower()).limit(2)).all()
-            # Email is not unique: two matches are ambiguous, so neither is taken.
-            user = found[0] if len(found) == 1 else None
-        if user is not None:
-            return user
-    return None
+            candidates = list(dbsession.scalars(sa.select(User).where(User.email_key == identity.email.lower()).limit(2)))
+        # Two matches are ambiguous (email is not unique), so neither is taken.
+        if len(candidates) == 1:
+            if _linkable(candidates[0], identity):
+                return Match(candidates[0])
+            taken = taken or candidates[0]
+    return Match(None, taken)
 
 
-def user_as_dict(user: User | None) -> dict | None:
+def user_groups(dbsession, user_id: str) -> list[str]:
+    """Display names and external ids of the user's groups (for policy plugins)."""
+    rows = dbsession.execute(
+        sa.select(Group.display_name, Group.external_id)
+        .join(GroupMember, GroupMember.group_id == Group.id)
+        .where(GroupMember.user_id == user_id)
+    ).all()
+    return sorted({value for row in rows for value in row if value})
+
+
+def user_as_dict(user: User | None, dbsession=None) -> dict | None:
     if user is None:
         return None
-    return {
+    out = {
         "id": user.id,
         "userName": user.user_name,
         "externalId": user.external_id,
@@ -85,77 +145,106 @@ def user_as_dict(user: User | None) -> dict | None:
         "displayName": user.display_name,
         "provisioned_by": user.provisioned_by,
     }
+    if dbsession is not None:
+        out["groups"] = user_groups(dbsession, user.id)
+    return out
 
 
-def fire(request, type_: str, user_id, user_name, *, reason: str = "", actor: str | None = None) -> None:
+def fire(
+    request,
+    type_: str,
+    user_id,
+    user_name,
+    *,
+    reason: str = "",
+    actor: str | None = None,
+    changed: tuple[str, ...] = (),
+    source: str = "saml",
+) -> None:
     request.registry.pm.hook.gateway_user_event(
         event=UserEvent(
             type=type_,
             user_id=user_id,
             user_name=user_name,
             actor=actor or (f"user:{user_name}" if user_name else "system"),
-            source="saml",
+            source=source,
             correlation_id=request.correlation_id,
+            changed=tuple(changed),
             reason=reason,
             dbsession=request.dbsession,
         )
     )
 
 
+def _deny(request, user: User | None, name: str | None, reason: str) -> SignInResult:
+    fire(request, "denied", user.id if user else None, name, reason=reason)
+    return SignInResult(user, Decision.deny(reason))
+
+
 def sign_in(request, identity: Identity) -> SignInResult:
-    """Resolve the person, apply the provisioning decision, fire the events."""
+    """Resolve the person, apply the provisioning decision, sync, fire the events."""
     settings = request.registry.gateway_settings
     dbsession = request.dbsession
-    user = find_user(dbsession, identity, settings.provisioning.match_on)
+    match = find_user(dbsession, identity, settings.provisioning.match_on)
+    user = match.user
+    name = user.user_name if user is not None else identity.user_name
+    if user is None and match.taken is not None:
+        log.warning(
+            "sign-in refused: %s matches user %s, who is linked to another IdP subject (subject=%s) correlation_id=%s",
+            identity.user_name,
+            match.taken.user_name,
+            identity.subject,
+            request.correlation_id,
+        )
+        return _deny(request, match.taken, match.taken.user_name, SUBJECT_TAKEN)
     decision = request.registry.pm.hook.gateway_provisioning_decide(
-        identity=identity, user=user_as_dict(user), source="saml"
+        identity=identity, user=user_as_dict(user, dbsession), source="saml"
     )
     if decision is None:  # pragma: no cover - the shipped default always answers
         decision = Decision.deny("No provisioning policy answered.")
-    name = user.user_name if user is not None else identity.user_name
     if decision.action == "deny":
-        fire(request, "denied", user.id if user else None, name, reason=decision.reason)
-        return SignInResult(user, decision)
+        return _deny(request, user, name, decision.reason)
     if user is not None and not user.active:
         # A policy may allow, but a deactivated user never gets a session.
-        decision = Decision.deny("Your account is deactivated. Ask your administrator to reactivate it.")
-        fire(request, "denied", user.id, name, reason=decision.reason)
-        return SignInResult(user, decision)
+        return _deny(request, user, name, DEACTIVATED)
     created = False
     if user is None:
         if decision.action != "create":
-            decision = Decision.deny("You do not have an account here yet. Ask your administrator to add you.")
-            fire(request, "denied", None, name, reason=decision.reason)
-            return SignInResult(None, decision)
+            return _deny(request, None, name, NO_ACCOUNT)
         user = _create(dbsession, identity)
         created = True
-        fire(request, "created", user.id, user.user_name)
     elif identity.subject and not user.idp_subject:
-        # A SCIM-provisioned user signing in for the first time: link the IdP subject.
+        # A SCIM-provisioned user signing in for the first time: link the
+        # subject so later sign-ins match on it alone, whatever their UPN becomes.
         user.idp_subject = identity.subject
+    changed = sync_profile_from_saml(request, user, identity)
+    sync_groups_from_claims(request, user, identity)
+    if refresh_admin(request, user):
+        changed += ("is_admin",)
     user.last_sign_in_at = utcnow()
     dbsession.flush()
+    if created:
+        fire(request, "created", user.id, user.user_name)
+    elif changed:
+        fire(request, "updated", user.id, user.user_name, changed=changed)
     fire(request, "signed_in", user.id, user.user_name)
     return SignInResult(user, decision, created)
 
 
 def _create(dbsession, identity: Identity) -> User:
-    profile = identity.profile
+    """A new user from the claims; the mapped profile is filled by the sync that follows."""
+    email = profile_from_saml(identity)["email"]
     user = User(
         user_name=identity.user_name,
         user_name_key=identity.user_name.lower(),
         idp_subject=identity.subject,
         active=True,
-        display_name=profile.get("display_name"),
-        given_name=profile.get("given_name"),
-        family_name=profile.get("family_name"),
-        email=identity.email,
-        email_key=identity.email.lower() if identity.email else None,
-        title=profile.get("title"),
-        department=profile.get("department"),
-        attributes=dict(profile.get("custom") or {}),
-        scim_data={},
+        email=email,
+        email_key=email.lower() if email else None,
+        attributes={},
+        scim_data=scim_resource_from_saml(identity),
         provisioned_by="saml",
+        is_admin=False,
     )
     dbsession.add(user)
     dbsession.flush()

@@ -5,10 +5,25 @@ Entra percent-encodes in lower case (``%2f``) where most libraries write
 ``%2F``; re-encoding the decoded values, as python3-saml did, breaks Entra's
 signatures. So the signed octets are rebuilt from the raw query string.
 
+A POSTed message (other IdPs; Entra never POSTs logout) carries an enveloped
+XML signature instead, checked like a Response's: one signature, on the root,
+covering the root by ID, allowed algorithms, verified by xmlsec1 with the IdP
+metadata's certificates.
+
 A LogoutRequest whose signature verifies with an IdP certificate ends every
 session of that NameID (and SessionIndex, when given), on every instance. An
 unsigned one can only end the session of the browser that carries it, and only
 when that session belongs to the NameID it names: forging it gains nothing.
+A signature that is present but does not verify is always a refusal.
+
+A LogoutResponse must come from the IdP (Entra writes
+``https://login.microsoftonline.com/{tenant}/`` there, not the assertion
+issuer), be addressed to our SLO URL, answer a LogoutRequest that this
+browser sent (``saml_requests`` row of kind ``logout``, bound like an
+AuthnRequest, used once) and report success.
+
+Our own LogoutRequests and LogoutResponses are signed (RSA-SHA256) when
+``saml.key_file`` is set; AuthnRequests never are (see sp.py).
 """
 
 from __future__ import annotations
@@ -16,7 +31,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import re
 import secrets
+import tempfile
 import zlib
 from urllib.parse import quote, unquote_plus
 
@@ -25,18 +42,23 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pyramid.httpexceptions import HTTPSeeOther
+from saml2.sigver import CryptoBackendXmlSec1, SignatureError
 from xml.sax.saxutils import escape, quoteattr
 
 from .. import sessions
 from ..db.models import utcnow
 from ..provisioning.signin import fire
+from . import browser
 from .errors import SamlRejection
-from .sp import parse_instant
-from .xmlguard import SAML, SAMLP, safe_parse
+from .sp import STATUS_SUCCESS, parse_instant
+from .xmlguard import SAML, SAMLP, SIGNATURE, check_enveloped_signature, check_unique_ids, safe_parse
 
 log = logging.getLogger("gateway.saml")
 
 MAX_INFLATED = 256 * 1024
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
+ENTRA_ISSUER = re.compile(r"^https://sts\.windows\.net/([0-9a-fA-F-]{36})/$")
 
 HASHES = {
     "http://www.w3.org/2000/09/xmldsig#rsa-sha1": hashes.SHA1,
@@ -116,40 +138,135 @@ def _message(request) -> tuple[str, str, dict[str, str]]:
     raise SamlRejection("missing_message", "The sign-out message is missing.")
 
 
+def verify_post_signature(provider, root, xml: bytes, certs) -> bool:
+    """True when the POSTed message carries a valid enveloped signature by one of ``certs``; False when unsigned.
+
+    The structure is pinned first (as for a Response): every ID unique, at
+    most one Signature in the document, a child of the root, covering the
+    root by its ID with allowed algorithms only. xmlsec1 then verifies that
+    one signature over that one element, with the IdP metadata's
+    certificates only (never a KeyInfo in the message).
+    """
+    check_unique_ids(root)
+    signatures = [e for e in root.iter() if e.tag == SIGNATURE]
+    if not signatures:
+        return False
+    if len(signatures) > 1 or signatures[0] not in list(root):
+        raise SamlRejection("signature_location", "A signature is in a place the SAML profile does not allow.")
+    check_enveloped_signature(signatures[0], root, provider.allowed_signature_uris, provider.allowed_digest_uris)
+    backend = CryptoBackendXmlSec1(provider.xmlsec, delete_tmpfiles=True)
+    node_name = root.tag[1:].replace("}", ":")  # pysaml2's "namespace:Name"
+    for cert in certs:
+        with tempfile.NamedTemporaryFile(suffix=".der") as handle:
+            handle.write(cert.der)
+            handle.flush()
+            try:
+                if backend.validate_signature(xml, handle.name, "der", node_name, root.get("ID")):
+                    return True
+            except SignatureError:
+                continue
+    raise SamlRejection("signature_invalid", "The sign-out message's signature does not verify.", status=403)
+
+
+def idp_issuers(idp) -> set[str]:
+    """The issuers a logout message of this IdP may carry.
+
+    Entra's assertions say ``https://sts.windows.net/{tenant}/`` (the metadata
+    entityID) but its logout messages say
+    ``https://login.microsoftonline.com/{tenant}/`` (entra.md 2.1, 2.11).
+    """
+    issuers = {idp.entity_id}
+    match = ENTRA_ISSUER.match(idp.entity_id)
+    if match:
+        issuers.add(f"https://login.microsoftonline.com/{match.group(1)}/")
+    return issuers
+
+
+def _check_envelope(provider, idp, root, now, what: str) -> None:
+    """Issuer and Destination, the same for a LogoutRequest and a LogoutResponse."""
+    issuer = (root.findtext(f"{{{SAML}}}Issuer") or "").strip()
+    if issuer not in idp_issuers(idp):
+        raise SamlRejection(
+            "issuer",
+            "The sign-out message comes from an identity provider this gateway does not trust.",
+            detail=f"{what} issuer {issuer!r}, expected one of {sorted(idp_issuers(idp))}",
+            status=403,
+        )
+    destination = root.get("Destination")
+    if destination is not None and destination != provider.slo_url:
+        raise SamlRejection(
+            "destination",
+            "The sign-out message was addressed to another site.",
+            detail=f"{what} Destination {destination!r}, expected {provider.slo_url!r}",
+        )
+
+
 def single_logout(provider, request):
     kind, encoded, raw = _message(request)
     idp = provider.idp()
     if request.method == "GET":
         xml = inflate(encoded)
+        root = safe_parse(xml)
         signed = verify_redirect_signature(raw, kind, idp.certs, provider.allowed_signature_uris)
     else:
-        # Entra sends logout only with the Redirect binding; a POSTed message
-        # is accepted, but only as an unsigned one (it ends this browser's session).
+        # Entra sends logout only with the Redirect binding (entra.md 2.11);
+        # other IdPs may POST, with the signature inside the XML.
         try:
-            xml = base64.b64decode(encoded)
+            xml = base64.b64decode("".join(encoded.split()), validate=True)
         except ValueError:
             raise SamlRejection("malformed", "The sign-out message is malformed.") from None
-        signed = False
-    root = safe_parse(xml)
+        root = safe_parse(xml)
+        signed = verify_post_signature(provider, root, xml, idp.certs)
+    now = utcnow()
     if kind == "SAMLResponse":
-        # The answer to our own LogoutRequest: this browser's session ended
-        # already when it was sent; make sure, then go home.
-        if root.tag != f"{{{SAMLP}}}LogoutResponse":
-            raise SamlRejection("not_a_logout_response", "The sign-out message is not a LogoutResponse.")
-        sessions.end_session(request)
-        return HTTPSeeOther(location=request.route_url("home"))
+        return _logout_response(provider, idp, request, root, signed, now)
+    return _logout_request(provider, idp, request, root, signed, now, raw)
 
+
+def _logout_response(provider, idp, request, root, signed: bool, now):
+    """The answer to our own LogoutRequest: it must answer one that this browser sent."""
+    if root.tag != f"{{{SAMLP}}}LogoutResponse":
+        raise SamlRejection("not_a_logout_response", "The sign-out message is not a LogoutResponse.")
+    _check_envelope(provider, idp, root, now, "LogoutResponse")
+    in_response_to = root.get("InResponseTo")
+    if not in_response_to:
+        raise SamlRejection("in_response_to_unknown", "This answer does not belong to a sign-out started here.")
+    browser.bound(request, in_response_to, "logout", now)
+    browser.use(request, in_response_to, "logout", now)
+    browser.forget(request)
+    status = root.find(f"{{{SAMLP}}}Status")
+    code = status.find(f"{{{SAMLP}}}StatusCode") if status is not None else None
+    value = code.get("Value") if code is not None else None
+    if value != STATUS_SUCCESS:
+        sub = code.find(f"{{{SAMLP}}}StatusCode") if code is not None else None
+        message = (status.findtext(f"{{{SAMLP}}}StatusMessage") if status is not None else None) or ""
+        shown = "You are signed out here, but the identity provider could not end its own session."
+        if message.strip():
+            shown += f" It said: {message.strip()[:500]}"
+        raise SamlRejection(
+            "idp_status",
+            shown,
+            detail=f"{value} / {sub.get('Value') if sub is not None else '-'}: {message}",
+            status=403,
+            hint="Close the browser to end the identity provider's session, or sign out there.",
+        )
+    # This browser's session ended when the LogoutRequest was sent; make sure.
+    sessions.end_session(request)
+    log.info(
+        "single logout completed: request=%s signed=%s correlation_id=%s",
+        in_response_to,
+        signed,
+        request.correlation_id,
+    )
+    return HTTPSeeOther(location=request.route_url("home"))
+
+
+def _logout_request(provider, idp, request, root, signed: bool, now, raw):
     if root.tag != f"{{{SAMLP}}}LogoutRequest":
         raise SamlRejection("not_a_logout_request", "The sign-out message is not a LogoutRequest.")
-    issuer = (root.findtext(f"{{{SAML}}}Issuer") or "").strip()
-    if issuer != idp.entity_id:
-        raise SamlRejection("issuer", "The sign-out message comes from an identity provider this gateway does not trust.",
-                            detail=f"issuer {issuer!r}", status=403)
-    destination = root.get("Destination")
-    if destination is not None and destination != provider.slo_url:
-        raise SamlRejection("destination", "The sign-out message was addressed to another site.", detail=destination)
+    _check_envelope(provider, idp, root, now, "LogoutRequest")
     not_on_or_after = parse_instant(root.get("NotOnOrAfter"))
-    if not_on_or_after and utcnow() - dt.timedelta(seconds=provider.saml.clock_skew) >= not_on_or_after:
+    if not_on_or_after and now - dt.timedelta(seconds=provider.saml.clock_skew) >= not_on_or_after:
         raise SamlRejection("expired", "The sign-out message has expired.")
     name_id = (root.findtext(f"{{{SAML}}}NameID") or "").strip()
     if not name_id:
@@ -169,7 +286,10 @@ def single_logout(provider, request):
     if not idp.slo_redirect_url:
         return HTTPSeeOther(location=request.route_url("home"))
     response_xml = _logout_response_xml(provider, idp.slo_redirect_url, root.get("ID") or "")
-    relay_state = unquote_plus(raw["RelayState"]) if "RelayState" in raw else None
+    if "RelayState" in raw:
+        relay_state = unquote_plus(raw["RelayState"])
+    else:
+        relay_state = request.POST.get("RelayState") if request.method == "POST" else None
     return HTTPSeeOther(location=redirect_url(provider, idp.slo_redirect_url, "SAMLResponse", response_xml, relay_state))
 
 
@@ -188,20 +308,22 @@ def _logout_response_xml(provider, destination: str, in_response_to: str) -> str
     )
 
 
-def logout_request_url(provider, identity) -> str | None:
-    """The IdP URL that carries our LogoutRequest for this (already ended) session."""
+def logout_request(provider, identity) -> tuple[str, str] | None:
+    """(request id, IdP URL carrying our LogoutRequest) for this (already ended) session, or None."""
     idp = provider.store.current()
     if idp is None or not idp.slo_redirect_url or not identity.name_id:
         return None
+    # Entra: the ID "must not begin with a number".
+    request_id = "_" + secrets.token_hex(16)
     index = f"<samlp:SessionIndex>{escape(identity.session_index)}</samlp:SessionIndex>" if identity.session_index else ""
     xml = (
-        f'<samlp:LogoutRequest xmlns:samlp="{SAMLP}" xmlns:saml="{SAML}" ID="_{secrets.token_hex(16)}"'
+        f'<samlp:LogoutRequest xmlns:samlp="{SAMLP}" xmlns:saml="{SAML}" ID="{request_id}"'
         f' Version="2.0" IssueInstant="{_instant()}" Destination={quoteattr(idp.slo_redirect_url)}>'
         f"<saml:Issuer>{escape(provider.entity_id)}</saml:Issuer>"
         f"<saml:NameID>{escape(identity.name_id)}</saml:NameID>{index}"
         "</samlp:LogoutRequest>"
     )
-    return redirect_url(provider, idp.slo_redirect_url, "SAMLRequest", xml, None)
+    return request_id, redirect_url(provider, idp.slo_redirect_url, "SAMLRequest", xml, None)
 
 
 def redirect_url(provider, location: str, kind: str, xml: str, relay_state: str | None) -> str:
@@ -213,9 +335,15 @@ def redirect_url(provider, location: str, kind: str, xml: str, relay_state: str 
         query += f"&RelayState={quote(relay_state, safe='')}"
     key_file = provider.saml.key_file
     if key_file:
+        # Signed over the exact query octets (SAML bindings 3.4.4.1) with
+        # SHA-256: RSA-SHA256, the one Entra verifies, or ECDSA-SHA256.
         with open(key_file, "rb") as handle:
             key = serialization.load_pem_private_key(handle.read(), password=None)
-        query += f"&SigAlg={quote(provider.sign_alg, safe='')}"
-        signature = key.sign(query.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            query += f"&SigAlg={quote(ECDSA_SHA256, safe='')}"
+            signature = key.sign(query.encode("ascii"), ec.ECDSA(hashes.SHA256()))
+        else:
+            query += f"&SigAlg={quote(RSA_SHA256, safe='')}"
+            signature = key.sign(query.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
         query += f"&Signature={quote(base64.b64encode(signature).decode('ascii'), safe='')}"
     return location + ("&" if "?" in location else "?") + query

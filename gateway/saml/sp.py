@@ -14,6 +14,11 @@ Recipient (pysaml2 skips the Recipient check unless given ``conv_info``);
 check Destination, Issuer, and the time windows with reason codes; accept
 Entra's ``spn:`` audience. The view then binds InResponseTo to the browser
 and keeps the replay cache, both in the database.
+
+pysaml2's client also remembers every person whose response it parsed
+(``Saml2Client.users``, an in-memory dict never pruned) and keeps request
+state for its own logout; the clients built here get stores that keep
+nothing, so memory does not grow with the number of people signing in.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import datetime as dt
 import logging
 import shutil
 import threading
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 import saml2
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2.cache import Cache
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.metadata import create_metadata_string
@@ -58,6 +65,43 @@ def parse_instant(value: str | None) -> dt.datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return parsed.astimezone(dt.timezone.utc)
+
+
+class _NoIdentityCache(Cache):
+    """pysaml2's identity cache (``Saml2Client.users``), keeping nothing.
+
+    By default every ``parse_authn_request_response`` stores the person's
+    NameID, attributes and session in an in-memory dict that is never pruned,
+    so a long-running process grows with every distinct user. The gateway
+    keeps who signed in in its own sessions table, and never asks pysaml2
+    for a cached identity (no attribute queries, no pysaml2 logout).
+    """
+
+    def set(self, name_id, entity_id, info, *args, **kwargs):  # noqa: A003 - pysaml2's name
+        return None
+
+
+class _NoState(MutableMapping):
+    """pysaml2's request state (``Saml2Client.state``), keeping nothing.
+
+    pysaml2 writes to it only for its own logout and attribute queries, which
+    the gateway does not use; request ids live in the ``saml_requests`` table.
+    """
+
+    def __getitem__(self, key):
+        raise KeyError(key)
+
+    def __setitem__(self, key, value):
+        return None
+
+    def __delitem__(self, key):
+        raise KeyError(key)
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self):
+        return 0
 
 
 @dataclass(frozen=True)
@@ -116,7 +160,12 @@ class ServiceProvider:
                 "single_logout_service": [(self.slo_url, BINDING_HTTP_REDIRECT)],
             },
             "allow_unsolicited": self.saml.allow_idp_initiated,
-            "authn_requests_signed": bool(self.saml.key_file),
+            # Never signed: Entra accepts unsigned AuthnRequests, and enforcing
+            # signed ones in Entra breaks My Apps and the "Test" button
+            # (entra.md 2.3). pysaml2 would also sign them with RSA-SHA1.
+            "authn_requests_signed": False,
+            # Our LogoutRequests are signed (RSA-SHA256) by slo.redirect_url
+            # when saml.key_file is set; pysaml2 does not send them.
             "logout_requests_signed": bool(self.saml.key_file),
             # Entra signs the assertion by default, not the Response (entra.md 13).
             "want_response_signed": signed in ("response", "both"),
@@ -154,7 +203,11 @@ class ServiceProvider:
                 if client is None:
                     # A new metadata copy replaces the clients built for the old one.
                     self._clients = {k: v for k, v in self._clients.items() if k[0] == idp.xml}
-                    client = Saml2Client(self.pysaml2_config(idp, entity_id))
+                    client = Saml2Client(
+                        self.pysaml2_config(idp, entity_id),
+                        identity_cache=_NoIdentityCache(),
+                        state_cache=_NoState(),
+                    )
                     self._clients[key] = client
         return client
 
@@ -180,7 +233,9 @@ class ServiceProvider:
         idp = self.idp()
         client = self.client(idp)
         # No RequestedAuthnContext: Entra answers AADSTS75011 for MFA users.
-        request_id, info = client.prepare_for_authenticate(entityid=idp.entity_id, binding=BINDING_HTTP_REDIRECT)
+        request_id, info = client.prepare_for_authenticate(
+            entityid=idp.entity_id, binding=BINDING_HTTP_REDIRECT, sign=False
+        )
         location = dict(info["headers"])["Location"]
         return request_id, location
 

@@ -7,12 +7,8 @@ page with a reason code and the correlation id.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import html
 import logging
-import re
-import secrets
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -23,24 +19,16 @@ from pyramid.view import view_config
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import sessions
-from ..db.models import SamlRequest, SeenAssertion, utcnow
+from ..db.models import SeenAssertion, utcnow
 from ..provisioning.signin import fire, identity_from_claims, sign_in
+from . import browser
 from . import slo as slo_module
 from .errors import ASK_ADMIN, SamlRejection, rejection_response
 
 log = logging.getLogger("gateway.saml")
 
-#: How long a started sign-in may take (MFA prompts included).
-REQUEST_LIFETIME = dt.timedelta(minutes=15)
-_BINDING = re.compile(r"^[A-Za-z0-9_\-]{40,64}$")
-
-
 def sp(request):
     return request.registry.saml_sp
-
-
-def binding_cookie_name(request) -> str:
-    return request.registry.gateway_settings.session.cookie_name + "_saml"
 
 
 def local_path(value: str | None) -> str | None:
@@ -92,13 +80,15 @@ def home(request):
             f'<p><a class="button" id="sign-in" href="{esc(login)}">Sign in with {esc(label)}</a></p>'
         )
         return page("Sign in", body)
-    groups = sessions.group_names(request.dbsession, identity.user_id)
+    # The one mapped profile, as /whoami and forward-auth show it.
+    profile = identity.as_json()
     rows = [
-        ("Name", identity.display_name or identity.user_name),
-        ("User name", identity.user_name),
-        ("Email", identity.email or ""),
-        ("Groups", ", ".join(groups)),
+        ("Name", profile["displayName"]),
+        ("User name", profile["userName"]),
+        ("Email", profile["email"] or ""),
+        ("Groups", ", ".join(profile["groups"])),
     ]
+    rows += [(_label(key), _text(value)) for key, value in sorted(profile["attributes"].items())]
     details = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows)
     body = (
         f'<h1>Signed in as <span id="display-name">{esc(identity.display_name or identity.user_name)}</span></h1>'
@@ -110,6 +100,14 @@ def home(request):
     return page("Signed in", body)
 
 
+def _label(key: str) -> str:
+    return key.replace("_", " ").capitalize()
+
+
+def _text(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 @view_config(route_name="whoami", request_method="GET", renderer="json")
 def whoami(request):
     identity = request.identity
@@ -117,7 +115,7 @@ def whoami(request):
     if identity is None:
         request.response.status_int = 401
         return {"error": "not signed in", "login": request.route_url("saml.login")}
-    return identity.as_json(sessions.group_names(request.dbsession, identity.user_id))
+    return identity.as_json()
 
 
 # ---------------------------------------------------------------- SAML
@@ -142,36 +140,8 @@ def login(request):
     # The request id is bound to this browser: a random value in a cookie, its
     # hash in the row. A response only completes the sign-in of the browser
     # that started it, even when an attacker replays it into another one.
-    name = binding_cookie_name(request)
-    binding = request.cookies.get(name)
-    if not binding or not _BINDING.match(binding):
-        binding = secrets.token_urlsafe(32)
-    now = utcnow()
-    request.dbsession.add(
-        SamlRequest(
-            request_id=request_id,
-            browser_hash=hashlib.sha256(binding.encode()).hexdigest(),
-            next_path=next_path,
-            created_at=now,
-            expires_at=now + REQUEST_LIFETIME,
-        )
-    )
-    response = _no_store(HTTPSeeOther(location=location))
-    settings = request.registry.gateway_settings.session
-    # The ACS POST comes from the IdP's site: a SameSite=Lax cookie would not
-    # be sent with it, so over https the binding cookie is SameSite=None. Over
-    # plain http (development) SameSite=None is refused by browsers; leaving
-    # the attribute out lets them send it with a top-level POST soon after.
-    response.set_cookie(
-        name,
-        binding,
-        max_age=int(REQUEST_LIFETIME.total_seconds()),
-        path="/saml/",
-        secure=settings.cookie_secure,
-        httponly=True,
-        samesite="None" if settings.cookie_secure else None,
-    )
-    return response
+    browser.remember(request, request_id, "authn", next_path)
+    return _no_store(HTTPSeeOther(location=location))
 
 
 @view_config(route_name="saml.acs", request_method="POST")
@@ -195,7 +165,7 @@ def _acs(request):
     in_response_to = provider.peek_in_response_to(provider.decode(saml_response))
     next_path = "/"
     if in_response_to:
-        row = _bound_request(request, in_response_to, now)
+        row = browser.bound(request, in_response_to, "authn", now)
         next_path = row.next_path
     elif not provider.saml.allow_idp_initiated:
         raise SamlRejection(
@@ -209,17 +179,8 @@ def _acs(request):
     verified = provider.check_response(saml_response, now, solicited_by=in_response_to)
 
     if in_response_to:
-        # Single use, atomically, on every instance: the second of two racing
-        # requests updates no row.
-        used = request.dbsession.execute(
-            sa.update(SamlRequest)
-            .where(SamlRequest.request_id == in_response_to, SamlRequest.used_at.is_(None))
-            .values(used_at=now)
-            .returning(SamlRequest.request_id),
-            execution_options={"synchronize_session": False},
-        ).first()
-        if used is None:
-            raise SamlRejection("in_response_to_used", "This sign-in was already completed once.")
+        # Single use, atomically, on every instance.
+        browser.use(request, in_response_to, "authn", now)
     _remember_assertion(request, verified.assertion_id, verified.expires_at, now)
 
     identity = identity_from_claims(provider.profile, verified.name_id, verified.attributes, verified.issuer)
@@ -240,27 +201,8 @@ def _acs(request):
         verified.assertion_id,
         request.correlation_id,
     )
-    response = _no_store(HTTPSeeOther(location=request.application_url + next_path))
-    response.delete_cookie(binding_cookie_name(request), path="/saml/")
-    return response
-
-
-def _bound_request(request, in_response_to: str, now) -> SamlRequest:
-    row = request.dbsession.get(SamlRequest, in_response_to[:128])
-    if row is None:
-        raise SamlRejection("in_response_to_unknown", "This answer does not belong to a sign-in started here.")
-    if row.used_at is not None:
-        raise SamlRejection("in_response_to_used", "This sign-in was already completed once.")
-    if row.expires_at <= now:
-        raise SamlRejection("in_response_to_expired", "The sign-in took too long.")
-    binding = request.cookies.get(binding_cookie_name(request), "")
-    if not secrets.compare_digest(hashlib.sha256(binding.encode()).hexdigest(), row.browser_hash):
-        raise SamlRejection(
-            "in_response_to_other_browser",
-            "This answer belongs to a sign-in started in another browser.",
-            hint="Start the sign-in again in this browser; if cookies are blocked for this site, allow them.",
-        )
-    return row
+    browser.forget(request)
+    return _no_store(HTTPSeeOther(location=request.application_url + next_path))
 
 
 def _remember_assertion(request, assertion_id: str, expires_at, now) -> None:
@@ -300,7 +242,11 @@ def logout(request):
     fire(request, "signed_out", identity.user_id, identity.user_name)
     location = request.route_url("home")
     if identity.name_id:
-        location = slo_module.logout_request_url(sp(request), identity) or location
+        sent = slo_module.logout_request(sp(request), identity)
+        if sent is not None:
+            # The LogoutResponse must answer this request, in this browser.
+            request_id, location = sent
+            browser.remember(request, request_id, "logout")
     return _no_store(HTTPSeeOther(location=location))
 
 

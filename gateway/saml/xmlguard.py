@@ -135,15 +135,7 @@ def check_structure(root: ET.Element, allowed_signature_uris: set[str], allowed_
     if root.tag != RESPONSE:
         raise _refuse("not_a_response", "The message is not a SAML Response.", root.tag)
 
-    ids: set[str] = set()
-    for element in root.iter():
-        for name in ("ID", "Id", "id"):
-            value = element.get(name)
-            if value is None:
-                continue
-            if value in ids:
-                raise _refuse("duplicate_id", "The sign-in message is malformed (an ID is used twice).", value)
-            ids.add(value)
+    check_unique_ids(root)
 
     assertions = [e for e in root.iter() if e.tag in (ASSERTION, ENCRYPTED_ASSERTION)]
     if any(e.tag == ENCRYPTED_ASSERTION for e in assertions):
@@ -169,6 +161,24 @@ def check_structure(root: ET.Element, allowed_signature_uris: set[str], allowed_
             raise _refuse("signature_location", "A signature is in a place the SAML profile does not allow.")
         _check_signature(signature, parent, allowed_signature_uris, allowed_digest_uris)
     return Structure(root, assertion, response_signed, assertion_signed)
+
+
+def check_unique_ids(root: ET.Element) -> None:
+    """Refuse a document in which two elements share an ID (the basis of signature wrapping)."""
+    ids: set[str] = set()
+    for element in root.iter():
+        for name in ("ID", "Id", "id"):
+            value = element.get(name)
+            if value is None:
+                continue
+            if value in ids:
+                raise _refuse("duplicate_id", "The message is malformed (an ID is used twice).", value)
+            ids.add(value)
+
+
+def check_enveloped_signature(signature: ET.Element, parent: ET.Element, sig_uris: set[str], digest_uris: set[str]) -> None:
+    """Refuse a signature that does not cover exactly ``parent``, or uses an algorithm not allowed."""
+    _check_signature(signature, parent, sig_uris, digest_uris)
 
 
 def _check_signature(signature: ET.Element, parent: ET.Element, sig_uris: set[str], digest_uris: set[str]) -> None:

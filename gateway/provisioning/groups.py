@@ -1,0 +1,207 @@
+"""Group memberships from the SAML ``groups`` claim, and admins from ``gateway.admin_groups``.
+
+Whoever runs SCIM owns the groups: with ``scim`` in ``provisioning.mode``,
+Entra's SCIM writes are the only source of memberships and a sign-in never
+touches them (a claim is a snapshot, SCIM is the live list). In
+``first_login``-only mode there is no SCIM, so the ``groups`` claim (Entra:
+group object ids, at most 150) is the truth at every sign-in: groups are
+created by external id as needed and the user's memberships are set to
+exactly the claim. When Entra's group overage replaced the claim with
+``groups.link``, the memberships are left as they were and a warning says
+what to do (a SAML service provider cannot call Microsoft Graph).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+import zope.sqlalchemy
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..db.models import Group, GroupMember, User, new_id, utcnow
+
+log = logging.getLogger(__name__)
+
+OVERAGE_WARNING = (
+    "user %s is in more groups than Entra puts in a SAML token (150), so it sent a groups.link claim"
+    " instead of the groups: their memberships were left unchanged. In the Entra enterprise application,"
+    ' set "Attributes & Claims > groups claim" to "Groups assigned to the application" (and assign the'
+    " groups that matter), or turn on SCIM provisioning (provisioning.mode = scim first_login) so that"
+    " groups come from SCIM. correlation_id=%s"
+)
+
+
+def scim_enabled(settings) -> bool:
+    """Whether SCIM provisioning is on (``scim`` in ``provisioning.mode``)."""
+    return "scim" in settings.provisioning.mode
+
+
+def _insert(dbsession, model):
+    dialect = dbsession.get_bind().dialect.name
+    return (postgresql if dialect == "postgresql" else sqlite).insert(model)
+
+
+def groups_for_claim(dbsession, values: tuple[str, ...]) -> list[str]:
+    """Ids of the groups named by these claim values, creating the missing ones.
+
+    A value matches a group by external id (Entra's object id) or, for
+    tenants that emit names, by display name, case-insensitively. A new group
+    gets the value as both: Entra sends no group names, and an admin may list
+    the object id in ``gateway.admin_groups`` or ``forward_auth.rules``.
+    """
+    if not values:
+        return []
+    keys = {v.lower() for v in values}
+    rows = dbsession.execute(
+        sa.select(Group.id, Group.external_id, Group.display_name_key).where(
+            sa.or_(Group.external_id.in_(values), Group.display_name_key.in_(keys))
+        )
+    ).all()
+    found: dict[str, str] = {}
+    for row in rows:
+        for value in values:
+            if value == row.external_id or value.lower() == row.display_name_key:
+                found.setdefault(value, row.id)
+    missing = [v for v in values if v not in found]
+    if missing:
+        now = utcnow()
+        # ON CONFLICT DO NOTHING: two first sign-ins racing to create the same
+        # group both succeed, and the second reads the first one's row below.
+        dbsession.execute(
+            _insert(dbsession, Group)
+            .values(
+                [
+                    {
+                        "id": new_id(),
+                        "display_name": v[:512],
+                        "display_name_key": v.lower()[:512],
+                        "external_id": v[:256],
+                        "scim_data": {"displayName": v, "externalId": v},
+                        "version": 1,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for v in missing
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+        for row in dbsession.execute(
+            sa.select(Group.id, Group.display_name_key).where(Group.display_name_key.in_([v.lower() for v in missing]))
+        ):
+            for value in missing:
+                if value.lower() == row.display_name_key:
+                    found[value] = row.id
+    return list(dict.fromkeys(found[v] for v in values if v in found))
+
+
+def set_memberships(dbsession, user_id: str, group_ids: list[str]) -> bool:
+    """Make the user's memberships exactly ``group_ids``; True when anything changed."""
+    current = set(dbsession.scalars(sa.select(GroupMember.group_id).where(GroupMember.user_id == user_id)))
+    wanted = set(group_ids)
+    gone, new = current - wanted, wanted - current
+    if gone:
+        dbsession.execute(
+            sa.delete(GroupMember).where(GroupMember.user_id == user_id, GroupMember.group_id.in_(gone)),
+            execution_options={"synchronize_session": False},
+        )
+    if new:
+        now = utcnow()
+        dbsession.execute(
+            _insert(dbsession, GroupMember)
+            .values([{"group_id": g, "user_id": user_id, "created_at": now} for g in sorted(new)])
+            .on_conflict_do_nothing()
+        )
+    if gone or new:
+        zope.sqlalchemy.mark_changed(dbsession)
+    return bool(gone or new)
+
+
+def sync_groups_from_claims(request, user: User, identity) -> bool:
+    """In ``first_login``-only mode, set the user's groups from the claim; True if changed."""
+    if scim_enabled(request.registry.gateway_settings):
+        return False
+    if not identity.groups and (identity.profile or {}).get("groups_link"):
+        log.warning(OVERAGE_WARNING, user.user_name, request.correlation_id)
+        return False
+    return set_memberships(request.dbsession, user.id, groups_for_claim(request.dbsession, identity.groups))
+
+
+# ------------------------------------------------------------------ admins
+
+
+def _admin_match(settings):
+    """SQL: the group is one of ``gateway.admin_groups`` (display name or external id)."""
+    names = settings.gateway.admin_groups
+    return sa.or_(Group.display_name_key.in_([n.lower() for n in names]), Group.external_id.in_(names))
+
+
+def is_admin_group(settings, data: dict | None) -> bool:
+    """Whether a group resource (SCIM ``displayName``/``externalId``) is an admin group."""
+    if not data:
+        return False
+    names = settings.gateway.admin_groups
+    keys = {n.lower() for n in names}
+    return str(data.get("displayName") or "").lower() in keys or data.get("externalId") in names
+
+
+def refresh_admin(request, user: User) -> bool:
+    """Set ``users.is_admin`` from the user's memberships; True if it changed.
+
+    With ``gateway.admin_groups`` empty nobody is made or unmade admin here.
+    """
+    settings = request.registry.gateway_settings
+    if not settings.gateway.admin_groups:
+        return False
+    admin = bool(
+        request.dbsession.scalar(
+            sa.select(sa.literal(True))
+            .select_from(GroupMember)
+            .join(Group, Group.id == GroupMember.group_id)
+            .where(GroupMember.user_id == user.id, _admin_match(settings))
+            .limit(1)
+        )
+    )
+    if bool(user.is_admin) != admin:
+        user.is_admin = admin
+        return True
+    return False
+
+
+def refresh_admins_after_group_write(request, group_id: str, old_data: dict | None, new_data: dict | None) -> int:
+    """After a SCIM group create, replace, patch or delete: fix ``is_admin`` of those it touches.
+
+    Costs nothing unless the group is (or was) an admin group: then one
+    UPDATE recomputes the flag for its members and for the current admins.
+    ``old_data``/``new_data`` are the group's SCIM data before and after
+    (None for a create / delete). Returns the number of users updated.
+    """
+    settings = request.registry.gateway_settings
+    if not settings.gateway.admin_groups:
+        return 0
+    if not (is_admin_group(settings, old_data) or is_admin_group(settings, new_data)):
+        return 0
+    return recompute_admins(request.dbsession, settings, group_id)
+
+
+def recompute_admins(dbsession, settings, group_id: str | None = None) -> int:
+    """UPDATE ``is_admin`` where it is wrong: members of ``group_id`` and current admins
+    (every user when ``group_id`` is None)."""
+    if not settings.gateway.admin_groups:
+        return 0
+    member = (
+        sa.select(sa.literal(1))
+        .select_from(GroupMember)
+        .join(Group, Group.id == GroupMember.group_id)
+        .where(GroupMember.user_id == User.id, _admin_match(settings))
+        .exists()
+    )
+    stmt = sa.update(User).values(is_admin=member).where(User.is_admin != member)
+    if group_id is not None:
+        stmt = stmt.where(
+            sa.or_(User.is_admin.is_(True), User.id.in_(sa.select(GroupMember.user_id).where(GroupMember.group_id == group_id)))
+        )
+    result = dbsession.execute(stmt, execution_options={"synchronize_session": False})
+    zope.sqlalchemy.mark_changed(dbsession)
+    return result.rowcount or 0

@@ -1,0 +1,48 @@
+"""Allowed email domains (entry point ``allowed_domains``): only people at these domains.
+
+An example policy plugin: a SAML sign-in or SCIM create whose email (or,
+without one, a userName that looks like one) is not at a domain of
+``allowed_domains.domains`` is refused with a message naming the domains.
+Subdomains are not included: list each one. Everyone else is left to the
+next policy (None), so the provisioning mode still applies.
+"""
+
+from __future__ import annotations
+
+from pyramid.threadlocal import get_current_request
+
+from gateway import hookimpl
+from gateway.interfaces import Decision
+from gateway.settings import read_setting
+
+KEY = "allowed_domains.domains"
+
+
+def parse_domains(raw: str) -> frozenset[str]:
+    domains = frozenset(d.lower().lstrip("@") for d in raw.replace(",", " ").split())
+    for domain in domains:
+        if "." not in domain or "@" in domain or "/" in domain:
+            raise ValueError("expected email domains such as example.com")
+    return domains
+
+
+@hookimpl
+def gateway_pyramid_configure(config):
+    config.registry.allowed_domains = read_setting(config.registry.settings, KEY, parse_domains)
+
+
+def _address(identity, user) -> str | None:
+    for value in (identity.email, (user or {}).get("email"), identity.user_name):
+        if isinstance(value, str) and "@" in value:
+            return value
+    return None
+
+
+@hookimpl
+def gateway_provisioning_decide(identity, user, source):
+    domains = get_current_request().registry.allowed_domains
+    address = _address(identity, user)
+    if address is not None and address.rsplit("@", 1)[1].lower() in domains:
+        return None
+    listed = ", ".join(sorted(domains))
+    return Decision.deny(f"Only people with an email address at {listed} may use this application.")

@@ -1,0 +1,39 @@
+"""Audit trail of user lifecycle events (entry point ``audit``).
+
+Writes every ``gateway_user_event`` to the ``audit_events`` table through
+:func:`gateway.audit.record`, in the request's transaction (so a change
+that is rolled back leaves no row): action ``user.<type>``, the actor
+(``user:<userName>``, ``idp`` for single logout, ``system``), the source and
+the request's correlation id; ``changed`` and ``reason`` go in the details.
+
+SCIM writes are the exception: the SCIM service records every one of them
+itself (users, groups and tokens alike, actor ``scim:<token name>``, with the
+changed attributes), whether this plugin is on or not, so an event whose
+source is ``scim`` is not recorded a second time here.
+"""
+
+from __future__ import annotations
+
+from gateway import audit, hookimpl
+
+
+@hookimpl
+def gateway_user_event(event):
+    if event.source == "scim" or event.dbsession is None:
+        return
+    details = {}
+    if event.changed:
+        details["changed"] = list(event.changed)
+    if event.reason:
+        details["reason"] = event.reason
+    audit.record(
+        event.dbsession,
+        actor=event.actor,
+        action=f"user.{event.type}",
+        target_type="user",
+        target_id=event.user_id,
+        target_name=event.user_name,
+        source=event.source,
+        correlation_id=event.correlation_id,
+        details=details,
+    )

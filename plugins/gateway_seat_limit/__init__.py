@@ -1,0 +1,49 @@
+"""Seat limit (entry point ``seat_limit``): no new users beyond ``seat_limit.max_users`` active ones.
+
+An example policy plugin. It wraps the provisioning decision rather than
+answering it: whatever the other policies decide stands, except that a
+``create`` (a first sign-in in ``first_login`` mode, or a SCIM POST) is
+turned into a refusal once the active users reach the limit. Existing users
+keep signing in, and deactivating someone frees a seat.
+
+The count runs in the request's own transaction. Two creates racing for the
+last seat may both pass; a limit that must hold under races belongs in the
+database, not in a policy hook.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from pyramid.threadlocal import get_current_request
+
+from gateway import hookimpl
+from gateway.db.models import User
+from gateway.interfaces import Decision
+from gateway.settings import integer, read_setting
+
+KEY = "seat_limit.max_users"
+
+
+def message(limit: int) -> str:
+    return (
+        f"This application has no free seat: it is limited to {limit} active users."
+        " Ask your administrator to free a seat or raise the limit."
+    )
+
+
+@hookimpl
+def gateway_pyramid_configure(config):
+    config.registry.seat_limit_max_users = read_setting(config.registry.settings, KEY, integer(1, 10_000_000, "users"))
+
+
+@hookimpl(wrapper=True)
+def gateway_provisioning_decide(identity, user, source):
+    decision = yield
+    if decision is None or decision.action != "create":
+        return decision
+    request = get_current_request()
+    limit = request.registry.seat_limit_max_users
+    active = request.dbsession.scalar(sa.select(sa.func.count()).select_from(User).where(User.active.is_(True)))
+    if active >= limit:
+        return Decision.deny(message(limit))
+    return decision
