@@ -13,7 +13,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import time
+import http.client
+import urllib.parse
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -29,10 +36,78 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SESSION_SECRET = "test-secret-test-secret-test-secret-0123456789"
 
 
+BIN = Path(sys.executable).parent
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- live servers
+
+
+def wait_for_http(url: str, process: subprocess.Popen, log_path: Path | None = None, timeout: float = 30.0) -> None:
+    """Until ``url`` answers at all (any status, redirects not followed); fail at once if ``process`` exits."""
+    parts = urllib.parse.urlsplit(url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = log_path.read_text() if log_path else ""
+            raise AssertionError(f"{process.args[0]} exited with {process.returncode}\n{output}")
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
+        try:
+            connection.request("GET", parts.path or "/")
+            connection.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            connection.close()
+    raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class Served:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+
+@pytest.fixture
+def pserve():
+    """``pserve(ini, port)`` migrates the ini's database, serves it, and waits for /healthz.
+
+    The server's output goes to a log beside the ini; every server started is
+    stopped after the test.
+    """
+    started: list[Served] = []
+
+    def start(ini: Path, port: int) -> Served:
+        subprocess.run([str(BIN / "gateway"), str(ini), "migrate"], check=True, capture_output=True, timeout=60)
+        log_path = ini.with_suffix(".log")
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, cwd=ini.parent
+            )
+        served = Served(f"http://127.0.0.1:{port}", process, log_path)
+        started.append(served)
+        wait_for_http(served.url + "/healthz", process, log_path)
+        return served
+
+    yield start
+    for served in started:
+        stop(served.process)
 
 
 # ---------------------------------------------------------------- databases

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import free_port
 
-BIN = Path(sys.executable).parent
 ROOT = Path(__file__).parent.parent
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -28,38 +23,16 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _wait_for(url: str, process, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"pserve exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer within {timeout}s")
-
-
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, pserve):
     """``pserve development.ini`` (a copy, with its database in tmp_path) on a free port."""
     port = free_port()
     ini = tmp_path / "development.ini"
     ini.write_text((ROOT / "development.ini").read_text().replace("127.0.0.1:6543", f"127.0.0.1:{port}"))
-    subprocess.run([str(BIN / "gateway"), str(ini), "migrate"], check=True, capture_output=True, timeout=60)
-    log = open(tmp_path / "pserve.log", "w+")
-    process = subprocess.Popen([str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/healthz", process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.seek(0)
-        output = log.read()
-        log.close()
-        assert "Traceback" not in output, output
+    server = pserve(ini, port)
+    yield server.url
+    output = server.log_path.read_text()
+    assert "Traceback" not in output, output
 
 
 @pytest.mark.browser

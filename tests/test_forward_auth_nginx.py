@@ -12,9 +12,7 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
-import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -25,12 +23,11 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from conftest import SESSION_SECRET, free_port
+from conftest import SESSION_SECRET, free_port, stop, wait_for_http
 from gateway.db import create_engine
 from gateway.db.models import Group, GroupMember, User
 from saml_support import authn_request_id, b64
 
-BIN = Path(sys.executable).parent
 ROOT = Path(__file__).parent.parent
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
@@ -100,21 +97,8 @@ def echo_app(environ, start_response):
     return [body]
 
 
-def wait_for(url, process, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{process.args[0]} exited with {process.returncode}")
-        try:
-            requests.get(url, timeout=2, allow_redirects=False)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer within {timeout}s")
-
-
 @pytest.fixture
-def stack(tmp_path, idp):
+def stack(tmp_path, idp, pserve):
     """pserve (gateway) + echo upstream + nginx, each on a free loopback port."""
     gateway_port, upstream_port, nginx_port = free_port(), free_port(), free_port()
     database = f"sqlite:///{tmp_path}/gateway.sqlite"
@@ -139,11 +123,7 @@ def stack(tmp_path, idp):
         )
         + "\n"
     )
-    subprocess.run([str(BIN / "gateway"), str(ini), "migrate"], check=True, capture_output=True, timeout=60)
-    processes = []
-    log = open(tmp_path / "pserve.log", "w")
-    gateway = subprocess.Popen([str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT)
-    processes.append(gateway)
+    pserve(ini, gateway_port)
 
     upstream = make_server("127.0.0.1", upstream_port, echo_app, handler_class=_Quiet)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
@@ -160,22 +140,16 @@ def stack(tmp_path, idp):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    processes.append(nginx)
     try:
-        wait_for(f"http://127.0.0.1:{gateway_port}/healthz", gateway)
-        wait_for(f"http://127.0.0.1:{nginx_port}/", nginx)
+        wait_for_http(f"http://127.0.0.1:{nginx_port}/", nginx)
         yield {
             "gateway": f"http://127.0.0.1:{gateway_port}",
             "app": f"http://127.0.0.1:{nginx_port}",
             "database": database,
         }
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=10)
+        stop(nginx)
         upstream.shutdown()
-        log.close()
 
 
 def sign_in_live(gateway: str, idp, name: str) -> str:
