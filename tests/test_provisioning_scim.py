@@ -1,8 +1,5 @@
 """Provisioning through SCIM writes: SCIM off in first_login mode, the mapped profile
 recomputed on every SCIM write (authority and transforms), admins from SCIM groups.
-
-These need the SCIM service to call into ``gateway.provisioning`` (see the
-wiring in the provisioning report); until then they are skipped.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ from scim_support import ENTERPRISE, ScimClient, make_token
 from gateway.db.models import User
 from gateway.provisioning.policy import SCIM_DISABLED
 
-pytestmark = pytest.mark.skip(reason="needs the SCIM wiring; the lead wires it")
 
 OID = "709cd037-9bbb-4dd2-a6ce-a8838ddcb62a"
 

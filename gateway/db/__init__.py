@@ -39,6 +39,11 @@ def create_engine(url: str, **kwargs) -> sa.Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
+        if kwargs.get("isolation_level") != "AUTOCOMMIT":
+            # This process's writers queue on a lock, not on SQLite's sleeping busy handler.
+            from .sqlite_writer import queue_writers
+
+            queue_writers(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
@@ -47,7 +52,12 @@ def create_engine(url: str, **kwargs) -> sa.Engine:
 
 
 def get_session_factory(engine: sa.Engine) -> sessionmaker:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    from .tm import register_once
+
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    # zope.sqlalchemy's listeners once here, not on every request's session (see tm.py).
+    register_once(factory)
+    return factory
 
 
 def request_dbsession(request) -> Session:
@@ -61,6 +71,10 @@ def request_dbsession(request) -> Session:
 
 def get_tm_session(session_factory: sessionmaker, transaction_manager, request=None) -> Session:
     """A session joined to ``transaction_manager``: it commits or aborts with it."""
+    from .tm import TM_KEY, is_registered
+
+    if is_registered(session_factory):
+        return session_factory(info={"request": request, TM_KEY: transaction_manager})
     dbsession = session_factory(info={"request": request})
     zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
     return dbsession

@@ -23,6 +23,7 @@ SCIM_OFF = "SCIM is off: no enabled plugin registers a SCIM storage backend (add
 
 def includeme(config):
     from .schemas import resource_types
+    from .tokens import TokenVerifier
 
     registry = config.registry
     settings = registry.gateway_settings
@@ -41,6 +42,7 @@ def includeme(config):
         return
 
     registry.scim_storage = backends[name].factory(registry)
+    registry.scim_tokens = TokenVerifier(registry)
     registry.scim_resource_types = resource_types(settings.scim.custom_schemas)
 
     # Errors first: every failure under /scim/ becomes RFC 7644 error JSON.

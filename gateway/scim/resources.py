@@ -214,7 +214,8 @@ def render(record: Record, rt: ResourceType, base_url: str) -> dict:
     core = CORE_USER if rt.name == "User" else CORE_GROUP
     schemas = [core] + [s.id for s in rt.extensions if s.id in record.data]
     out: dict = {"schemas": schemas, "id": record.id}
-    out.update(copy.deepcopy(record.data))
+    # Shared with record.data, not copied: project() copies what it changes.
+    out.update(record.data)
     if record.members is not None:
         out["members"] = [
             # No "display": it would cost a join per member on a group of
@@ -289,20 +290,26 @@ def project(resource: dict, include: Iterable, exclude: Iterable) -> dict:
             elif isinstance(source[name], dict) and sub in source[name]:
                 target.setdefault(name, {})[sub] = copy.deepcopy(source[name][sub])
         resource = out
+    # The values may be shared with the stored record (render does not copy
+    # them): replace what is narrowed with narrowed copies, never change it.
     for urn, name, sub in exclude:
         if name in ("id",):
             continue
-        target = resource.get(urn) if urn else resource
-        if not isinstance(target, dict):
-            continue
+        if urn:
+            if not isinstance(resource.get(urn), dict):
+                continue
+            target = resource[urn] = dict(resource[urn])
+        else:
+            target = resource
         if not name:
             resource.pop(urn, None)
         elif sub is None:
             target.pop(name, None)
         elif isinstance(target.get(name), list):
-            for element in target[name]:
-                if isinstance(element, dict):
-                    element.pop(sub, None)
+            target[name] = [
+                {k: v for k, v in element.items() if k != sub} if isinstance(element, dict) else element
+                for element in target[name]
+            ]
         elif isinstance(target.get(name), dict):
-            target[name].pop(sub, None)
+            target[name] = {k: v for k, v in target[name].items() if k != sub}
     return resource

@@ -17,6 +17,7 @@ returned as sent (single values: strings, numbers, booleans).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -46,12 +47,16 @@ class Attribute:
     #: Open attributes come from custom extensions: any JSON scalar is kept.
     open: bool = False
 
-    def sub(self, name: str) -> "Attribute | None":
-        lowered = name.lower()
+    @cached_property
+    def _subs(self) -> dict[str, "Attribute"]:
+        # Built once per (immutable) attribute: lookups run for every value of every request.
+        out: dict[str, Attribute] = {}
         for attribute in self.sub_attributes:
-            if attribute.name.lower() == lowered:
-                return attribute
-        return None
+            out.setdefault(attribute.name.lower(), attribute)
+        return out
+
+    def sub(self, name: str) -> "Attribute | None":
+        return self._subs.get(name.lower())
 
     @property
     def read_only(self) -> bool:
@@ -87,11 +92,17 @@ class Schema:
     #: Custom extensions accept any attribute name (see the module docstring).
     open: bool = False
 
-    def find(self, name: str) -> Attribute | None:
-        lowered = name.lower()
+    @cached_property
+    def _by_name(self) -> dict[str, Attribute]:
+        out: dict[str, Attribute] = {}
         for attribute in self.attributes:
-            if attribute.name.lower() == lowered:
-                return attribute
+            out.setdefault(attribute.name.lower(), attribute)
+        return out
+
+    def find(self, name: str) -> Attribute | None:
+        found = self._by_name.get(name.lower())
+        if found is not None:
+            return found
         if self.open and name and not name.startswith("$"):
             return Attribute(name=name, type="string", open=True, description="custom attribute, stored as sent")
         return None
@@ -268,20 +279,26 @@ class ResourceType:
     def schemas(self) -> tuple[Schema, ...]:
         return (self.core, *self.extensions)
 
-    def extension(self, urn: str) -> Schema | None:
-        lowered = urn.lower()
+    @cached_property
+    def _extensions(self) -> dict[str, Schema]:
+        out: dict[str, Schema] = {}
         for schema in self.extensions:
-            if schema.id.lower() == lowered:
-                return schema
-        return None
+            out.setdefault(schema.id.lower(), schema)
+        return out
+
+    @cached_property
+    def _common(self) -> dict[str, Attribute]:
+        out: dict[str, Attribute] = {}
+        for attribute in self.common:
+            out.setdefault(attribute.name.lower(), attribute)
+        return out
+
+    def extension(self, urn: str) -> Schema | None:
+        return self._extensions.get(urn.lower())
 
     def top(self, name: str) -> tuple[Schema, Attribute] | None:
         """A core or common attribute by (case-insensitive) name."""
-        lowered = name.lower()
-        for attribute in self.common:
-            if attribute.name.lower() == lowered:
-                return self.core, attribute
-        found = self.core.find(name)
+        found = self._common.get(name.lower()) or self.core.find(name)
         return (self.core, found) if found else None
 
     def resolve(self, text: str) -> ResolvedPath | None:

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from .. import audit
+from ..provisioning import refresh_admins_after_group_write, sync_profile_from_scim
 from ..sessions import end_sessions_for_user
 from ..interfaces import Identity, UserEvent
 from .errors import ScimError, bad_request, conflict, not_found
@@ -109,7 +110,7 @@ class ScimService:
     # -------------------------------------------------------------- helpers
 
     def _audit(self, action: str, target_type: str, record_id: str | None, name: str | None, **details: Any) -> None:
-        audit.record(
+        audit.write(
             self.request.dbsession,
             actor=self.actor,
             action=action,
@@ -172,6 +173,8 @@ class ScimService:
         if decision is not None and decision.action == "deny":
             raise ScimError(403, decision.reason or "provisioning refused by policy")
         record = self._storage(self.storage.create_user, data)
+        # The mapped profile (authority, transforms) is kept by provisioning.
+        sync_profile_from_scim(self.request, record.id, data)
         self._audit("scim.user.create", "user", record.id, data["userName"], active=data.get("active", True))
         self._event("created", record.id, data["userName"])
         if data.get("active") is False:
@@ -195,6 +198,7 @@ class ScimService:
         if not changed:
             return old
         record = self._storage(self.storage.replace_user, old.id, data)
+        sync_profile_from_scim(self.request, old.id, data, old.data)
         user_name = data.get("userName")
         self._audit(action, "user", old.id, user_name, changed=list(changed))
         was_active, is_active = old.data.get("active", True) is not False, data.get("active", True) is not False
@@ -234,6 +238,7 @@ class ScimService:
         check_limits(data, "Group")
         record = self._storage(self.storage.create_group, data, members or [])
         self._audit("scim.group.create", "group", record.id, data["displayName"], members=len(members or []))
+        refresh_admins_after_group_write(self.request, record.id, None, data)
         return record
 
     def _locked_group(self, group_id: str) -> Record:
@@ -252,6 +257,7 @@ class ScimService:
         # PUT replaces the whole resource: members not sent are removed.
         self._storage(self.storage.set_members, group_id, members or [])
         self._audit("scim.group.replace", "group", group_id, data["displayName"], members=len(members or []))
+        refresh_admins_after_group_write(self.request, group_id, old.data, data)
         return self.get("Group", group_id)
 
     def patch_group(self, group_id: str, body: Any) -> None:
@@ -280,8 +286,10 @@ class ScimService:
             members_removed=removed or None,
             members_replaced=any(c == "set" for c, _ in result.member_changes) or None,
         )
+        refresh_admins_after_group_write(self.request, group_id, old.data, result.data)
 
     def delete_group(self, group_id: str) -> None:
         old = self._locked_group(group_id)
         self._storage(self.storage.delete_group, group_id)
         self._audit("scim.group.delete", "group", group_id, old.data.get("displayName"))
+        refresh_admins_after_group_write(self.request, group_id, old.data, None)

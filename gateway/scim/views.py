@@ -15,13 +15,13 @@ import json
 from pyramid.response import Response
 from pyramid.view import view_config
 
+from ..provisioning import SCIM_DISABLED, scim_enabled
 from .errors import SCIM_CONTENT_TYPE, ScimError, bad_request, unauthorized
 from .filters import parse_filter
 from .resources import etag, parse_attribute_list, project, render
 from .schemas import LIST_RESPONSE, service_provider_config
 from .service import ScimService
 from .storage import Query
-from .tokens import authenticate
 
 ACCEPTED_TYPES = ("application/scim+json", "application/json")
 DEFAULT_COUNT = 100
@@ -33,9 +33,11 @@ def scim_view(view):
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise unauthorized("a bearer token is required")
-        token = authenticate(request.dbsession, presented.strip())
+        token = request.registry.scim_tokens.verify(presented.strip())
         if token is None:
             raise unauthorized("the bearer token is not valid")
+        if not scim_enabled(request.registry.gateway_settings):
+            raise ScimError(403, SCIM_DISABLED)
         request.scim = ScimService(request, token.name)
         return view(context, request)
 

@@ -1,0 +1,131 @@
+"""Prebuilt statements run straight on the DBAPI cursor of a SQLAlchemy connection.
+
+:mod:`gateway.db.fastread` runs one SELECT on a pooled autocommit
+connection; this runs any statement (SELECT, INSERT, UPDATE, DELETE, with
+RETURNING) on a connection the caller already holds, typically the one of
+the request's session, so it joins the request's transaction. The statement
+is compiled once per dialect, and values go through the column types' own
+bind and result processors, so they are stored and come back exactly as
+with ``connection.execute`` (aware UTC datetimes, JSON, booleans); what is
+skipped is SQLAlchemy's per-execution work (cache key, execution context,
+result object), which costs more than the statement on SQLite.
+
+Rules: bind parameters are named (``sa.bindparam("name")``); no ``IN``
+lists (expanding parameters). DBAPI errors come back as SQLAlchemy's
+exceptions (``sa.exc.IntegrityError`` ...), as from ``connection.execute``,
+so callers and the transaction manager's retry policy see what they would.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import namedtuple
+from typing import Any
+
+import sqlalchemy as sa
+
+from .sqlite_writer import before_write
+
+
+class _Compiled:
+    def __init__(self, statement, dialect):
+        compiled = statement.compile(dialect=dialect)
+        self.dialect = dialect
+        self.sql = str(compiled)
+        self.writes = not isinstance(statement, sa.Select)
+        self.positional = dialect.positional
+        names = list(compiled.positiontup or ()) if self.positional else list(compiled.binds)
+        self.names = names
+        binds = compiled.binds
+        self.defaults = {
+            name: binds[name].effective_value for name in names if binds[name].value is not None or binds[name].callable
+        }
+        self.binds = [(name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
+        columns = list(getattr(statement, "selected_columns", None) or statement.exported_columns)
+        self.row_type = namedtuple("Row", [c.key for c in columns]) if columns else None
+        processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+        self.result_processors = [(i, p) for i, p in enumerate(processors) if p is not None]
+
+    def params(self, values: dict[str, Any]):
+        defaults = self.defaults
+        if self.positional:
+            out = []
+            for name, process in self.binds:
+                value = values[name] if name in values else defaults[name]
+                out.append(process(value) if process is not None else value)
+            return tuple(out)
+        out = {}
+        for name, process in self.binds:
+            value = values[name] if name in values else defaults[name]
+            out[name] = process(value) if process is not None else value
+        return out
+
+    def convert(self, raw) -> list:
+        make = self.row_type._make
+        processors = self.result_processors
+        if not processors:
+            return [make(row) for row in raw]
+        rows = []
+        for row in raw:
+            values = list(row)
+            for index, process in processors:
+                values[index] = process(values[index])
+            rows.append(make(values))
+        return rows
+
+
+class Prepared:
+    """One statement, compiled on first use for each dialect."""
+
+    def __init__(self, statement):
+        self.statement = statement
+        self._compiled: dict[tuple, _Compiled] = {}
+        self._lock = threading.Lock()
+
+    def compiled(self, dialect) -> _Compiled:
+        key = (dialect.name, dialect.driver, dialect.paramstyle)
+        found = self._compiled.get(key)
+        if found is None:
+            with self._lock:
+                found = self._compiled.get(key) or _Compiled(self.statement, dialect)
+                self._compiled[key] = found
+        return found
+
+    def execute(self, connection: sa.Connection, values: dict[str, Any]) -> tuple[list, int]:
+        """Run on ``connection`` (in its transaction): (rows, rowcount); rows
+        are named tuples of the selected or RETURNING columns."""
+        compiled = self.compiled(connection.dialect)
+        params = compiled.params(values)
+        if compiled.writes:
+            before_write(connection)
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(compiled.sql, params)
+            raw = cursor.fetchall() if compiled.row_type is not None else ()
+            rowcount = cursor.rowcount
+        except compiled.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(
+                compiled.sql, params, exc, compiled.dialect.loaded_dbapi.Error, dialect=compiled.dialect
+            ) from exc
+        finally:
+            cursor.close()
+        return (compiled.convert(raw) if raw else []), rowcount
+
+    def rows(self, connection: sa.Connection, values: dict[str, Any]) -> list:
+        return self.execute(connection, values)[0]
+
+
+def session_connection(dbsession, *, write: bool = False) -> sa.Connection:
+    """The connection of ``dbsession``'s transaction (begun if need be).
+
+    ``write``: tell zope.sqlalchemy, when the session is joined to a
+    transaction manager, that it wrote (as its hook does for ORM statements),
+    so the transaction commits instead of rolling back as read-only.
+    """
+    connection = dbsession.connection()
+    if write:
+        from zope.sqlalchemy import datamanager
+
+        if datamanager._SESSION_STATE.get(dbsession) is not None:
+            datamanager.mark_changed(dbsession)
+    return connection

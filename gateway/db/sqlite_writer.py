@@ -1,0 +1,84 @@
+"""SQLite: this process's writers take turns on a lock instead of SQLite's sleeping retry.
+
+SQLite lets one connection write at a time. A second writer is refused with
+SQLITE_BUSY and its busy handler *sleeps* (1, 2, 5, 10, 15, 20, 25 ... ms)
+before trying again, even if the lock was freed a microsecond later: under
+concurrent writes (an Entra sync's POSTs from several threads) much of the
+time goes into those sleeps, with the CPU idle. Queuing this process's
+writers on a lock instead wakes the next one the moment the previous one
+commits. Other processes still meet SQLite's own locking (``busy_timeout``).
+
+The lock is taken where SQLite takes its write lock, at a transaction's first
+write (``before_cursor_execute`` for statements SQLAlchemy runs,
+:func:`before_write` for :mod:`gateway.db.prepared` ones), and freed when the
+transaction commits or rolls back (closing a connection with a transaction
+open rolls it back). Reading transactions never take it. A thread may write
+on two connections at once, as before (the lock is re-entrant); SQLite then
+decides, as it always did.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import event
+
+_HELD = "gateway.sqlite_writer_held"
+_READS = ("SELECT", "PRAGMA", "EXPLAIN")
+
+
+class _WriterLock:
+    """Re-entrant for the owning thread; released by whoever ends the transaction."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+        self._depth = 0
+
+    def acquire(self) -> None:
+        me = threading.get_ident()
+        if self._owner == me:
+            self._depth += 1
+            return
+        self._lock.acquire()
+        self._owner = me
+        self._depth = 1
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth <= 0:
+            self._depth = 0
+            self._owner = None
+            self._lock.release()
+
+
+def before_write(connection) -> None:
+    """Call before a statement that writes runs on ``connection`` outside SQLAlchemy's execution."""
+    lock = getattr(connection.engine, "_gateway_writer_lock", None)
+    if lock is not None and not connection.info.get(_HELD):
+        lock.acquire()
+        connection.info[_HELD] = True
+
+
+def queue_writers(engine) -> None:
+    lock = _WriterLock()
+    engine._gateway_writer_lock = lock
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(connection, cursor, statement, parameters, context, executemany):
+        if not connection.info.get(_HELD) and not statement.lstrip()[:7].upper().startswith(_READS):
+            lock.acquire()
+            connection.info[_HELD] = True
+
+    def _end(connection):
+        if connection.info.pop(_HELD, False):
+            lock.release()
+
+    event.listen(engine, "commit", _end)
+    event.listen(engine, "rollback", _end)
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection, record):
+        # Safety net: a connection returned without a commit or rollback event.
+        if record.info.pop(_HELD, False):
+            lock.release()
