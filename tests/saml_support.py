@@ -499,3 +499,15 @@ class Pysaml2Idp:
 def pysaml2_idp(saml_app, idp):
     """pysaml2's IdP, trusting the SP metadata that ``saml_app`` publishes."""
     return Pysaml2Idp(idp, saml_app.get("/saml/metadata").text)
+
+
+def refused(response, code, status=None):
+    """The refusal page names the reason and a correlation id, and never leaks a traceback."""
+    assert response.headers["X-Reason"] == code, response.text
+    if status is not None:
+        assert response.status_int == status
+    assert f'<code id="reason">{code}</code>' in response.text
+    assert response.headers["X-Request-Id"] in response.text
+    assert "Traceback" not in response.text
+    assert "gateway_session=" not in response.headers.get("Set-Cookie", "")
+    return response

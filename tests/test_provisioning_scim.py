@@ -4,7 +4,6 @@ recomputed on every SCIM write (authority and transforms), admins from SCIM grou
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 from saml_support import MICROSOFT, sign_in
 from scim_support import ENTERPRISE, ScimClient, make_token

@@ -18,23 +18,12 @@ from saml_support import (
     b64,
     new_id,
     post_response,
+    refused,
     sign_in,
     start_login,
 )
 
 from gateway.db.models import SeenAssertion, User
-
-
-def refused(response, code, status=None):
-    """The refusal page names the reason and a correlation id, and never leaks a traceback."""
-    assert response.headers["X-Reason"] == code, response.text
-    if status is not None:
-        assert response.status_int == status
-    assert f'<code id="reason">{code}</code>' in response.text
-    assert response.headers["X-Request-Id"] in response.text
-    assert "Traceback" not in response.text
-    assert "gateway_session=" not in response.headers.get("Set-Cookie", "")
-    return response
 
 
 def signed_in_as(app):

@@ -28,6 +28,7 @@ from saml_support import (
     b64,
     make_keypair,
     post_response,
+    refused,
     sign_in,
 )
 
@@ -83,17 +84,6 @@ def test_slo_with_nothing_is_a_plain_refusal(saml_app):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def refused(response, code, status=None):
-    """The plain refusal page: reason code, correlation id, never a traceback."""
-    assert response.headers["X-Reason"] == code, response.text
-    if status is not None:
-        assert response.status_int == status
-    assert f'<code id="reason">{code}</code>' in response.text
-    assert response.headers["X-Request-Id"] in response.text
-    assert "Traceback" not in response.text
-    return response
 
 
 def sign_out(app) -> str:
