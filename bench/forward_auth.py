@@ -152,7 +152,7 @@ def prepare_gateway(folder: Path, database_url: str, port: int) -> tuple[Path, s
         session.add_all([user, group])
         session.flush()
         session.add(GroupMember(group_id=group.id, user_id=user.id))
-        session.add(SsoSession(id_hash=hash_token(token), user_id=user.id, csrf_token="x", last_seen_at=now,
+        session.add(SsoSession(id_hash=hash_token(SECRET, token), user_id=user.id, csrf_token="x", last_seen_at=now,
                                expires_at=now + dt.timedelta(hours=8)))
     engine.dispose()
     return ini, token

@@ -77,8 +77,18 @@ class SessionIdentity:
         }
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("ascii")).hexdigest()
+def hash_token(secret: str, token: str) -> str:
+    """The row key of a session cookie: HMAC-SHA256 keyed with ``session.secret``.
+
+    A database dump yields no usable cookie, and write access to the database
+    alone cannot mint a session: that needs the secret too. Changing the
+    secret therefore signs everybody out.
+    """
+    return hmac.new(secret.encode("utf-8"), token.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def _row_key(request, token: str) -> str:
+    return hash_token(_settings(request).secret, token)
 
 
 def _settings(request):
@@ -113,7 +123,7 @@ def load_identity(request) -> SessionIdentity | None:
     identity = None
     token = request.cookies.get(_settings(request).cookie_name)
     if token and _TOKEN.match(token):
-        identity = _load(request, hash_token(token))
+        identity = _load(request, _row_key(request, token))
     request.environ[_ENVIRON_KEY] = identity
     return identity
 
@@ -209,12 +219,12 @@ def start_session(request, user_id: str, *, name_id: str | None = None, session_
     settings = _settings(request)
     old = request.cookies.get(settings.cookie_name)
     if old and _TOKEN.match(old):
-        _end(request.dbsession, [SsoSession.id_hash == hash_token(old)])
+        _end(request.dbsession, [SsoSession.id_hash == _row_key(request, old)])
     token = secrets.token_urlsafe(32)
     now = utcnow()
     request.dbsession.add(
         SsoSession(
-            id_hash=hash_token(token),
+            id_hash=_row_key(request, token),
             user_id=user_id,
             created_at=now,
             last_seen_at=now,
@@ -251,7 +261,7 @@ def end_session(request) -> SessionIdentity | None:
     identity = load_identity(request)
     token = request.cookies.get(settings.cookie_name)
     if token and _TOKEN.match(token):
-        _end(request.dbsession, [SsoSession.id_hash == hash_token(token)])
+        _end(request.dbsession, [SsoSession.id_hash == _row_key(request, token)])
     request.environ[_ENVIRON_KEY] = None
     clear_cookie(request)
     return identity

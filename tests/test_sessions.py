@@ -52,7 +52,30 @@ def test_cookie_is_secure_with_https_and_has_the_domain(make_app, idp):
 def test_rows_keep_only_a_hash_of_the_cookie(saml_app, idp):
     token = cookie(sign_in(saml_app, idp)).split(";")[0].split("=", 1)[1]
     (row,) = session_rows(saml_app)
-    assert row.id_hash == sessions.hash_token(token) and token not in row.id_hash
+    secret = saml_app.app.registry.gateway_settings.session.secret
+    assert row.id_hash == sessions.hash_token(secret, token) and token not in row.id_hash
+
+
+def test_a_row_written_without_the_secret_is_no_session(saml_app, idp):
+    # Someone who can write to the database but does not know session.secret
+    # inserts a row keyed by the plain SHA-256 of a cookie of their choosing.
+    import hashlib
+
+    sign_in(saml_app, idp)
+    (row,) = session_rows(saml_app)
+    forged = "f" * 43
+    with saml_app.app.registry.dbsession_factory() as db, db.begin():
+        db.add(
+            SsoSession(
+                id_hash=hashlib.sha256(forged.encode()).hexdigest(),
+                user_id=row.user_id,
+                expires_at=row.expires_at,
+                csrf_token="x",
+            )
+        )
+    saml_app.reset()
+    saml_app.set_cookie("gateway_session", forged)
+    saml_app.get("/whoami", status=401)
 
 
 def test_sign_in_rotates_the_session_id(saml_app, idp):
