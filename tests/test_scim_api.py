@@ -383,3 +383,57 @@ def test_a_group_of_50000_changes_a_row_at_a_time(scim):
         count = session.scalar(sa.select(sa.func.count()).select_from(GroupMember).where(GroupMember.group_id == group["id"]))
         assert count == 50_000 + 2 - 1
         assert session.get(Group, group["id"]).version == 3
+
+
+def test_scim_reads_run_without_a_transaction_and_writes_keep_theirs(scim):
+    # The shipped storage reads on pooled autocommit connections: pyramid_tm
+    # has nothing to do for a SCIM GET; every write keeps its transaction.
+    from pyramid.request import Request
+
+    from gateway.db import needs_transaction
+
+    registry = scim.app.app.registry
+    assert registry.scim_storage.reads_without_transaction
+
+    def needs(method, path):
+        request = Request.blank(path, method=method)
+        request.registry = registry
+        return needs_transaction(request)
+
+    assert not needs("GET", "/scim/v2/Users")
+    assert not needs("HEAD", "/scim/v2/Groups/abc")
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        assert needs(method, "/scim/v2/Users")
+    assert needs("POST", "/scim/v2/.search")
+    assert needs("GET", "/")
+    # Reads still see every committed write, and a write's ETag matches the GET's.
+    created = scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "tx@contoso.com"})
+    got = scim.get(f"/Users/{created.json['id']}")
+    assert got.headers["ETag"] == created.headers["ETag"]
+    assert scim.get("/Users", filter='userName eq "TX@contoso.com"').json["totalResults"] == 1
+
+
+def test_a_created_user_is_stored_with_its_mapped_profile_in_one_insert(scim):
+    # The sqlstore writes the provisioning profile with the row, so the sync
+    # after it has nothing to change (same row as INSERT + UPDATE gave before).
+    import sqlalchemy as sa
+    from sqlalchemy.orm import Session
+
+    from gateway.db.models import User
+
+    body = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+        "userName": "mapped@contoso.com",
+        "displayName": "  Mapped Person ",
+        "emails": [{"type": "work", "value": "Mapped@Contoso.com"}],
+        ENTERPRISE: {"department": "Sales", "employeeNumber": "42", "costCenter": "CC1"},
+    }
+    created = scim.post("/Users", body).json
+    with Session(scim.app.app.registry.db_engine) as session:
+        user = session.scalar(sa.select(User).where(User.id == created["id"]))
+        assert (user.display_name, user.email, user.email_key, user.department) == (
+            "Mapped Person", "Mapped@Contoso.com", "mapped@contoso.com", "Sales",
+        )
+        assert user.attributes == {"employeeNumber": "42", "costCenter": "CC1"}
+        assert user.provisioned_by == "scim"
+    assert scim.get(f"/Users/{created['id']}").json["displayName"] == "  Mapped Person "

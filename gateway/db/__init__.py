@@ -84,8 +84,27 @@ def get_tm_session(session_factory: sessionmaker, transaction_manager, request=N
 NO_TRANSACTION_PATHS = frozenset({"/auth", "/healthz"})
 
 
+#: SCIM reads, when the storage backend says it reads without one (see below).
+SCIM_PREFIX = "/scim/"
+
+
 def needs_transaction(request) -> bool:
-    return request.path_info not in NO_TRANSACTION_PATHS
+    """pyramid_tm's activate hook: whether the request runs in a transaction.
+
+    Not for forward-auth and health checks, nor for SCIM GET/HEAD requests
+    when the SCIM storage backend declares ``reads_without_transaction``
+    (the shipped ``sqlstore`` reads on pooled autocommit connections, and the
+    token check uses its own): there is nothing to commit or abort. Every
+    other method under ``/scim/`` (writes, ``POST .search``) keeps its
+    transaction.
+    """
+    path = request.path_info
+    if path in NO_TRANSACTION_PATHS:
+        return False
+    if path.startswith(SCIM_PREFIX) and request.method in ("GET", "HEAD"):
+        storage = getattr(request.registry, "scim_storage", None)
+        return not getattr(storage, "reads_without_transaction", False)
+    return True
 
 
 def includeme(config):

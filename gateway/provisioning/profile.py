@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 import sqlalchemy as sa
@@ -287,8 +288,27 @@ _SCIM_SYNC_READ = sa.select(
     *(getattr(User, name) for name in STORED_FIELDS),
 ).where(User.id == sa.bindparam("user_id"))
 
+#: The columns of that read: what ``stored=`` must hold.
+SCIM_SYNC_COLUMNS = tuple(c.key for c in _SCIM_SYNC_READ.selected_columns)
 
-def sync_profile_from_scim(request, user_id: str, data: Mapping, old_data: Mapping | None = None) -> tuple[str, ...]:
+
+def profile_columns(profile: Mapping) -> dict:
+    """The ``users`` column values that hold a mapped profile (lengths cut,
+    ``email_key``, custom attributes in ``attributes``): what
+    :func:`sync_profile_from_scim` writes. A backend creating a SCIM user in
+    the ``users`` table can insert these, and the sync then writes nothing."""
+    values: dict[str, Any] = {}
+    for name, limit in STORED_FIELDS.items():
+        value = profile.get(name)
+        values[name] = value[:limit] if isinstance(value, str) else None
+    values["email_key"] = values["email"].lower() if values["email"] else None
+    values["attributes"] = dict(profile.get("custom") or {})
+    return values
+
+
+def sync_profile_from_scim(
+    request, user_id: str, data: Mapping, old_data: Mapping | None = None, stored: Mapping | None = None
+) -> tuple[str, ...]:
     """Recompute a user's mapped profile after a SCIM create or write.
 
     Call it after the storage backend stored ``data`` (the user's full SCIM
@@ -299,10 +319,15 @@ def sync_profile_from_scim(request, user_id: str, data: Mapping, old_data: Mappi
     nothing to sync: returns ().
 
     Cost: one primary-key SELECT, and one UPDATE only when the mapped profile
-    differs from the columns (transforms, or SAML filling a gap).
+    differs from the columns (transforms, or SAML filling a gap). ``stored``:
+    the row's :data:`SCIM_SYNC_COLUMNS` as the backend just wrote them in this
+    transaction (``Record.stored_profile``), which saves the SELECT.
     """
     dbsession = request.dbsession
-    row = dbsession.execute(_SCIM_SYNC_READ, {"user_id": user_id}).first()
+    if stored is not None:
+        row = SimpleNamespace(**{name: stored[name] for name in SCIM_SYNC_COLUMNS})
+    else:
+        row = dbsession.execute(_SCIM_SYNC_READ, {"user_id": user_id}).first()
     if row is None:
         return ()
     registry = request.registry

@@ -174,7 +174,7 @@ class ScimService:
             raise ScimError(403, decision.reason or "provisioning refused by policy")
         record = self._storage(self.storage.create_user, data)
         # The mapped profile (authority, transforms) is kept by provisioning.
-        sync_profile_from_scim(self.request, record.id, data)
+        sync_profile_from_scim(self.request, record.id, data, stored=record.stored_profile)
         self._audit("scim.user.create", "user", record.id, data["userName"], active=data.get("active", True))
         self._event("created", record.id, data["userName"])
         if data.get("active") is False:

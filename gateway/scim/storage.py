@@ -81,6 +81,11 @@ class Record:
     last_modified: dt.datetime
     #: Groups only, and only when asked for: None means "not loaded".
     members: list[Member] | None = None
+    #: Optional, for a backend that keeps users in the gateway's ``users``
+    #: table: the profile columns this write left in the row (the keys of
+    #: :data:`gateway.provisioning.profile.SCIM_SYNC_COLUMNS`), so that the
+    #: profile sync after the write need not read them back. None: unknown.
+    stored_profile: dict | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.db.models import Group, GroupMember, User, new_id, utcnow
 from gateway.db.prepared import Prepared, session_connection
+from gateway.provisioning.profile import SCIM_SYNC_COLUMNS, mapped_profile, profile_columns
 from gateway.scim.filters import Compare
 from gateway.scim.schemas import ENTERPRISE_USER
 from gateway.scim.storage import Conflict, Member, Page, Query, Record, ScimStorage, UnknownMembers
@@ -139,6 +140,10 @@ def _unique_violation(exc: sa.exc.IntegrityError, *names: str) -> bool:
 
 
 class SqlStorage(ScimStorage):
+    #: GETs read on a pooled autocommit connection (``_reading``), so
+    #: ``gateway.db.needs_transaction`` skips pyramid_tm for SCIM GET/HEAD.
+    reads_without_transaction = True
+
     def __init__(self, registry):
         from gateway.db.fastread import read_engine
 
@@ -181,11 +186,18 @@ class SqlStorage(ScimStorage):
         values.update(
             provisioned_by="scim", is_admin=False, attributes={}, idp_subject=None, saml_profile=None, last_sign_in_at=None
         )
+        # The profile columns as provisioning maps them for a new SCIM user (no
+        # SAML profile yet), so its sync after this INSERT has nothing to
+        # read or write: one statement where there were three.
+        values.update(profile_columns(mapped_profile(
+            request.registry, provisioned_by="scim", scim_data=data, saml_profile=None, source="scim",
+            context_fields={"subject": None},
+        )))
         try:
             _INSERT_USER.execute(session_connection(request.dbsession, write=True), values)
         except sa.exc.IntegrityError as exc:
             raise Conflict(f'userName "{data["userName"]}" is taken') from exc
-        return Record(values["id"], data, 1, now, now)
+        return Record(values["id"], data, 1, now, now, stored_profile={k: values[k] for k in SCIM_SYNC_COLUMNS})
 
     def get_user(self, request, user_id: str, *, for_update: bool = False) -> Record | None:
         if for_update:
