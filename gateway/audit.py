@@ -30,43 +30,16 @@ def record(
     source: str,
     correlation_id: str | None = None,
     details: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Add one :class:`AuditEvent` to ``dbsession`` (flushed with the transaction).
+) -> None:
+    """Insert one audit row at once, in ``dbsession``'s transaction.
 
     ``actor`` is who did it (``scim:<token name>``, ``user:<userName>``,
     ``system``); ``action`` a dotted verb such as ``scim.user.create``;
     ``target_type`` ``user``, ``group`` or ``token``; ``details`` small JSON
-    (changed attribute names, member counts), never secrets.
+    (changed attribute names, member counts), never secrets. One prebuilt
+    statement on the session's connection (no ORM object, no flush): SCIM
+    records on every write.
     """
-    event = AuditEvent(
-        actor=actor[:256],
-        action=action[:64],
-        target_type=target_type[:32],
-        target_id=target_id,
-        target_name=(target_name or None) and target_name[:512],
-        source=source[:32],
-        correlation_id=correlation_id,
-        details=details or {},
-    )
-    dbsession.add(event)
-    return event
-
-
-def write(
-    dbsession,
-    *,
-    actor: str,
-    action: str,
-    target_type: str,
-    target_id: str | None = None,
-    target_name: str | None = None,
-    source: str,
-    correlation_id: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """As :func:`record`, but the row is inserted at once, by one prebuilt
-    statement on the session's connection (no ORM object, no flush): for
-    paths that record on every request, such as SCIM writes."""
     _INSERT.execute(
         session_connection(dbsession, write=True),
         {

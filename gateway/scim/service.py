@@ -110,7 +110,7 @@ class ScimService:
     # -------------------------------------------------------------- helpers
 
     def _audit(self, action: str, target_type: str, record_id: str | None, name: str | None, **details: Any) -> None:
-        audit.write(
+        audit.record(
             self.request.dbsession,
             actor=self.actor,
             action=action,
