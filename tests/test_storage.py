@@ -112,3 +112,47 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url):
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     engine.dispose()
+
+
+def _writes_from_another_thread(engine, name: str, timeout: float = 5.0) -> bool:
+    """True when a write from a fresh thread commits within ``timeout`` (the queue is free)."""
+    import threading
+
+    done = threading.Event()
+
+    def write():
+        with Session(engine) as session, session.begin():
+            session.add(make_user(name))
+        done.set()
+
+    threading.Thread(target=write, daemon=True).start()
+    return done.wait(timeout)
+
+
+@pytest.mark.parametrize("ending", ["failed_commit", "closed_without_commit", "invalidated"])
+def test_sqlite_writer_queue_is_freed_however_a_transaction_ends(sqlite_url, ending):
+    # This process's SQLite writers take turns on a lock (gateway/db/sqlite_writer.py);
+    # a transaction that ends any other way than a clean commit must free it too.
+    from gateway.db import create_engine
+
+    engine = create_engine(sqlite_url)
+    with Session(engine) as session, session.begin():
+        session.add(make_user("first@example.com"))
+    if ending == "failed_commit":
+        with pytest.raises(sa.exc.IntegrityError):
+            with Session(engine) as session, session.begin():
+                session.add(make_user("FIRST@example.com"))
+    else:
+        connection = engine.connect()
+        transaction = connection.begin()
+        connection.execute(sa.insert(User).values(id="u-2", user_name="x", user_name_key="x", active=True,
+                                                  scim_data={}, attributes={}, provisioned_by="scim",
+                                                  is_admin=False, version=1,
+                                                  created_at=utcnow(), updated_at=utcnow()))
+        if ending == "invalidated":
+            # As after a lost connection: SQLAlchemy invalidates it, the caller rolls back.
+            connection.invalidate()
+            transaction.rollback()
+        connection.close()
+    assert _writes_from_another_thread(engine, "second@example.com")
+    engine.dispose()

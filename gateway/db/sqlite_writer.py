@@ -28,23 +28,36 @@ _READS = ("SELECT", "PRAGMA", "EXPLAIN")
 
 
 class _WriterLock:
-    """Re-entrant for the owning thread; released by whoever ends the transaction."""
+    """Re-entrant for the owning thread; released by whoever ends the transaction.
+
+    Each hold is a ticket, kept on the SQLAlchemy connection (for the commit
+    and rollback events, which still fire on an invalidated connection whose
+    ``info`` can no longer be read) and in the pool record's ``info`` (for the
+    check-in safety net). A ticket is released once, by whichever comes first.
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._owner: int | None = None
         self._depth = 0
+        self._tickets: set[object] = set()
 
-    def acquire(self) -> None:
+    def hold(self) -> object:
         me = threading.get_ident()
         if self._owner == me:
             self._depth += 1
-            return
-        self._lock.acquire()
-        self._owner = me
-        self._depth = 1
+        else:
+            self._lock.acquire()
+            self._owner = me
+            self._depth = 1
+        ticket = object()
+        self._tickets.add(ticket)
+        return ticket
 
-    def release(self) -> None:
+    def release(self, ticket: object) -> None:
+        if ticket not in self._tickets:
+            return  # already released by the other path
+        self._tickets.discard(ticket)
         self._depth -= 1
         if self._depth <= 0:
             self._depth = 0
@@ -52,12 +65,18 @@ class _WriterLock:
             self._lock.release()
 
 
+def _hold(lock: _WriterLock, connection) -> None:
+    if connection.__dict__.get(_HELD) is None:
+        ticket = lock.hold()
+        connection.__dict__[_HELD] = ticket
+        connection.info[_HELD] = ticket
+
+
 def before_write(connection) -> None:
     """Call before a statement that writes runs on ``connection`` outside SQLAlchemy's execution."""
     lock = getattr(connection.engine, "_gateway_writer_lock", None)
-    if lock is not None and not connection.info.get(_HELD):
-        lock.acquire()
-        connection.info[_HELD] = True
+    if lock is not None:
+        _hold(lock, connection)
 
 
 def queue_writers(engine) -> None:
@@ -66,13 +85,14 @@ def queue_writers(engine) -> None:
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(connection, cursor, statement, parameters, context, executemany):
-        if not connection.info.get(_HELD) and not statement.lstrip()[:7].upper().startswith(_READS):
-            lock.acquire()
-            connection.info[_HELD] = True
+        if connection.__dict__.get(_HELD) is None and not statement.lstrip()[:7].upper().startswith(_READS):
+            _hold(lock, connection)
 
     def _end(connection):
-        if connection.info.pop(_HELD, False):
-            lock.release()
+        # Never touch connection.info here: on an invalidated connection it reconnects.
+        ticket = connection.__dict__.pop(_HELD, None)
+        if ticket is not None:
+            lock.release(ticket)
 
     event.listen(engine, "commit", _end)
     event.listen(engine, "rollback", _end)
@@ -80,5 +100,6 @@ def queue_writers(engine) -> None:
     @event.listens_for(engine, "checkin")
     def _checkin(_dbapi_connection, record):
         # Safety net: a connection returned without a commit or rollback event.
-        if record.info.pop(_HELD, False):
-            lock.release()
+        ticket = record.info.pop(_HELD, None)
+        if ticket is not None:
+            lock.release(ticket)
