@@ -80,8 +80,12 @@ def test_no_metadata_at_all_is_not_ready(make_app, tmp_path):
 
 
 def test_start_up_does_not_touch_the_database(make_app, idp_metadata_file, tmp_path):
-    # Not migrated: the app still builds (``migrate`` and ``check`` must work).
-    make_app(**{"sqlalchemy.url": f"sqlite:///{tmp_path}/empty.sqlite"})
+    # Not migrated: the app still builds (``migrate`` and ``check`` must work),
+    # answers its liveness probe, and says why it is not ready.
+    app = make_app(**{"sqlalchemy.url": f"sqlite:///{tmp_path}/empty.sqlite"})
+    assert app.get("/healthz").json == {"status": "ok"}
+    problems = app.get("/readyz", status=503).json["problems"]
+    assert "gateway CONFIG migrate" in problems["database"]
 
 
 def test_metadata_from_an_http_url(make_app, idp):

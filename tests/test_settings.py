@@ -52,6 +52,7 @@ def test_unknown_key_under_every_core_prefix(base_settings, sqlite_url, prefix):
 
 def test_plugin_owned_prefixes_are_left_to_plugins(base_settings, sqlite_url):
     app = build(base_settings, sqlite_url, **{"seat_limit.max_users": "10"})
+    assert app.registry.settings["seat_limit.max_users"] == "10"
     close_app(app)
 
 
