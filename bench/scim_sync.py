@@ -180,6 +180,14 @@ def percentile(values, p):
 # ---------------------------------------------------------------- servers
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def free_port() -> int:
     from conftest import free_port as fp
 
@@ -262,11 +270,7 @@ class Gateway:
         return names
 
     def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
 
 
 class Reference:
@@ -285,11 +289,7 @@ class Reference:
         wait_http(f"{self.base}/ServiceProviderConfig", self.process, self.log)
 
     def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
 
 
 # ---------------------------------------------------------------- the load
