@@ -45,6 +45,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# ---------------------------------------------------------------- other processes
+
+
+def status_from_another_process(app, url: str, status: int, within: float = 1.0, **kwargs) -> float:
+    """Request ``url`` until it answers ``status``; the seconds that took.
+
+    For a change made by another process on PostgreSQL, which this instance
+    learns of through ``NOTIFY`` on a listener thread: a request racing that
+    thread may still be answered from memory for a few milliseconds. Fails
+    after ``within`` seconds.
+    """
+    started = time.monotonic()
+    while True:
+        answered = app.get(url, expect_errors=True, **kwargs).status_int
+        if answered == status:
+            return time.monotonic() - started
+        assert time.monotonic() - started < within, f"{url} still answers {answered}, not {status}, after {within} s"
+        time.sleep(0.002)
+
+
 # ---------------------------------------------------------------- live servers
 
 

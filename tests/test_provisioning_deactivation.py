@@ -10,6 +10,7 @@ Reactivation lets them sign in again, but no old session comes back.
 from __future__ import annotations
 
 import pytest
+from conftest import status_from_another_process
 from saml_support import post_response, sign_in, start_login
 from scim_support import ScimClient, make_token
 
@@ -78,5 +79,6 @@ def test_deactivation_reaches_a_session_on_another_instance(make_app, scim_setti
     sign_in(browser_side, idp, attributes=idp.claims("alice@example.com", oid=OID))
     browser_side.get("/auth", status=200)  # warms that instance's identity cache
     scim.patch_ops(f"/Users/{user['id']}", active("False"))
-    browser_side.get("/auth", status=401)
+    # SQLite: seen at the next request. PostgreSQL: within milliseconds (NOTIFY).
+    status_from_another_process(browser_side, "/auth", 401)
     browser_side.get("/whoami", status=401)
