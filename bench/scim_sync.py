@@ -212,7 +212,7 @@ def wait_http(url: str, process, log: Path, seconds: float = 60) -> None:
 
 
 class Gateway:
-    def __init__(self, name: str, database_url: str, workdir: Path, threads: int):
+    def __init__(self, name: str, database_url: str, workdir: Path, workers: str, threads: int, server: str = "granian"):
         from scim_support import run_cli, write_ini
 
         self.name = name
@@ -220,7 +220,15 @@ class Gateway:
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.ini = write_ini(workdir / "bench.ini", database_url, self.port, **{"scim.max_page_size": "1000"})
-        text = self.ini.read_text().replace("threads = 16", f"threads = {threads}")
+        text = self.ini.read_text()
+        if server == "waitress":  # one process; waitress's own threads
+            text = text.replace("use = egg:entra-identity-gateway#granian", "use = egg:waitress#main").replace(
+                f"listen = 127.0.0.1:{self.port}\n", f"listen = 127.0.0.1:{self.port}\nthreads = {threads}\n"
+            )
+        else:
+            text = text.replace(
+                f"listen = 127.0.0.1:{self.port}\n", f"listen = 127.0.0.1:{self.port}\nworkers = {workers}\nthreads = {threads}\n"
+            )
         self.ini.write_text(text)
         run_cli(self.ini, "migrate")
         out = run_cli(self.ini, "token", "create", "bench").stdout
@@ -459,14 +467,22 @@ def main() -> int:
     parser.add_argument("--postgres-url", default=os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--no-reference", action="store_true", help="skip scim2-server")
     parser.add_argument(
-        "--threads", type=int, default=4,
-        help="waitress threads of the gateway (default 4, waitress's own default: more threads only add GIL contention)",
+        "--workers", default="auto", help="gateway worker processes (default auto: two per CPU, as in production.ini)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="Python threads per gateway worker (default 1, as in production.ini)")
+    parser.add_argument(
+        "--server", default="granian", choices=["granian", "waitress"],
+        help="pserve's server for the gateway (default granian, as shipped; waitress: one process, --threads threads)",
     )
     args = parser.parse_args()
     stored_levels = [int(s) for s in args.stored.split(",") if s]
 
+    server = (
+        f"Granian, {args.workers} workers of {args.threads} threads" if args.server == "granian"
+        else f"waitress, {args.threads} threads"
+    )
     print(f"Entra initial cycle: {args.users} users, {args.clients} clients, groups of {args.group_size} "
-          f"filled {args.patch_size} members per PATCH; gateway on {args.threads} waitress threads;"
+          f"filled {args.patch_size} members per PATCH; gateway on {server};"
           f" python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     workdir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
     results = {}
@@ -494,7 +510,7 @@ def main() -> int:
                     connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
                 sep = "&" if "?" in args.postgres_url else "?"
                 url = f"{args.postgres_url}{sep}options=-csearch_path%3D{schema}"
-            gateway = Gateway(f"gateway on {database}", url, workdir / database, args.threads)
+            gateway = Gateway(f"gateway on {database}", url, workdir / database, args.workers, args.threads, args.server)
             try:
                 result = run_sync(gateway, args.users, args.clients, args.group_size, args.patch_size)
                 report(gateway.name, result, args.users)

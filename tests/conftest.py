@@ -91,7 +91,7 @@ def wait_for_http(url: str, process: subprocess.Popen, log_path: Path | None = N
 def stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=20)  # pserve gives its workers 10 s (gateway.serve.STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
@@ -106,19 +106,20 @@ class Served:
 
 @pytest.fixture
 def pserve():
-    """``pserve(ini, port)`` migrates the ini's database, serves it, and waits for /healthz.
+    """``pserve(ini, port, env=None)`` migrates the ini's database, serves it, and waits for /healthz.
 
     The server's output goes to a log beside the ini; every server started is
     stopped after the test.
     """
     started: list[Served] = []
 
-    def start(ini: Path, port: int) -> Served:
+    def start(ini: Path, port: int, env: dict | None = None) -> Served:
         subprocess.run([str(BIN / "gateway"), str(ini), "migrate"], check=True, capture_output=True, timeout=60)
         log_path = ini.with_suffix(".log")
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, cwd=ini.parent
+                [str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, cwd=ini.parent,
+                env={**os.environ, **env} if env else None,
             )
         served = Served(f"http://127.0.0.1:{port}", process, log_path)
         started.append(served)
@@ -259,14 +260,9 @@ def make_app(base_settings, sqlite_url):
 
 def close_app(wsgi_app) -> None:
     """Release what an app holds: pools, and the identity cache's listener connection."""
-    registry = wsgi_app.registry
-    cache = getattr(registry, "identity_cache", None)
-    if cache is not None:
-        cache.close()
-    for name in ("db_engine", "db_read_engine"):
-        engine = getattr(registry, name, None)
-        if engine is not None:
-            engine.dispose()
+    from gateway.serve import close
+
+    close(wsgi_app)
 
 
 @pytest.fixture

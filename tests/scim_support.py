@@ -105,7 +105,7 @@ def scim(scim_app):
 # ---------------------------------------------------------------- live servers
 
 
-def write_ini(path: Path, database_url: str, port: int, **settings) -> Path:
+def write_ini(path: Path, database_url: str, port: int, server: dict | None = None, **settings) -> Path:
     from conftest import SESSION_SECRET
 
     lines = [
@@ -122,10 +122,9 @@ def write_ini(path: Path, database_url: str, port: int, **settings) -> Path:
         *(f"{k} = {v}" for k, v in settings.items()),
         "",
         "[server:main]",
-        "use = egg:waitress#main",
+        "use = egg:entra-identity-gateway#granian",
         f"listen = 127.0.0.1:{port}",
-        "threads = 16",
-        "connection_limit = 200",
+        *(f"{k} = {v}" for k, v in (server or {}).items()),
         "",
         "[loggers]",
         "keys = root",
@@ -170,53 +169,28 @@ class LiveGateway:
         return next(line.strip() for line in out.splitlines() if line.strip().startswith("gws_"))
 
 
-def start_pserve(ini: Path, port: int, log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [str(VENV_BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, cwd=ini.parent
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"pserve exited: {log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return process
-        except (urllib.error.URLError, ConnectionError, OSError):
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"pserve did not answer: {log_path.read_text()}")
-
-
 @pytest.fixture
-def live_gateway(tmp_path):
-    """``live_gateway(database_url, **settings)`` migrates, then serves with pserve."""
+def live_gateway(tmp_path, pserve):
+    """``live_gateway(database_url, server=None, env=None, **settings)``: a
+    migrated database served by pserve (``server``: extra ``[server:main]``
+    lines; ``env``: extra environment variables for pserve)."""
     from conftest import free_port
 
-    started = []
-
-    def start(database_url: str, **settings) -> LiveGateway:
+    def start(database_url: str, server: dict | None = None, env: dict | None = None, **settings) -> LiveGateway:
         port = free_port()
-        ini = write_ini(tmp_path / f"gateway-{port}.ini", database_url, port, **settings)
-        run_cli(ini, "migrate")
-        process = start_pserve(ini, port, tmp_path / f"pserve-{port}.log")
-        started.append(process)
-        return LiveGateway(ini, port, process)
+        ini = write_ini(tmp_path / f"gateway-{port}.ini", database_url, port, server=server, **settings)
+        served = pserve(ini, port, env=env)
+        return LiveGateway(ini, port, served.process)
 
-    yield start
-    for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    return start
 
 
 def http(method: str, url: str, token: str, body=None, timeout: float = 30):
-    """A small stdlib HTTP client for live-server tests: (status, json or None)."""
+    """A small stdlib HTTP client for live-server tests: (status, json or None); no token, no Authorization."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     if data is not None:
         request.add_header("Content-Type", SCIM_JSON)
     try:

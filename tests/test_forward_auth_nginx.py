@@ -117,7 +117,7 @@ def stack(tmp_path, idp, pserve):
                 "forward_auth.allowed_hosts = 127.0.0.1",
                 "forward_auth.rules = * / Staff",
                 "[server:main]",
-                "use = egg:waitress#main",
+                "use = egg:entra-identity-gateway#granian",
                 f"listen = 127.0.0.1:{gateway_port}",
             ]
         )

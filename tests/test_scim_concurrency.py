@@ -1,4 +1,4 @@
-"""Races on PostgreSQL against a live pserve (16 waitress threads, several connections).
+"""Races on PostgreSQL against a live pserve (Granian, several threads and connections).
 
 These prove what the unit tests cannot: that uniqueness rests on the unique
 index (not a read-then-write race), that concurrent membership PATCHes of one
@@ -8,6 +8,7 @@ group all land, and that a failed request leaves nothing behind.
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -41,7 +42,8 @@ def test_ten_concurrent_posts_of_one_user_name_make_one_user(server):
     statuses = sorted(status for status, _ in results)
     assert statuses == [201] + [409] * 9, results
     assert all(b["scimType"] == "uniqueness" for s, b in results if s == 409)
-    status, page = http("GET", f'{gateway.scim_url}/Users?filter=userName eq "race@contoso.com"'.replace(" ", "%20"), token)
+    query = urllib.parse.quote('userName eq "race@contoso.com"')  # percent-encoded, as Entra sends it
+    status, page = http("GET", f"{gateway.scim_url}/Users?filter={query}", token)
     assert page["totalResults"] == 1
 
 

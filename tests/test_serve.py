@@ -1,7 +1,10 @@
 """``pserve development.ini`` starts and answers the health probes."""
 
+import re
 import subprocess
+import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,3 +35,108 @@ def test_pserve_refuses_a_bad_setting_with_one_line(tmp_path):
         'saml.clock_skew: expected a whole number of seconds between 0 and 600, got "ten"'
     )
     assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- the Granian runner (gateway/serve.py)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("workers = two", 'server:main workers: expected a number of processes from 1 to 64, or auto, got "two"'),
+        ("threads = 0", 'server:main threads: expected Python threads per worker from 1 to 256, got "0"'),
+        ("listen = 6543", 'server:main listen: expected HOST:PORT such as 127.0.0.1:6543, got "6543"'),
+        ("thread = 2", "server:main thread: unknown setting; known: listen, workers, threads, backlog"),
+    ],
+)
+def test_a_bad_server_setting_stops_pserve_with_one_line(tmp_path, line, message):
+    ini = tmp_path / "bad.ini"
+    text = (ROOT / "development.ini").read_text()
+    key = line.split(" = ")[0]
+    server = re.search(r"^\[server:main\]\n(?:(?!\[).*\n)*", text, re.M)
+    section = re.sub(rf"^{key} = .*\n", "", server.group(0), flags=re.M) + line + "\n"
+    ini.write_text(text[: server.start()] + section + text[server.end() :])
+    result = subprocess.run([str(BIN / "pserve"), str(ini)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == message
+    assert "Traceback" not in result.stderr
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_several_workers_serve_one_sqlite_database_and_stop_together(live_gateway, sqlite_url):
+    from scim_support import http
+
+    gateway = live_gateway(sqlite_url, server={"workers": 2, "threads": 1})
+    workers = _children(gateway.process.pid)
+    assert len(workers) == 2, workers
+    token = gateway.token()
+    # Concurrent writes land in either process; SQLite's single writer takes
+    # them in turn (gateway/db/sqlite_writer.py) and none is lost.
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(
+            lambda i: http("POST", f"{gateway.scim_url}/Users", token, {"userName": f"w{i}@contoso.com"})[0], range(40)
+        ))
+    assert statuses == [201] * 40
+    status, page = http("GET", f"{gateway.scim_url}/Users?count=100", token)
+    assert status == 200 and page["totalResults"] == 40
+
+    gateway.process.terminate()
+    gateway.process.wait(timeout=20)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived pserve"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_http_variables_of_the_process_do_not_read_as_request_headers(live_gateway, sqlite_url):
+    # Granian starts each request's environ from os.environ; an HTTP_* variable
+    # of the server process must not pass for a header the client never sent.
+    from scim_support import http
+    from sqlalchemy.orm import Session
+
+    from gateway.db import create_engine
+    from gateway.scim.tokens import create_token
+
+    engine = create_engine(sqlite_url)
+    with Session(engine) as session, session.begin():
+        token = create_token(session, "entra")
+    engine.dispose()
+    gateway = live_gateway(sqlite_url, env={"HTTP_AUTHORIZATION": f"Bearer {token}"})
+    status, body = http("GET", f"{gateway.scim_url}/Users", token="")
+    assert status == 401, body
+    assert http("GET", f"{gateway.scim_url}/Users", token)[0] == 200
+
+
+@pytest.mark.slow
+def test_workers_do_not_outlive_a_killed_master(live_gateway, sqlite_url):
+    gateway = live_gateway(sqlite_url, server={"workers": 2})
+    workers = _children(gateway.process.pid)
+    assert len(workers) == 2
+    gateway.process.kill()
+    gateway.process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived its killed master"
+        time.sleep(0.05)

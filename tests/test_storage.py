@@ -156,3 +156,40 @@ def test_sqlite_writer_queue_is_freed_however_a_transaction_ends(sqlite_url, end
         connection.close()
     assert _writes_from_another_thread(engine, "second@example.com")
     engine.dispose()
+
+
+def _lock_file_is_free(database_path: str) -> bool:
+    import fcntl
+    import os
+
+    fd = os.open(f"{database_path}-writer", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops a lock this descriptor took
+    return True
+
+
+def test_sqlite_writers_of_several_processes_queue_on_a_file_lock(sqlite_url):
+    # Worker processes wait for each other's write transactions on a kernel
+    # lock (woken at once) rather than in SQLite's sleeping busy handler. An
+    # open file description stands in for the other process: flock locks
+    # conflict between descriptions just as between processes.
+    from gateway.db import create_engine
+
+    engine = create_engine(sqlite_url)
+    path = engine.url.database
+    with Session(engine) as session, session.begin():
+        session.scalar(sa.select(sa.func.count()).select_from(User))
+        assert _lock_file_is_free(path), "a reading transaction must not hold the writers' lock"
+        session.add(make_user("writer@example.com"))
+        session.flush()
+        assert not _lock_file_is_free(path)
+    assert _lock_file_is_free(path)
+    with pytest.raises(sa.exc.IntegrityError):
+        with Session(engine) as session, session.begin():
+            session.add(make_user("WRITER@example.com"))
+    assert _lock_file_is_free(path), "a failed transaction must free it too"
+    engine.dispose()

@@ -40,10 +40,11 @@ def create_engine(url: str, **kwargs) -> sa.Engine:
             cursor.close()
 
         if kwargs.get("isolation_level") != "AUTOCOMMIT":
-            # This process's writers queue on a lock, not on SQLite's sleeping busy handler.
+            # Writers queue on a lock, not on SQLite's sleeping busy handler.
             from .sqlite_writer import queue_writers
 
-            queue_writers(engine)
+            in_memory = not database or database == ":memory:" or database.startswith("file:")
+            queue_writers(engine, None if in_memory else os.path.abspath(database))
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)

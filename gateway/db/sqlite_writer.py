@@ -1,12 +1,16 @@
-"""SQLite: this process's writers take turns on a lock instead of SQLite's sleeping retry.
+"""SQLite: writers take turns on a lock instead of SQLite's sleeping retry.
 
 SQLite lets one connection write at a time. A second writer is refused with
 SQLITE_BUSY and its busy handler *sleeps* (1, 2, 5, 10, 15, 20, 25 ... ms)
 before trying again, even if the lock was freed a microsecond later: under
-concurrent writes (an Entra sync's POSTs from several threads) much of the
-time goes into those sleeps, with the CPU idle. Queuing this process's
-writers on a lock instead wakes the next one the moment the previous one
-commits. Other processes still meet SQLite's own locking (``busy_timeout``).
+concurrent writes (an Entra sync's POSTs from several threads or worker
+processes) much of the time goes into those sleeps, with the CPU idle.
+Queuing the writers on a lock instead wakes the next one the moment the
+previous one commits: a thread lock within the process, and an exclusive
+``flock`` on a file beside the database (``<database>-writer``) between
+the gateway's worker processes; the kernel wakes the next waiter without
+polling. Writers that do not take part (the CLI) still meet SQLite's own
+locking (``busy_timeout``).
 
 The lock is taken where SQLite takes its write lock, at a transaction's first
 write (``before_cursor_execute`` for statements SQLAlchemy runs,
@@ -19,6 +23,8 @@ decides, as it always did.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 
 from sqlalchemy import event
@@ -36,8 +42,11 @@ class _WriterLock:
     check-in safety net). A ticket is released once, by whichever comes first.
     """
 
-    def __init__(self):
+    def __init__(self, path: str | None = None):
         self._lock = threading.Lock()
+        # Opened on first use in each process (a forked worker opens its own).
+        self._path = path
+        self._file: tuple[int, int] | None = None  # (pid, fd)
         self._owner: int | None = None
         self._depth = 0
         self._tickets: set[object] = set()
@@ -48,6 +57,11 @@ class _WriterLock:
             self._depth += 1
         else:
             self._lock.acquire()
+            try:
+                self._lock_file(fcntl.LOCK_EX)
+            except BaseException:
+                self._lock.release()
+                raise
             self._owner = me
             self._depth = 1
         ticket = object()
@@ -62,7 +76,18 @@ class _WriterLock:
         if self._depth <= 0:
             self._depth = 0
             self._owner = None
-            self._lock.release()
+            try:
+                self._lock_file(fcntl.LOCK_UN)
+            finally:
+                self._lock.release()
+
+    def _lock_file(self, operation: int) -> None:
+        if self._path is None:
+            return
+        pid = os.getpid()
+        if self._file is None or self._file[0] != pid:
+            self._file = (pid, os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        fcntl.flock(self._file[1], operation)
 
 
 def _hold(lock: _WriterLock, connection) -> None:
@@ -79,8 +104,10 @@ def before_write(connection) -> None:
         _hold(lock, connection)
 
 
-def queue_writers(engine) -> None:
-    lock = _WriterLock()
+def queue_writers(engine, database: str | None) -> None:
+    """Queue ``engine``'s writers; ``database`` (the SQLite file, None in memory)
+    names the lock file shared with other processes."""
+    lock = _WriterLock(f"{database}-writer" if database else None)
     engine._gateway_writer_lock = lock
 
     @event.listens_for(engine, "before_cursor_execute")

@@ -25,6 +25,7 @@ racing duplicate fails at INSERT and becomes :class:`Conflict`.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -123,6 +124,63 @@ _GET_GROUP = Prepared(sa.select(*GROUP_COLUMNS).where(Group.id == sa.bindparam("
 _KEY_LOOKUPS = {User: _key_lookups(User, USER_COLUMNS), Group: _key_lookups(Group, GROUP_COLUMNS)}
 
 
+def _locked_reads(model, columns):
+    """(no-op UPDATE that takes SQLite's write lock, SELECT ... FOR UPDATE) for ``model``."""
+    where = model.id == sa.bindparam("id", type_=model.id.type)
+    lock = sa.update(model).where(where).values(version=model.version, updated_at=model.updated_at)
+    return Prepared(lock), Prepared(sa.select(*columns).where(where).with_for_update())
+
+
+_LOCKED_READS = {User: _locked_reads(User, USER_COLUMNS), Group: _locked_reads(Group, GROUP_COLUMNS)}
+
+
+# Membership writes: Entra adds and removes members a few at a time (25 per
+# PATCH by default), so the statements for each list length are built once.
+_CHUNK = 500
+_BUMP_GROUP = Prepared(
+    sa.update(Group)
+    .where(Group.id == sa.bindparam("id", type_=Group.id.type))
+    .values(version=Group.version + 1, updated_at=sa.bindparam("now", type_=Group.updated_at.type))
+)
+
+
+def _chunks(ids: list[str]):
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def _numbered(ids: list[str]) -> dict[str, str]:
+    return {f"u{i}": value for i, value in enumerate(ids)}
+
+
+def _id_list(count: int):
+    return [sa.bindparam(f"u{i}", type_=User.id.type) for i in range(count)]
+
+
+@functools.lru_cache(maxsize=128)
+def _existing_users(count: int) -> Prepared:
+    return Prepared(sa.select(User.id).where(User.id.in_(_id_list(count))))
+
+
+@functools.lru_cache(maxsize=128)
+def _member_insert(count: int, dialect: str) -> Prepared:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    group_id = sa.bindparam("group_id", type_=GroupMember.group_id.type)
+    now = sa.bindparam("now", type_=GroupMember.created_at.type)
+    rows = [{"group_id": group_id, "user_id": user_id, "created_at": now} for user_id in _id_list(count)]
+    return Prepared(insert(GroupMember).values(rows).on_conflict_do_nothing().returning(GroupMember.user_id))
+
+
+@functools.lru_cache(maxsize=128)
+def _member_delete(count: int) -> Prepared:
+    return Prepared(
+        sa.delete(GroupMember)
+        .where(GroupMember.group_id == sa.bindparam("group_id", type_=GroupMember.group_id.type))
+        .where(GroupMember.user_id.in_(_id_list(count)))
+        .returning(GroupMember.user_id)
+    )
+
+
 def _record(row, members=None) -> Record:
     return Record(
         id=row.id,
@@ -167,16 +225,16 @@ class SqlStorage(ScimStorage):
     def _insert(self, model):
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(model)
 
-    def _lock(self, dbsession, model, resource_id: str):
+    def _locked_row(self, dbsession, model, resource_id: str):
+        """The row of ``resource_id``, locked until the transaction ends (None if absent)."""
+        lock, read = _LOCKED_READS[model]
+        connection = session_connection(dbsession, write=self.dialect == "sqlite")
         if self.dialect == "sqlite":
             # SQLite locks the whole database for writing; a no-op UPDATE takes
-            # that lock now (waiting busy_timeout), before the read.
-            dbsession.execute(
-                sa.update(model)
-                .where(model.id == resource_id)
-                .values(version=model.version, updated_at=model.updated_at),
-                execution_options={"synchronize_session": False},
-            )
+            # that lock now, before the read. PostgreSQL: SELECT ... FOR UPDATE.
+            lock.execute(connection, {"id": resource_id})
+        rows = read.rows(connection, {"id": resource_id})
+        return rows[0] if rows else None
 
     # ---------------------------------------------------------------- users
 
@@ -201,9 +259,7 @@ class SqlStorage(ScimStorage):
 
     def get_user(self, request, user_id: str, *, for_update: bool = False) -> Record | None:
         if for_update:
-            dbsession = request.dbsession
-            self._lock(dbsession, User, user_id)
-            row = dbsession.execute(sa.select(*USER_COLUMNS).where(User.id == user_id).with_for_update()).first()
+            row = self._locked_row(request.dbsession, User, user_id)
         else:
             with self._reading(request) as connection:
                 rows = _GET_USER.rows(connection, {"id": user_id})
@@ -256,8 +312,7 @@ class SqlStorage(ScimStorage):
     def get_group(self, request, group_id: str, *, with_members: bool = True, for_update: bool = False):
         if for_update:
             dbsession = request.dbsession
-            self._lock(dbsession, Group, group_id)
-            row = dbsession.execute(sa.select(*GROUP_COLUMNS).where(Group.id == group_id).with_for_update()).first()
+            row = self._locked_row(dbsession, Group, group_id)
             if row is None:
                 return None
             members = self._members(dbsession, [group_id])[group_id] if with_members else None
@@ -294,10 +349,10 @@ class SqlStorage(ScimStorage):
     # ---------------------------------------------------------------- membership
 
     def _check_users(self, dbsession, user_ids: list[str]) -> None:
+        connection = session_connection(dbsession)
         found = set()
-        for start in range(0, len(user_ids), 500):
-            chunk = user_ids[start : start + 500]
-            found.update(dbsession.scalars(sa.select(User.id).where(User.id.in_(chunk))))
+        for chunk in _chunks(user_ids):
+            found.update(row.id for row in _existing_users(len(chunk)).rows(connection, _numbered(chunk)))
         missing = set(user_ids) - found
         if missing:
             raise UnknownMembers(missing)
@@ -305,24 +360,16 @@ class SqlStorage(ScimStorage):
     def _insert_members(self, dbsession, group_id: str, user_ids: list[str]) -> list[str]:
         user_ids = list(dict.fromkeys(user_ids))
         self._check_users(dbsession, user_ids)
+        connection = session_connection(dbsession, write=True)
         now = utcnow()
         added = []
-        for start in range(0, len(user_ids), 500):
-            chunk = user_ids[start : start + 500]
-            stmt = (
-                self._insert(GroupMember)
-                .values([{"group_id": group_id, "user_id": u, "created_at": now} for u in chunk])
-                .on_conflict_do_nothing()
-                .returning(GroupMember.user_id)
-            )
-            added += list(dbsession.scalars(stmt))
+        for chunk in _chunks(user_ids):
+            rows = _member_insert(len(chunk), self.dialect).rows(connection, {"group_id": group_id, "now": now, **_numbered(chunk)})
+            added += [row.user_id for row in rows]
         return added
 
     def _bump(self, dbsession, group_id: str) -> None:
-        dbsession.execute(
-            sa.update(Group).where(Group.id == group_id).values(version=Group.version + 1, updated_at=utcnow()),
-            execution_options={"synchronize_session": False},
-        )
+        _BUMP_GROUP.execute(session_connection(dbsession, write=True), {"id": group_id, "now": utcnow()})
 
     def add_members(self, request, group_id: str, user_ids: list[str]) -> list[str]:
         added = self._insert_members(request.dbsession, group_id, user_ids)
@@ -331,15 +378,11 @@ class SqlStorage(ScimStorage):
         return added
 
     def remove_members(self, request, group_id: str, user_ids: list[str]) -> list[str]:
+        connection = session_connection(request.dbsession, write=True)
         removed = []
-        for start in range(0, len(user_ids), 500):
-            chunk = user_ids[start : start + 500]
-            stmt = (
-                sa.delete(GroupMember)
-                .where(GroupMember.group_id == group_id, GroupMember.user_id.in_(chunk))
-                .returning(GroupMember.user_id)
-            )
-            removed += list(request.dbsession.scalars(stmt, execution_options={"synchronize_session": False}))
+        for chunk in _chunks(list(dict.fromkeys(user_ids))):
+            rows = _member_delete(len(chunk)).rows(connection, {"group_id": group_id, **_numbered(chunk)})
+            removed += [row.user_id for row in rows]
         if removed:
             self._bump(request.dbsession, group_id)
         return removed
