@@ -1,13 +1,16 @@
 """Throughput of ``GET /auth`` with a valid session, as a ratio to a bare Pyramid view.
 
-Both run on one waitress process with the same settings (threads, listen
-backlog), on this machine, in the same run, one after the other, so the
+Both run on the same server with the same settings (by default one waitress
+process of 4 threads, as issue 6 defines the benchmark; ``--server granian``
+runs both as production.ini ships, Granian with two single-threaded workers
+per CPU), on this machine, in the same run, one after the other, so the
 ratio is meaningful on a shared, noisy machine. The load comes from ``wrk``
 (Debian package ``wrk``) on loopback. Target: the gateway keeps at least 50%
 of the bare view's requests/s, on SQLite and on PostgreSQL.
 
     .venv/bin/python bench/forward_auth.py [--seconds 10] [--connections 8]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
+        [--server granian|waitress] [--workers auto] [--threads N]
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from sqlalchemy.orm import Session
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).parent
 SECRET = "bench-secret-bench-secret-bench-secret-0123456789"
-THREADS = 4
+SERVER = {"server": "waitress", "workers": "auto", "threads": 4}
 
 BARE_APP = '''
 from pyramid.config import Configurator
@@ -58,7 +61,12 @@ def free_port() -> int:
 
 
 def server_section(port: int) -> str:
-    return f"[server:main]\nuse = egg:waitress#main\nlisten = 127.0.0.1:{port}\nthreads = {THREADS}\n"
+    if SERVER["server"] == "waitress":
+        return f"[server:main]\nuse = egg:waitress#main\nlisten = 127.0.0.1:{port}\nthreads = {SERVER['threads']}\n"
+    return (
+        f"[server:main]\nuse = egg:entra-identity-gateway#granian\nlisten = 127.0.0.1:{port}\n"
+        f"workers = {SERVER['workers']}\nthreads = {SERVER['threads']}\n"
+    )
 
 
 def wait_for(url: str, timeout: float = 30) -> None:
@@ -218,10 +226,17 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get(
         "GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--server", choices=["granian", "waitress"], default="waitress")
+    parser.add_argument("--workers", default="auto", help="Granian worker processes (default auto: two per CPU)")
+    parser.add_argument("--threads", type=int, help="threads per worker (default 1 on Granian, 4 on waitress)")
     args = parser.parse_args()
+    SERVER.update(server=args.server, workers=args.workers,
+                  threads=args.threads or (1 if args.server == "granian" else 4))
     if not shutil.which("wrk"):
         raise SystemExit("bench/forward_auth.py needs wrk: apt-get install wrk")
-    print(f"waitress: 1 process, {THREADS} threads; wrk: 1 thread, {args.connections} connections, "
+    server = (f"Granian: {SERVER['workers']} workers of {SERVER['threads']} threads" if args.server == "granian"
+              else f"waitress: 1 process, {SERVER['threads']} threads")
+    print(f"{server}; wrk: 1 thread, {args.connections} connections, "
           f"{args.rounds} x {args.seconds} s each, best round shown")
     with tempfile.TemporaryDirectory() as tmp:
         measure("SQLite", f"sqlite:///{tmp}/bench.sqlite", args)

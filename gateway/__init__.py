@@ -48,4 +48,7 @@ def main(global_config, **settings):
 
         # The one bridge to Pyramid for plugins: their routes and views.
         config.registry.pm.hook.gateway_pyramid_configure(config=config)
-    return config.make_wsgi_app()
+    # Allowed forward-auth checks of cached identities are answered before Pyramid.
+    from .forward_auth import fast_path
+
+    return fast_path(config.make_wsgi_app(), config.registry)

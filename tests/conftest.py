@@ -266,5 +266,14 @@ def close_app(wsgi_app) -> None:
 
 
 @pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+    """A folder on sys.path for plugin modules a test writes."""
+    directory = tmp_path / "site"
+    directory.mkdir()
+    monkeypatch.syspath_prepend(str(directory))
+    return directory
+
+
+@pytest.fixture
 def app(make_app):
     return make_app()

@@ -207,3 +207,50 @@ def test_bad_rules_stop_start_up(make_app, rules):
     with pytest.raises(ConfigError) as info:
         make_app(**{"forward_auth.rules": rules})
     assert str(info.value).startswith("forward_auth.rules:")
+
+
+# ---------------------------------------------------------------- the fast path (gateway.forward_auth.FastPath)
+
+
+def test_answers_from_memory_match_the_apps_own(fa_app, idp):
+    # The first check reads the database through Pyramid and fills the identity
+    # cache; the next ones are answered before Pyramid. The two must not differ.
+    from gateway.forward_auth import FastPath
+
+    assert isinstance(fa_app.app, FastPath)
+    sign_in(fa_app, idp)
+    fa_app.app.registry.identity_cache.clear()  # so the first check cannot be answered from memory
+    through_pyramid = fa_app.get("/auth", headers=nginx("https://app.example.com/"), extra_environ=PROXY, status=200)
+    from_memory = fa_app.get("/auth", headers=nginx("https://app.example.com/"), extra_environ=PROXY, status=200)
+    assert sorted(from_memory.headerlist) == sorted(through_pyramid.headerlist)  # order carries no meaning
+    assert from_memory.headers["X-Auth-Request-Email"] == "alice@example.com"
+    head = fa_app.head("/auth", headers=nginx("https://app.example.com/"), extra_environ=PROXY, status=200)
+    assert sorted(head.headerlist) == sorted(through_pyramid.headerlist)
+
+
+def test_refusals_and_ambiguous_cookies_still_go_through_the_app(make_app, idp):
+    app = make_app(**{"forward_auth.rules": RULES})
+    sign_in(app, idp)
+    app.get("/auth", headers=nginx("https://app.example.com/"), extra_environ=PROXY, status=200)  # now cached
+    # A rule refusal of a cached identity is still the app's 403.
+    response = app.get("/auth", headers=nginx("https://admin.example.com/"), extra_environ=PROXY, status=403)
+    assert response.text == "forbidden\n"
+    # A second cookie of the same name is left to WebOb's parsing, as before.
+    token = app.cookies["gateway_session"]
+    doubled = {"Cookie": f"gateway_session=nonsense; gateway_session={token}", **nginx("https://app.example.com/")}
+    assert app.get("/auth", headers=doubled, extra_environ=PROXY, expect_errors=True).status_int in (200, 401)
+
+
+def test_a_plugin_that_watches_every_request_turns_the_fast_path_off(make_app, idp, plugin_dir):
+    (plugin_dir / "gw_request_counter.py").write_text(
+        "seen = []\n"
+        "def gateway_pyramid_configure(config):\n"
+        "    config.add_subscriber(lambda event: seen.append(event.request.path), 'pyramid.events.NewRequest')\n"
+    )
+    app = make_app(**{"gateway.plugins": "entra gw_request_counter"})
+    import gw_request_counter
+
+    sign_in(app, idp)
+    for _ in range(3):
+        app.get("/auth", extra_environ=PROXY, status=200)
+    assert gw_request_counter.seen.count("/auth") == 3

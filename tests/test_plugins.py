@@ -11,14 +11,6 @@ def write_module(directory, name, source):
     (directory / f"{name}.py").write_text(textwrap.dedent(source))
 
 
-@pytest.fixture
-def plugin_dir(tmp_path, monkeypatch):
-    directory = tmp_path / "site"
-    directory.mkdir()
-    monkeypatch.syspath_prepend(str(directory))
-    return directory
-
-
 BRIDGE_PLUGIN = """
     from gateway import hookimpl
 

@@ -96,14 +96,6 @@ def test_request_scoped_session_commits_or_aborts_with_the_request(make_app, dat
         assert session.scalars(sa.select(User.user_name)).all() == ["carol"]
 
 
-@pytest.fixture
-def plugin_dir(tmp_path, monkeypatch):
-    directory = tmp_path / "site"
-    directory.mkdir()
-    monkeypatch.syspath_prepend(str(directory))
-    return directory
-
-
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url):
     from gateway.db import create_engine
 

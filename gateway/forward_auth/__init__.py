@@ -12,11 +12,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from pyramid.response import Response
+from webob.request import PATH_SAFE
 
+from ..sessions import cached_identity
 from .rules import decide, parse_rules
 
 log = logging.getLogger(__name__)
@@ -50,11 +53,12 @@ class ForwardAuth:
             "groups": fa.header_groups,
         }
         self.extra_fields = fa.headers
+        self._headers: dict[str, tuple] = {}
 
     # ------------------------------------------------------------------ proxy input
 
-    def is_trusted(self, request) -> bool:
-        return self._trusted_address(request.environ.get("REMOTE_ADDR") or "")
+    def is_trusted(self, environ) -> bool:
+        return self._trusted_address(environ.get("REMOTE_ADDR") or "")
 
     @functools.lru_cache(maxsize=1024)  # noqa: B019 - one ForwardAuth per app, few proxy addresses
     def _trusted_address(self, remote_addr: str) -> bool:
@@ -64,21 +68,21 @@ class ForwardAuth:
             return False
         return any(address in network for network in self.trusted)
 
-    def original_request(self, request) -> OriginalRequest:
+    def original_request(self, environ) -> OriginalRequest:
         """The original URL from nginx's X-Original-URL or Traefik/Caddy's X-Forwarded-*.
 
         Headers from an address outside ``forward_auth.trusted_proxies`` are
         ignored: anybody can send them, and believing them would let a
         browser pick which rule applies to it.
         """
-        environ = request.environ  # plain dict reads: this runs on every proxied request
-        if self.is_trusted(request):
+        # Plain dict reads of the WSGI environ: this runs on every proxied request.
+        method = environ.get("REQUEST_METHOD", "GET")
+        if self.is_trusted(environ):
             original = environ.get("HTTP_X_ORIGINAL_URL")
             if original:
                 parts = urlsplit(original)
                 if parts.scheme in ("http", "https") and parts.hostname:
-                    method = environ.get("HTTP_X_ORIGINAL_METHOD", request.method)
-                    return OriginalRequest(method, original, parts.hostname.lower(), parts.path or "/")
+                    return OriginalRequest(environ.get("HTTP_X_ORIGINAL_METHOD", method), original, parts.hostname.lower(), parts.path or "/")
             host = environ.get("HTTP_X_FORWARDED_HOST")
             if host:
                 proto = environ.get("HTTP_X_FORWARDED_PROTO", "https")
@@ -86,9 +90,11 @@ class ForwardAuth:
                 if proto in ("http", "https") and uri.startswith("/"):
                     url = f"{proto}://{host}{uri}"
                     parts = urlsplit(url)
-                    method = environ.get("HTTP_X_FORWARDED_METHOD", request.method)
-                    return OriginalRequest(method, url, (parts.hostname or "").lower(), parts.path or "/")
-        return OriginalRequest(request.method, None, (request.host.split(":", 1)[0]).lower(), request.path)
+                    return OriginalRequest(environ.get("HTTP_X_FORWARDED_METHOD", method), url, (parts.hostname or "").lower(), parts.path or "/")
+        # The /auth request itself, read as WebOb reads request.host and request.path.
+        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+        path = quote((environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1"), safe=PATH_SAFE)
+        return OriginalRequest(method, None, host.split(":", 1)[0].lower(), path)
 
     # ------------------------------------------------------------------ redirects
 
@@ -110,6 +116,21 @@ class ForwardAuth:
         return f"{self.base_url}/saml/login?next={quote(target, safe='')}"
 
     # ------------------------------------------------------------------ answers
+
+    def allows(self, original: OriginalRequest, identity) -> bool:
+        return decide(self.rules, original.host, original.path, {*identity.groups, *identity.group_ids})
+
+    def allowed_headers(self, identity) -> list[tuple[str, str]]:
+        """The 200's header list; built once per cached identity object."""
+        key = identity.session_hash
+        known = self._headers.get(key)
+        if known is not None and known[0] is identity:
+            return list(known[1])
+        headers = [("Content-Length", "0"), ("Cache-Control", "no-store"), *self.identity_headers(identity).items()]
+        if len(self._headers) >= 50_000:
+            self._headers.clear()
+        self._headers[key] = (identity, tuple(headers))
+        return headers
 
     def identity_headers(self, identity) -> dict[str, str]:
         values = {
@@ -146,7 +167,7 @@ def _header_value(value: str) -> str:
 
 def auth_view(request):
     fa: ForwardAuth = request.registry.forward_auth
-    original = fa.original_request(request)
+    original = fa.original_request(request.environ)
     identity = request.identity
     if identity is None:
         response = Response(status=401, content_type="text/plain", body=b"signed out\n")
@@ -155,7 +176,7 @@ def auth_view(request):
             if fa.redirect_allowed(target):
                 # nginx reads Location from the 401 (auth_request_set); Traefik and
                 # Caddy copy the answer to the browser, so they get the 302 itself.
-                if "X-Forwarded-Uri" in request.headers and fa.is_trusted(request):
+                if "X-Forwarded-Uri" in request.headers and fa.is_trusted(request.environ):
                     response.status = 302
                 response.location = fa.signin_url(target)
             else:
@@ -163,12 +184,64 @@ def auth_view(request):
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    if not decide(fa.rules, original.host, original.path, {*identity.groups, *identity.group_ids}):
+    if not fa.allows(original, identity):
         return Response(status=403, content_type="text/plain", body=b"forbidden\n",
                         headers={"Cache-Control": "no-store"})
-    headerlist = [("Content-Length", "0"), ("Cache-Control", "no-store")]
-    headerlist.extend(fa.identity_headers(identity).items())
-    return Response(status=200, headerlist=headerlist)
+    return Response(status=200, headerlist=fa.allowed_headers(identity))
+
+
+class FastPath:
+    """WSGI wrapper that answers ``GET /auth`` from memory before Pyramid.
+
+    Nearly every forward-auth request is a signed-in person whom the rules
+    allow, with their identity in the identity cache: that answer (200 and
+    the same headers :func:`auth_view` sends) is given here, without
+    Pyramid's request, routing, tweens and response objects, which cost
+    more than the check itself. Everything else (no cookie, an identity not
+    in memory, a refusal, a redirect, any other URL) goes to the app,
+    unchanged. It is installed only while no plugin adds tweens or event
+    subscribers, which a request answered here would skip.
+    """
+
+    def __init__(self, app, registry):
+        self.app = app
+        self.registry = registry
+        self.fa: ForwardAuth = registry.forward_auth
+        name = re.escape(registry.gateway_settings.session.cookie_name)
+        self._cookie = re.compile(rf"(?:^|[;,])\s*{name}=([^;,\s]*)")
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/auth" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            headers = self._allowed(environ)
+            if headers is not None:
+                start_response("200 OK", headers)
+                return [b""]
+        return self.app(environ, start_response)
+
+    def _allowed(self, environ):
+        tokens = self._cookie.findall(environ.get("HTTP_COOKIE", ""))
+        if len(tokens) != 1:
+            return None  # none, or a name sent twice: the app decides as WebOb parses it
+        identity = cached_identity(self.registry, tokens[0])
+        if identity is None or not self.fa.allows(self.fa.original_request(environ), identity):
+            return None
+        return self.fa.allowed_headers(identity)
+
+
+def fast_path(app, registry):
+    """``app`` behind :class:`FastPath`, unless plugins hook into every request."""
+    from pyramid.interfaces import ITweens
+
+    tweens = registry.queryUtility(ITweens)
+    names = [name for name, _ in (tweens.explicit or tweens.implicit())] if tweens else []
+    handlers = [h.handler for h in registry.registeredHandlers()]
+    own_handlers = {"_add_correlation_header"}
+    if any(name != "pyramid_tm.tm_tween_factory" and "excview" not in name for name in names) or any(
+        getattr(h, "__name__", "") not in own_handlers for h in handlers
+    ):
+        log.info("forward-auth: a plugin adds tweens or subscribers; every /auth request goes through Pyramid")
+        return app
+    return FastPath(app, registry)
 
 
 def includeme(config):
