@@ -31,6 +31,10 @@ def gateway_pyramid_configure(config):
     settings (for keys under your plugin's own prefix) are
     ``config.registry.settings``. Raise :class:`gateway.ConfigError` for a bad
     setting of yours. Return value is ignored.
+
+    Forward-auth answers allowed ``GET /auth`` checks of identities in memory
+    before Pyramid; adding a tween or an event subscriber here turns that off,
+    so yours sees every request (at some cost in forward-auth throughput).
     """
 
 
