@@ -41,7 +41,7 @@ from .errors import ConfigError
 STOP_TIMEOUT = 10
 
 #: Settings of ``[server:main]`` and their defaults.
-DEFAULTS = {"listen": "127.0.0.1:6543", "workers": "auto", "threads": "1", "backlog": "1024"}
+DEFAULTS = {"listen": "127.0.0.1:6543", "workers": "auto", "threads": "1", "backlog": "1024", "app": "main"}
 
 
 def granian(app, global_conf, **settings):
@@ -76,7 +76,7 @@ def granian(app, global_conf, **settings):
         # a stop never hangs on one.
         workers_kill_timeout=STOP_TIMEOUT,
     )
-    server.serve(target_loader=_WorkerApp(variables, os.getpid()))
+    server.serve(target_loader=_WorkerApp(options["app"], variables, os.getpid()))
 
 
 def parse_server_settings(settings: dict[str, str]) -> dict:
@@ -92,12 +92,15 @@ def parse_server_settings(settings: dict[str, str]) -> dict:
         raise ConfigError(f'server:main listen: expected HOST:PORT such as 127.0.0.1:6543, got "{listen}"')
     workers = values["workers"].strip()
     if workers == "auto":
-        worker_count = 2 * len(os.sched_getaffinity(0))
+        worker_count = min(64, 2 * len(os.sched_getaffinity(0)))
     elif workers.isdigit() and 1 <= int(workers) <= 64:
         worker_count = int(workers)
     else:
         raise ConfigError(f'server:main workers: expected a number of processes from 1 to 64, or auto, got "{workers}"')
-    parsed = {"host": host, "port": int(port), "workers": worker_count}
+    app_name = values["app"].strip()
+    if not app_name or any(c.isspace() for c in app_name):
+        raise ConfigError(f'server:main app: expected the NAME of an [app:NAME] section, got "{app_name}"')
+    parsed = {"host": host, "port": int(port), "workers": worker_count, "app": app_name}
     for key, low, high, meaning in (("threads", 1, 256, "Python threads per worker"), ("backlog", 128, 65535, "queued connections")):
         text = values[key].strip()
         if not text.isdigit() or not low <= int(text) <= high:
@@ -109,7 +112,8 @@ def parse_server_settings(settings: dict[str, str]) -> dict:
 class _WorkerApp:
     """Loads the app in a worker process (a class, so a spawned worker can unpickle it)."""
 
-    def __init__(self, variables: dict[str, str], master: int):
+    def __init__(self, name: str, variables: dict[str, str], master: int):
+        self.name = name
         self.variables = variables
         self.master = master
 
@@ -117,9 +121,9 @@ class _WorkerApp:
         from pyramid.paster import get_app, setup_logging
 
         _stop_with_master(self.master)
-        setup_logging(ini)
-        app = get_app(ini, "main", options=self.variables)
-        _hide_http_variables_from_requests()
+        setup_logging(ini, global_conf=self.variables)
+        app = get_app(ini, self.name, options=self.variables)
+        _hide_request_variables()
         return app
 
 
@@ -143,17 +147,25 @@ def _stop_with_master(master: int) -> None:
         os._exit(0)  # the master is already gone
 
 
-def _hide_http_variables_from_requests() -> None:
-    """Granian starts every request's environ from ``os.environ``: an
-    ``HTTP_*`` variable of the process would read as a request header the
-    client never sent (``HTTP_PROXY`` as ``Proxy:``, the "httpoxy" problem,
-    or worse, ``HTTP_AUTHORIZATION``). Remove them from this worker; proxy
-    settings stay in force under their lower-case names, which urllib
-    prefers anyway.
+#: CGI request meta-variables (RFC 3875) and WSGI's own keys: never a process setting.
+_REQUEST_VARIABLES = frozenset({
+    "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "GATEWAY_INTERFACE", "HTTPS", "PATH_INFO", "PATH_TRANSLATED",
+    "QUERY_STRING", "REMOTE_ADDR", "REMOTE_HOST", "REMOTE_IDENT", "REMOTE_PORT", "REMOTE_USER", "REQUEST_METHOD",
+    "REQUEST_URI", "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE",
+})
+
+
+def _hide_request_variables() -> None:
+    """Granian starts every request's environ from ``os.environ``: a process
+    variable named like a request's (``HTTP_*``, ``REMOTE_USER``,
+    ``CONTENT_TYPE`` ...) would read as something the client sent when it
+    did not (``HTTP_PROXY`` as a ``Proxy:`` header, the "httpoxy" problem,
+    or ``HTTP_AUTHORIZATION``). Remove them from this worker; proxy settings
+    stay in force under their lower-case names, which urllib prefers anyway.
     """
-    for name in [name for name in os.environ if name.startswith("HTTP_")]:
+    for name in [n for n in os.environ if n.startswith(("HTTP_", "wsgi.")) or n in _REQUEST_VARIABLES]:
         value = os.environ.pop(name)
-        if name.endswith("_PROXY"):
+        if name.startswith("HTTP_") and name.endswith("_PROXY"):
             os.environ.setdefault(name.lower(), value)
 
 

@@ -241,16 +241,54 @@ def test_refusals_and_ambiguous_cookies_still_go_through_the_app(make_app, idp):
     assert app.get("/auth", headers=doubled, extra_environ=PROXY, expect_errors=True).status_int in (200, 401)
 
 
-def test_a_plugin_that_watches_every_request_turns_the_fast_path_off(make_app, idp, plugin_dir):
-    (plugin_dir / "gw_request_counter.py").write_text(
-        "seen = []\n"
+PLUGINS_THAT_SEE_EVERY_CHECK = {
+    "subscriber": (
         "def gateway_pyramid_configure(config):\n"
-        "    config.add_subscriber(lambda event: seen.append(event.request.path), 'pyramid.events.NewRequest')\n"
-    )
-    app = make_app(**{"gateway.plugins": "entra gw_request_counter"})
-    import gw_request_counter
+        "    def mark(event):\n"
+        "        event.response.headers['X-Plugin'] = 'seen'\n"
+        "    config.add_subscriber(mark, 'pyramid.events.NewResponse')\n",
+        200,
+    ),
+    "tween": (
+        "def tween_factory(handler, registry):\n"
+        "    def tween(request):\n"
+        "        response = handler(request)\n"
+        "        response.headers['X-Plugin'] = 'seen'\n"
+        "        return response\n"
+        "    return tween\n"
+        "def gateway_pyramid_configure(config):\n"
+        "    config.add_tween(__name__ + '.tween_factory')\n",
+        200,
+    ),
+    "view": (
+        "from pyramid.response import Response\n"
+        "def gateway_pyramid_configure(config):\n"
+        "    config.add_view(lambda request: Response(status=403, headers={'X-Plugin': 'seen'}),\n"
+        "                    route_name='forward_auth.check')\n",
+        403,
+    ),
+}
 
+
+@pytest.mark.parametrize("kind", sorted(PLUGINS_THAT_SEE_EVERY_CHECK))
+def test_a_plugin_that_changes_how_auth_is_answered_sees_every_check(make_app, idp, plugin_dir, kind):
+    # Its subscriber, tween or replacement view must apply to every /auth,
+    # so the fast path (which skips Pyramid) stays out of the way.
+    source, status = PLUGINS_THAT_SEE_EVERY_CHECK[kind]
+    (plugin_dir / f"gw_every_check_{kind}.py").write_text(source)
+    app = make_app(**{"gateway.plugins": f"entra gw_every_check_{kind}"})
     sign_in(app, idp)
     for _ in range(3):
-        app.get("/auth", extra_environ=PROXY, status=200)
-    assert gw_request_counter.seen.count("/auth") == 3
+        response = app.get("/auth", extra_environ=PROXY, status=status)
+        assert response.headers.get("X-Plugin") == "seen"
+
+
+def test_a_cookie_inside_a_quoted_value_is_not_a_session(fa_app, idp):
+    # WebOb reads pref="...; gateway_session=...; ..." as one quoted value, so
+    # the app sees no session; the fast path must not see one either.
+    sign_in(fa_app, idp)
+    token = fa_app.cookies["gateway_session"]
+    fa_app.get("/auth", extra_environ=PROXY, status=200)  # cached now
+    fa_app.cookiejar.clear()
+    planted = {"Cookie": f'pref="x; gateway_session={token}; y"'}
+    fa_app.get("/auth", headers=planted, extra_environ=PROXY, status=401)

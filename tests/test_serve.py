@@ -47,7 +47,7 @@ def test_pserve_refuses_a_bad_setting_with_one_line(tmp_path):
         ("workers = two", 'server:main workers: expected a number of processes from 1 to 64, or auto, got "two"'),
         ("threads = 0", 'server:main threads: expected Python threads per worker from 1 to 256, got "0"'),
         ("listen = 6543", 'server:main listen: expected HOST:PORT such as 127.0.0.1:6543, got "6543"'),
-        ("thread = 2", "server:main thread: unknown setting; known: listen, workers, threads, backlog"),
+        ("thread = 2", "server:main thread: unknown setting; known: listen, workers, threads, backlog, app"),
     ],
 )
 def test_a_bad_server_setting_stops_pserve_with_one_line(tmp_path, line, message):

@@ -185,3 +185,24 @@ def test_sqlite_writers_of_several_processes_queue_on_a_file_lock(sqlite_url):
             session.add(make_user("WRITER@example.com"))
     assert _lock_file_is_free(path), "a failed transaction must free it too"
     engine.dispose()
+
+
+def test_a_writer_held_up_by_another_process_gives_up_like_sqlites_busy_timeout(sqlite_url, monkeypatch):
+    import fcntl
+    import os
+
+    from gateway.db import create_engine, sqlite_writer
+
+    monkeypatch.setattr(sqlite_writer, "BUSY_TIMEOUT", 0.3)
+    engine = create_engine(sqlite_url)
+    other = os.open(f"{engine.url.database}-writer", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(other, fcntl.LOCK_EX)  # "another process" is in a write transaction
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            with Session(engine) as session, session.begin():
+                session.add(make_user("waiting@example.com"))
+    finally:
+        os.close(other)
+    with Session(engine) as session, session.begin():  # the lock is free again, and so is this process's queue
+        session.add(make_user("waiting@example.com"))
+    engine.dispose()

@@ -25,7 +25,9 @@ def create_engine(url: str, **kwargs) -> sa.Engine:
         database = sa.engine.make_url(url).database
         if database and database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
-        kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
+        from .sqlite_writer import BUSY_TIMEOUT
+
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", BUSY_TIMEOUT)
         engine = sa.create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -36,7 +38,7 @@ def create_engine(url: str, **kwargs) -> sa.Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
             cursor.close()
 
         if kwargs.get("isolation_level") != "AUTOCOMMIT":

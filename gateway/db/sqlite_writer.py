@@ -8,9 +8,8 @@ processes) much of the time goes into those sleeps, with the CPU idle.
 Queuing the writers on a lock instead wakes the next one the moment the
 previous one commits: a thread lock within the process, and an exclusive
 ``flock`` on a file beside the database (``<database>-writer``) between
-the gateway's worker processes; the kernel wakes the next waiter without
-polling. Writers that do not take part (the CLI) still meet SQLite's own
-locking (``busy_timeout``).
+the gateway's worker processes and its CLI (polled every millisecond at
+most, and given up after ``BUSY_TIMEOUT`` like SQLite's own busy timeout).
 
 The lock is taken where SQLite takes its write lock, at a transaction's first
 write (``before_cursor_execute`` for statements SQLAlchemy runs,
@@ -25,9 +24,16 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
+import time
 
+import sqlalchemy as sa
 from sqlalchemy import event
+
+#: How long a writer waits for the write lock before giving up with "database
+#: is locked", as SQLite's own ``busy_timeout`` (set to the same on every connection).
+BUSY_TIMEOUT = 30.0
 
 _HELD = "gateway.sqlite_writer_held"
 _READS = ("SELECT", "PRAGMA", "EXPLAIN")
@@ -56,7 +62,8 @@ class _WriterLock:
         if self._owner == me:
             self._depth += 1
         else:
-            self._lock.acquire()
+            if not self._lock.acquire(timeout=BUSY_TIMEOUT):
+                raise _locked("another thread of this process")
             try:
                 self._lock_file(fcntl.LOCK_EX)
             except BaseException:
@@ -86,8 +93,44 @@ class _WriterLock:
             return
         pid = os.getpid()
         if self._file is None or self._file[0] != pid:
-            self._file = (pid, os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        fcntl.flock(self._file[1], operation)
+            # Read-only is enough for flock, and works whoever created the file.
+            self._file = (pid, os.open(self._path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        fd = self._file[1]
+        if operation == fcntl.LOCK_UN:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return
+        # Polled rather than blocking, so a writer stuck in another process
+        # ends in "database is locked" after BUSY_TIMEOUT instead of a hang.
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        pause = 0.0001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise _locked("another gateway process") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.001)
+
+
+def _locked(holder: str) -> sa.exc.OperationalError:
+    return sa.exc.OperationalError(
+        None, None, sqlite3.OperationalError(f"database is locked: {holder} has held the write lock for {BUSY_TIMEOUT:.0f} s")
+    )
+
+
+#: One lock per database file in a process, shared by every engine on it: a
+#: thread writing through two engines holds it once, re-entrantly.
+_LOCKS: dict[str, _WriterLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(path: str | None) -> _WriterLock:
+    if path is None:
+        return _WriterLock(None)
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(path, _WriterLock(path))
 
 
 def _hold(lock: _WriterLock, connection) -> None:
@@ -107,7 +150,7 @@ def before_write(connection) -> None:
 def queue_writers(engine, database: str | None) -> None:
     """Queue ``engine``'s writers; ``database`` (the SQLite file, None in memory)
     names the lock file shared with other processes."""
-    lock = _WriterLock(f"{database}-writer" if database else None)
+    lock = _lock_for(f"{database}-writer" if database else None)
     engine._gateway_writer_lock = lock
 
     @event.listens_for(engine, "before_cursor_execute")

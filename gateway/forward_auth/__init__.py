@@ -199,8 +199,10 @@ class FastPath:
     Pyramid's request, routing, tweens and response objects, which cost
     more than the check itself. Everything else (no cookie, an identity not
     in memory, a refusal, a redirect, any other URL) goes to the app,
-    unchanged. It is installed only while no plugin adds tweens or event
-    subscribers, which a request answered here would skip.
+    unchanged. It is installed only while no plugin changes what answering
+    /auth involves in Pyramid (its view, tweens, event subscribers, view
+    derivers, security or execution policy, request factory), which a
+    request answered here would skip.
     """
 
     def __init__(self, app, registry):
@@ -208,7 +210,7 @@ class FastPath:
         self.registry = registry
         self.fa: ForwardAuth = registry.forward_auth
         name = re.escape(registry.gateway_settings.session.cookie_name)
-        self._cookie = re.compile(rf"(?:^|[;,])\s*{name}=([^;,\s]*)")
+        self._cookie = re.compile(rf"(?:^|;)\s*{name}=([^;\s]*)")
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") == "/auth" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
@@ -219,9 +221,12 @@ class FastPath:
         return self.app(environ, start_response)
 
     def _allowed(self, environ):
-        tokens = self._cookie.findall(environ.get("HTTP_COOKIE", ""))
+        cookies = environ.get("HTTP_COOKIE", "")
+        if '"' in cookies or "\\" in cookies or "," in cookies:
+            return None  # quoted values and odd separators: the app decides, as WebOb parses them
+        tokens = self._cookie.findall(cookies)
         if len(tokens) != 1:
-            return None  # none, or a name sent twice: the app decides as WebOb parses it
+            return None  # none, or the name sent twice: likewise
         identity = cached_identity(self.registry, tokens[0])
         if identity is None or not self.fa.allows(self.fa.original_request(environ), identity):
             return None
@@ -229,19 +234,55 @@ class FastPath:
 
 
 def fast_path(app, registry):
-    """``app`` behind :class:`FastPath`, unless plugins hook into every request."""
-    from pyramid.interfaces import ITweens
-
-    tweens = registry.queryUtility(ITweens)
-    names = [name for name, _ in (tweens.explicit or tweens.implicit())] if tweens else []
-    handlers = [h.handler for h in registry.registeredHandlers()]
-    own_handlers = {"_add_correlation_header"}
-    if any(name != "pyramid_tm.tm_tween_factory" and "excview" not in name for name in names) or any(
-        getattr(h, "__name__", "") not in own_handlers for h in handlers
-    ):
-        log.info("forward-auth: a plugin adds tweens or subscribers; every /auth request goes through Pyramid")
+    """``app`` behind :class:`FastPath`, unless plugins changed how /auth is answered."""
+    changed = _changed_by_plugins(registry)
+    if changed:
+        log.info("forward-auth: a plugin changed %s; every /auth request goes through Pyramid", changed)
         return app
     return FastPath(app, registry)
+
+
+def _changed_by_plugins(registry) -> str | None:
+    """What of the Pyramid set-up that the fast path relies on is not the core's own."""
+    from pyramid.interfaces import IExecutionPolicy, IRequestFactory, ISecurityPolicy, ITweens, IViewDerivers
+
+    from ..request import GatewayRequest
+    from ..sessions import SessionSecurityPolicy
+    from ..web import _add_correlation_header
+
+    tweens = registry.queryUtility(ITweens)
+    names = {name for name, _ in (tweens.explicit or tweens.implicit())} if tweens else set()
+    if names - {"pyramid_tm.tm_tween_factory", "pyramid.tweens.excview_tween_factory"}:
+        return "the tweens"
+    handlers = [getattr(h.handler, "__wrapped__", h.handler) for h in registry.registeredHandlers()]
+    if handlers != [_add_correlation_header]:
+        return "the event subscribers"
+    if not isinstance(registry.queryUtility(ISecurityPolicy), SessionSecurityPolicy):
+        return "the security policy"
+    if registry.queryUtility(IRequestFactory) is not GatewayRequest:
+        return "the request factory"
+    policy = registry.queryUtility(IExecutionPolicy)
+    if policy is not None and getattr(policy, "__module__", "") != "pyramid_retry":
+        return "the execution policy"
+    if [name for name, _ in registry.getUtility(IViewDerivers).sorted()] != _default_view_derivers():
+        return "the view derivers"
+    views = [
+        entry["introspectable"] for entry in registry.introspector.get_category("views", ())
+        if entry["introspectable"].get("route_name") == "forward_auth.check"
+    ]
+    if len(views) != 1 or views[0].get("callable") is not auth_view:
+        return "the /auth view"
+    return None
+
+
+@functools.cache
+def _default_view_derivers() -> list[str]:
+    from pyramid.config import Configurator
+    from pyramid.interfaces import IViewDerivers
+
+    config = Configurator(settings={})
+    config.commit()
+    return [name for name, _ in config.registry.getUtility(IViewDerivers).sorted()]
 
 
 def includeme(config):
