@@ -31,6 +31,7 @@ database connection or listener thread is ever shared across a fork.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -124,6 +125,10 @@ class _WorkerApp:
         setup_logging(ini, global_conf=self.variables)
         app = get_app(ini, self.name, options=self.variables)
         _hide_request_variables()
+        # What loading made lives as long as the worker: out of the garbage
+        # collector's sight, so its full collections stay short.
+        gc.collect()
+        gc.freeze()
         return app
 
 

@@ -437,3 +437,13 @@ def test_a_created_user_is_stored_with_its_mapped_profile_in_one_insert(scim):
         assert user.attributes == {"employeeNumber": "42", "costCenter": "CC1"}
         assert user.provisioned_by == "scim"
     assert scim.get(f"/Users/{created['id']}").json["displayName"] == "  Mapped Person "
+
+
+def test_a_key_lookup_that_asks_for_no_resources_still_counts_them(scim):
+    # count=0 (RFC 7644 3.4.2.4: "only totalResults") and a page past the
+    # matches both need the separate count, which the prebuilt lookup runs.
+    scim.create_user("counted@contoso.com")
+    page = scim.get("/Users", filter='userName eq "COUNTED@contoso.com"', count="0").json
+    assert page["totalResults"] == 1 and page.get("Resources", []) == []
+    page = scim.get("/Users", filter='userName eq "counted@contoso.com"', startIndex="2").json
+    assert page["totalResults"] == 1 and page.get("Resources", []) == []

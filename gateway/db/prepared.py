@@ -42,7 +42,8 @@ class _Compiled:
         }
         self.binds = [(name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
         columns = list(getattr(statement, "selected_columns", None) or statement.exported_columns)
-        self.row_type = namedtuple("Row", [c.key for c in columns]) if columns else None
+        # Unnamed columns (count(*) has no key) become _0, _1 ... by position.
+        self.row_type = namedtuple("Row", [str(c.key) for c in columns], rename=True) if columns else None
         processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
         self.result_processors = [(i, p) for i, p in enumerate(processors) if p is not None]
 

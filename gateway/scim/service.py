@@ -261,8 +261,23 @@ class ScimService:
         return self.get("Group", group_id)
 
     def patch_group(self, group_id: str, body: Any) -> None:
-        old = self._locked_group(group_id)
+        # Entra fills a group with PATCHes that only add or remove members,
+        # several at once for one group. Those need no lock on the group for
+        # the whole transaction: a membership is a unique row (a racing add
+        # is a no-op) and the version bump at the end is the only step that
+        # waits for the others. Anything else (an attribute change, a
+        # replace of all members, If-Match) locks the group first.
+        old = self._storage(self.storage.get_group, group_id, with_members=False)
+        if old is None:
+            raise not_found(f"Group {group_id} not found")
         result = apply_patch(old.data, body, self.types["Group"])
+        if (
+            "If-Match" in self.request.headers
+            or result.data != old.data
+            or any(change == "set" for change, _ in result.member_changes)
+        ):
+            old = self._locked_group(group_id)
+            result = apply_patch(old.data, body, self.types["Group"])
         if not result.data.get("displayName"):
             raise bad_request("mutability", "displayName is required")
         check_limits(result.data, "Group")

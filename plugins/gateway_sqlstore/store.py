@@ -134,9 +134,13 @@ def _locked_reads(model, columns):
 _LOCKED_READS = {User: _locked_reads(User, USER_COLUMNS), Group: _locked_reads(Group, GROUP_COLUMNS)}
 
 
-# Membership writes: Entra adds and removes members a few at a time (25 per
-# PATCH by default), so the statements for each list length are built once.
-_CHUNK = 500
+# Membership writes: Entra adds and removes members a few at a time. A list
+# of N ids runs as the statement for the next size up in _SIZES, padded by
+# repeating an id (harmless in IN lists and in an INSERT ... ON CONFLICT DO
+# NOTHING), so a handful of statements serve every list and the small ones
+# are compiled when the storage starts, not by the first PATCH.
+_SIZES = (1, 4, 16, 64, 256, 500)
+_CHUNK = _SIZES[-1]
 _BUMP_GROUP = Prepared(
     sa.update(Group)
     .where(Group.id == sa.bindparam("id", type_=Group.id.type))
@@ -149,8 +153,14 @@ def _chunks(ids: list[str]):
         yield ids[start : start + _CHUNK]
 
 
+def _size(count: int) -> int:
+    return next(size for size in _SIZES if size >= count)
+
+
 def _numbered(ids: list[str]) -> dict[str, str]:
-    return {f"u{i}": value for i, value in enumerate(ids)}
+    """Bind values for the statement of ``_size(len(ids))`` ids."""
+    padded = ids + [ids[0]] * (_size(len(ids)) - len(ids))
+    return {f"u{i}": value for i, value in enumerate(padded)}
 
 
 def _id_list(count: int):
@@ -211,6 +221,18 @@ class SqlStorage(ScimStorage):
         if reader is None:
             reader = registry.db_read_engine = read_engine(registry.gateway_settings.database_url)
         self.read_engine = reader
+        self._compile_hot_statements(registry.db_engine.dialect)
+
+    def _compile_hot_statements(self, dialect) -> None:
+        """Compile now what an Entra sync runs, so its first requests do not."""
+        statements = [_INSERT_USER, _GET_USER, _GET_GROUP, _BUMP_GROUP, *_LOCKED_READS[User], *_LOCKED_READS[Group]]
+        for lookups in _KEY_LOOKUPS.values():
+            for page, count, _lowered in lookups.values():
+                statements += [page, count]
+        for size in _SIZES[:3]:
+            statements += [_existing_users(size), _member_insert(size, self.dialect), _member_delete(size)]
+        for statement in statements:
+            statement.compiled(dialect)
 
     @contextlib.contextmanager
     def _reading(self, request):
@@ -352,7 +374,7 @@ class SqlStorage(ScimStorage):
         connection = session_connection(dbsession)
         found = set()
         for chunk in _chunks(user_ids):
-            found.update(row.id for row in _existing_users(len(chunk)).rows(connection, _numbered(chunk)))
+            found.update(row.id for row in _existing_users(_size(len(chunk))).rows(connection, _numbered(chunk)))
         missing = set(user_ids) - found
         if missing:
             raise UnknownMembers(missing)
@@ -364,7 +386,7 @@ class SqlStorage(ScimStorage):
         now = utcnow()
         added = []
         for chunk in _chunks(user_ids):
-            rows = _member_insert(len(chunk), self.dialect).rows(connection, {"group_id": group_id, "now": now, **_numbered(chunk)})
+            rows = _member_insert(_size(len(chunk)), self.dialect).rows(connection, {"group_id": group_id, "now": now, **_numbered(chunk)})
             added += [row.user_id for row in rows]
         return added
 
@@ -381,7 +403,7 @@ class SqlStorage(ScimStorage):
         connection = session_connection(request.dbsession, write=True)
         removed = []
         for chunk in _chunks(list(dict.fromkeys(user_ids))):
-            rows = _member_delete(len(chunk)).rows(connection, {"group_id": group_id, **_numbered(chunk)})
+            rows = _member_delete(_size(len(chunk))).rows(connection, {"group_id": group_id, **_numbered(chunk)})
             removed += [row.user_id for row in rows]
         if removed:
             self._bump(request.dbsession, group_id)
