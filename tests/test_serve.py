@@ -83,6 +83,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _wait_until_gone(pids: set[int], message: str, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_several_workers_serve_one_sqlite_database_and_stop_together(live_gateway, sqlite_url):
     from scim_support import http
@@ -103,10 +110,7 @@ def test_several_workers_serve_one_sqlite_database_and_stop_together(live_gatewa
 
     gateway.process.terminate()
     gateway.process.wait(timeout=20)
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers):
-        assert time.monotonic() < deadline, "a worker outlived pserve"
-        time.sleep(0.05)
+    _wait_until_gone(workers, "a worker outlived pserve")
 
 
 @pytest.mark.slow
@@ -136,7 +140,4 @@ def test_workers_do_not_outlive_a_killed_master(live_gateway, sqlite_url):
     assert len(workers) == 2
     gateway.process.kill()
     gateway.process.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers):
-        assert time.monotonic() < deadline, "a worker outlived its killed master"
-        time.sleep(0.05)
+    _wait_until_gone(workers, "a worker outlived its killed master")
