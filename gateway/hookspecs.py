@@ -33,8 +33,10 @@ def gateway_pyramid_configure(config):
     setting of yours. Return value is ignored.
 
     Forward-auth answers allowed ``GET /auth`` checks of identities in memory
-    before Pyramid; adding a tween or an event subscriber here turns that off,
-    so yours sees every request (at some cost in forward-auth throughput).
+    before Pyramid; adding a tween, an event subscriber or a view deriver, or
+    replacing the ``/auth`` view, the security or execution policy or the
+    request factory here turns that off, so yours sees every request (at some
+    cost in forward-auth throughput).
     """
 
 
