@@ -8,6 +8,7 @@ does, so the CLI sees the same settings, plugins and database.
 from __future__ import annotations
 
 import argparse
+import configparser
 import sys
 from typing import Callable
 
@@ -24,6 +25,9 @@ def load_raw_settings(config_uri: str) -> dict:
         raise ConfigError(f"{config_uri}: no such configuration file") from None
     except LookupError as exc:
         raise ConfigError(f"{config_uri}: {exc}") from None
+    except configparser.Error as exc:
+        # A malformed ini (a key set twice, a line outside any section): one line, not a traceback.
+        raise ConfigError(" ".join(exc.message.split())) from None
 
 
 def bootstrap_app(config_uri: str):

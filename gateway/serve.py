@@ -27,6 +27,15 @@ per worker only added GIL waits (group PATCH p99 up to 130 ms against
 Each worker loads the app from the ini itself (the copy pserve loaded first
 only checked the settings, and is released before the workers start), so no
 database connection or listener thread is ever shared across a fork.
+
+On Linux each Granian worker opens its own listening socket (SO_REUSEPORT)
+once its app is loaded, and the kernel spreads new connections over the
+sockets that are listening. A worker that loaded a second sooner than the
+others would take every connection made in that second, and keep-alive
+clients keep them: bench/scim_sync.py's eight clients all landed on one of
+four workers in a third of its runs, at half the throughput. So at start
+each worker waits for the others to load (:class:`_StartLine`, at most
+``START_WAIT`` seconds) before it listens.
 """
 
 from __future__ import annotations
@@ -40,6 +49,9 @@ from .errors import ConfigError
 
 #: Seconds a worker gets to finish its requests when the server stops.
 STOP_TIMEOUT = 10
+
+#: Seconds a loaded worker waits, at start, for the others to load before it listens anyway.
+START_WAIT = 30
 
 #: Settings of ``[server:main]`` and their defaults.
 DEFAULTS = {"listen": "127.0.0.1:6543", "workers": "auto", "threads": "1", "backlog": "1024", "app": "main"}
@@ -77,7 +89,8 @@ def granian(app, global_conf, **settings):
         # a stop never hangs on one.
         workers_kill_timeout=STOP_TIMEOUT,
     )
-    server.serve(target_loader=_WorkerApp(options["app"], variables, os.getpid()))
+    start_line = _StartLine(options["workers"])
+    server.serve(target_loader=_WorkerApp(options["app"], variables, os.getpid(), start_line))
 
 
 def parse_server_settings(settings: dict[str, str]) -> dict:
@@ -113,10 +126,11 @@ def parse_server_settings(settings: dict[str, str]) -> dict:
 class _WorkerApp:
     """Loads the app in a worker process (a class, so a spawned worker can unpickle it)."""
 
-    def __init__(self, name: str, variables: dict[str, str], master: int):
+    def __init__(self, name: str, variables: dict[str, str], master: int, start_line: "_StartLine | None" = None):
         self.name = name
         self.variables = variables
         self.master = master
+        self.start_line = start_line
 
     def __call__(self, ini: str):
         from pyramid.paster import get_app, setup_logging
@@ -129,7 +143,41 @@ class _WorkerApp:
         # collector's sight, so its full collections stay short.
         gc.collect()
         gc.freeze()
+        if self.start_line is not None:
+            self.start_line.loaded()
         return app
+
+
+class _StartLine:
+    """Holds loaded workers back until all of them are loaded, once.
+
+    Granian opens a worker's listening socket right after its app loads;
+    waiting here makes the workers start listening together, so the first
+    connections spread over all of them (see the module docstring). Only
+    the first start waits: a worker that replaces a dead one, or a reload,
+    finds the count reached and goes on at once.
+    """
+
+    def __init__(self, workers: int):
+        import multiprocessing
+
+        # The start method Granian uses for its workers (granian.server.mp).
+        method = multiprocessing.get_start_method()
+        context = multiprocessing.get_context(method if method in ("fork", "spawn") else "spawn")
+        self.workers = workers
+        self._condition = context.Condition()
+        self._count = context.Value("i", 0, lock=False)
+
+    def loaded(self) -> None:
+        with self._condition:
+            self._count.value += 1
+            self._condition.notify_all()
+            if not self._condition.wait_for(lambda: self._count.value >= self.workers, timeout=START_WAIT):
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "worker %d listens before the others: they have not loaded after %d s", os.getpid(), START_WAIT
+                )
 
 
 def _stop_with_master(master: int) -> None:

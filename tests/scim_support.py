@@ -114,7 +114,7 @@ def write_ini(path: Path, database_url: str, port: int, server: dict | None = No
         f"gateway.base_url = http://127.0.0.1:{port}",
         # The development IdP supplies SAML metadata, so the server needs no
         # tenant; its keys go under the ini's folder (pserve runs there).
-        "gateway.plugins = entra devidp sqlstore",
+        f"gateway.plugins = {settings.pop('gateway.plugins', 'entra devidp sqlstore')}",
         "saml.idp_profile = devidp",
         f"sqlalchemy.url = {database_url.replace('%', '%%')}",
         f"session.secret = {SESSION_SECRET}",

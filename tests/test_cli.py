@@ -99,3 +99,13 @@ def test_development_ini_checks_clean_after_migrate(tmp_path):
     assert run(str(ini), "migrate").returncode == 0
     result = run(str(ini), "check")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_key_set_twice_is_one_line(tmp_path, sqlite_url):
+    ini = write_ini(tmp_path / "gw.ini", sqlite_url, **{"session.cookie_secure": "true"})
+    result = run(ini, "migrate")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: While reading from '{ini}' [line 9]: option 'session.cookie_secure' in section 'app:main' already exists"
+    )

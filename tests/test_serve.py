@@ -141,3 +141,54 @@ def test_workers_do_not_outlive_a_killed_master(live_gateway, sqlite_url):
     gateway.process.kill()
     gateway.process.wait(timeout=10)
     _wait_until_gone(workers, "a worker outlived its killed master")
+
+
+def _listening_sockets(port: int) -> int:
+    """How many sockets listen on ``port`` (each Granian worker opens its own)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
+                count += 1
+    return count
+
+
+SLOW_FIRST_WORKER = '''
+"""Makes the first worker of a pserve load three seconds slower than the others."""
+import os, time
+from gateway import hookimpl
+
+@hookimpl
+def gateway_pyramid_configure(config):
+    # A forked worker inherits this module from pserve's own load: the check runs at each load.
+    parent = open(f"/proc/{os.getppid()}/cmdline", "rb").read()
+    if b"pserve" in parent:
+        try:
+            os.close(os.open(os.environ["SLOW_WORKER_MARK"], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            time.sleep(3)
+        except FileExistsError:
+            pass
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's socket table")
+def test_workers_start_listening_together(live_gateway, sqlite_url, plugin_dir, tmp_path, monkeypatch):
+    # A worker listens once its app has loaded, and keep-alive clients stay
+    # with the worker that took their connection: one that started listening
+    # a few seconds before the others would take all the first clients.
+    (plugin_dir / "slow_first_worker.py").write_text(SLOW_FIRST_WORKER)
+    mark = tmp_path / "slow-worker"
+    monkeypatch.setenv("PYTHONPATH", str(plugin_dir))
+    monkeypatch.setenv("SLOW_WORKER_MARK", str(mark))
+    gateway = live_gateway(
+        sqlite_url, server={"workers": 3}, **{"gateway.plugins": "entra devidp sqlstore slow_first_worker"}
+    )
+    assert mark.exists()  # one worker did load slowly
+    # pserve's fixture returns at the first answer to /healthz.
+    assert _listening_sockets(gateway.port) == 3
