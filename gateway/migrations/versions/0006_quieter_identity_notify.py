@@ -1,0 +1,92 @@
+"""PostgreSQL: NOTIFY gateway_identity only for changes a signed-in identity can show
+
+A signed-in identity (gateway/sessions.py) carries its groups' display names
+and external ids. An Entra sync fills groups with member PATCHes, and each
+one sent two notifications (the membership rows, the group's version bump);
+each made every gateway process drop its identity cache and woke a listener
+thread in each of them, hundreds of times a second, for users nobody was
+signed in as. Now:
+
+- ``groups``: only UPDATEs that set ``display_name`` or ``external_id``
+  notify (and DELETE, TRUNCATE), not the version bump.
+- ``group_members``: an INSERT or DELETE notifies only when one of the users
+  it touches has a session. Race-free with a sign-in in progress: the trigger
+  first takes a FOR SHARE lock on those users' rows, and a sign-in locks its
+  user's row (FOR NO KEY UPDATE, ``gateway.sessions.start_session``) in the
+  transaction that creates the session. Either the sign-in commits first and
+  the trigger, waiting on the lock, then sees its session; or the trigger
+  locks first and the sign-in commits after this change, so an identity read
+  after that sign-in includes it. UPDATE and TRUNCATE always notify.
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-28
+"""
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+_STATEMENT = " FOR EACH STATEMENT EXECUTE FUNCTION "
+
+
+def upgrade():
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute(
+        """
+        CREATE FUNCTION gateway_notify_membership() RETURNS trigger AS $$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                PERFORM 1 FROM users WHERE id IN (SELECT user_id FROM added_rows) ORDER BY id FOR SHARE;
+                IF NOT EXISTS (SELECT 1 FROM sessions WHERE user_id IN (SELECT user_id FROM added_rows)) THEN
+                    RETURN NULL;
+                END IF;
+            ELSE
+                PERFORM 1 FROM users WHERE id IN (SELECT user_id FROM removed_rows) ORDER BY id FOR SHARE;
+                IF NOT EXISTS (SELECT 1 FROM sessions WHERE user_id IN (SELECT user_id FROM removed_rows)) THEN
+                    RETURN NULL;
+                END IF;
+            END IF;
+            PERFORM pg_notify('gateway_identity', TG_TABLE_NAME);
+            RETURN NULL;
+        END;
+        $$ LANGUAGE plpgsql
+        """
+    )
+    op.execute("DROP TRIGGER IF EXISTS group_members_notify_identity ON group_members")
+    # A trigger with a transition table takes one event.
+    op.execute(
+        "CREATE TRIGGER group_members_added_notify_identity AFTER INSERT ON group_members"
+        " REFERENCING NEW TABLE AS added_rows" + _STATEMENT + "gateway_notify_membership()"
+    )
+    op.execute(
+        "CREATE TRIGGER group_members_removed_notify_identity AFTER DELETE ON group_members"
+        " REFERENCING OLD TABLE AS removed_rows" + _STATEMENT + "gateway_notify_membership()"
+    )
+    op.execute(
+        "CREATE TRIGGER group_members_notify_identity AFTER UPDATE OR TRUNCATE ON group_members"
+        + _STATEMENT + "gateway_notify_identity()"
+    )
+    op.execute("DROP TRIGGER IF EXISTS groups_notify_identity ON groups")
+    op.execute(
+        "CREATE TRIGGER groups_notify_identity AFTER UPDATE OF display_name, external_id OR DELETE OR TRUNCATE ON groups"
+        + _STATEMENT + "gateway_notify_identity()"
+    )
+
+
+def downgrade():
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for trigger in ("group_members_added_notify_identity", "group_members_removed_notify_identity",
+                    "group_members_notify_identity"):
+        op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON group_members")
+    op.execute("DROP FUNCTION IF EXISTS gateway_notify_membership()")
+    op.execute(
+        "CREATE TRIGGER group_members_notify_identity AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON group_members"
+        + _STATEMENT + "gateway_notify_identity()"
+    )
+    op.execute("DROP TRIGGER IF EXISTS groups_notify_identity ON groups")
+    op.execute("CREATE TRIGGER groups_notify_identity AFTER UPDATE OR DELETE OR TRUNCATE ON groups" + _STATEMENT + "gateway_notify_identity()")
