@@ -206,3 +206,53 @@ def test_a_writer_held_up_by_another_process_gives_up_like_sqlites_busy_timeout(
     with Session(engine) as session, session.begin():  # the lock is free again, and so is this process's queue
         session.add(make_user("waiting@example.com"))
     engine.dispose()
+
+
+# ---------------------------------------------------------------- PostgreSQL pool: ping only rested connections
+
+
+def _backend_pid(connection) -> int:
+    return connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+
+@pytest.mark.postgres
+def test_a_rested_pooled_connection_that_died_is_replaced_before_use(postgres_url, monkeypatch):
+    import gateway.db as db
+
+    engine = db.create_engine(postgres_url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as connection:
+            pid = _backend_pid(connection)
+        with engine.connect() as connection:
+            assert _backend_pid(connection) == pid  # pooled
+        # The database drops the idle connection (a restart, a firewall's idle timeout).
+        killer = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        with killer.connect() as connection:
+            assert connection.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar()
+        killer.dispose()
+        monkeypatch.setattr(db, "PING_AFTER_IDLE", 0.0)  # as if it had rested
+        with engine.connect() as connection:
+            assert _backend_pid(connection) != pid
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_used_moments_ago_is_not_pinged(postgres_url, monkeypatch):
+    import gateway.db as db
+
+    engine = db.create_engine(postgres_url, pool_size=1, max_overflow=0)
+    pings = []
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda dbapi_connection: pings.append(1) or real_ping(dbapi_connection))
+    try:
+        for _ in range(3):
+            with engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        assert pings == []
+        monkeypatch.setattr(db, "PING_AFTER_IDLE", 0.0)
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+        assert pings == [1]
+    finally:
+        engine.dispose()

@@ -8,6 +8,7 @@ replays a request that lost a serialization race on PostgreSQL.
 from __future__ import annotations
 
 import os
+import time
 
 import sqlalchemy as sa
 import pyramid_tm
@@ -48,10 +49,49 @@ def create_engine(url: str, **kwargs) -> sa.Engine:
             in_memory = not database or database == ":memory:" or database.startswith("file:")
             queue_writers(engine, None if in_memory else os.path.abspath(database))
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    ping = kwargs.pop("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return sa.create_engine(url, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    if ping:
+        _ping_idle_connections(engine)
+    return engine
+
+
+#: Seconds a pooled connection may rest before its next checkout pings it.
+PING_AFTER_IDLE = 10.0
+_CHECKED_IN = "gateway.checked_in"
+
+
+def _ping_idle_connections(engine: sa.Engine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, for connections that rested a while.
+
+    A ping is a round trip before every request's first statement: on an
+    Entra sync, one request in four of all the round trips to PostgreSQL.
+    A connection used within the last ``PING_AFTER_IDLE`` seconds is handed
+    out as it is; one that rested longer (through a database restart or a
+    firewall's idle timeout, say) is pinged with the dialect's own ping and,
+    if dead, replaced before the request sees it. A connection that died in
+    the last few seconds fails its request, and SQLAlchemy then replaces
+    every connection of the pool.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection, record):
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection, record, _proxy):
+        rested = record.info.get(_CHECKED_IN)
+        if rested is None or time.monotonic() - rested < PING_AFTER_IDLE:
+            return  # just connected, or in use moments ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error:
+            alive = False
+        if not alive:
+            # The pool discards it and checks out another (SQLAlchemy's pessimistic disconnect handling).
+            raise sa.exc.DisconnectionError("a pooled connection no longer answers")
 
 
 def get_session_factory(engine: sa.Engine) -> sessionmaker:
