@@ -213,6 +213,12 @@ class ScimStorageContract:
             storage.set_members(request, group.id, [ids[4]])
         with tx() as request:
             assert [m.value for m in storage.get_group(request, group.id).members] == [ids[4]]
+        with tx() as request:  # empty lists: nothing to check, add or remove
+            assert storage.remove_members(request, group.id, []) == []
+            assert storage.add_members(request, group.id, []) == []
+            storage.set_members(request, group.id, [])
+        with tx() as request:
+            assert storage.get_group(request, group.id).members == []
 
     def test_adding_nothing_new_keeps_the_version(self, storage, tx):
         with tx() as request:

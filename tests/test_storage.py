@@ -256,3 +256,29 @@ def test_a_pooled_connection_used_moments_ago_is_not_pinged(postgres_url, monkey
         assert pings == [1]
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_quieter_notify_migration_downgrades_and_upgrades_again(postgres_url):
+    from alembic import command
+
+    triggers = sa.text(
+        "SELECT tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " WHERE c.relname IN ('groups', 'group_members') AND c.relnamespace = current_schema()::regnamespace"
+        " AND NOT t.tgisinternal ORDER BY tgname"
+    )
+    engine = sa.create_engine(postgres_url)
+    try:
+        cfg = migrate.alembic_config(postgres_url)
+        with engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            assert connection.execute(triggers).scalars().all() == [
+                "group_members_added_notify_identity", "group_members_notify_identity",
+                "group_members_removed_notify_identity", "groups_notify_identity",
+            ]
+            command.downgrade(cfg, "0005")
+            assert connection.execute(triggers).scalars().all() == ["group_members_notify_identity", "groups_notify_identity"]
+            command.upgrade(cfg, "head")
+            assert len(connection.execute(triggers).scalars().all()) == 4
+    finally:
+        engine.dispose()

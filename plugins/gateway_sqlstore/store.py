@@ -463,12 +463,10 @@ class SqlStorage(ScimStorage):
         wanted = list(dict.fromkeys(user_ids))
         self._check_users(dbsession, wanted)
         current = set(dbsession.scalars(sa.select(GroupMember.user_id).where(GroupMember.group_id == group_id)))
-        gone = [u for u in current if u not in set(wanted)]
-        for start in range(0, len(gone), 500):
-            dbsession.execute(
-                sa.delete(GroupMember).where(GroupMember.group_id == group_id, GroupMember.user_id.in_(gone[start : start + 500])),
-                execution_options={"synchronize_session": False},
-            )
+        keep = set(wanted)
+        gone = [u for u in current if u not in keep]
+        if gone:
+            self.id_lists.delete(session_connection(dbsession, write=True), group_id, gone)
         new = [u for u in wanted if u not in current]
         if new:
             self._insert_members(dbsession, group_id, new)

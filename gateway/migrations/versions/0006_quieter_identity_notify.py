@@ -39,18 +39,11 @@ def upgrade():
         """
         CREATE FUNCTION gateway_notify_membership() RETURNS trigger AS $$
         BEGIN
-            IF TG_OP = 'INSERT' THEN
-                PERFORM 1 FROM users WHERE id IN (SELECT user_id FROM added_rows) ORDER BY id FOR SHARE;
-                IF NOT EXISTS (SELECT 1 FROM sessions WHERE user_id IN (SELECT user_id FROM added_rows)) THEN
-                    RETURN NULL;
-                END IF;
-            ELSE
-                PERFORM 1 FROM users WHERE id IN (SELECT user_id FROM removed_rows) ORDER BY id FOR SHARE;
-                IF NOT EXISTS (SELECT 1 FROM sessions WHERE user_id IN (SELECT user_id FROM removed_rows)) THEN
-                    RETURN NULL;
-                END IF;
+            -- changed_rows: the rows inserted or deleted (each trigger names its transition table so).
+            PERFORM 1 FROM users WHERE id IN (SELECT user_id FROM changed_rows) ORDER BY id FOR SHARE;
+            IF EXISTS (SELECT 1 FROM sessions WHERE user_id IN (SELECT user_id FROM changed_rows)) THEN
+                PERFORM pg_notify('gateway_identity', TG_TABLE_NAME);
             END IF;
-            PERFORM pg_notify('gateway_identity', TG_TABLE_NAME);
             RETURN NULL;
         END;
         $$ LANGUAGE plpgsql
@@ -60,11 +53,11 @@ def upgrade():
     # A trigger with a transition table takes one event.
     op.execute(
         "CREATE TRIGGER group_members_added_notify_identity AFTER INSERT ON group_members"
-        " REFERENCING NEW TABLE AS added_rows" + _STATEMENT + "gateway_notify_membership()"
+        " REFERENCING NEW TABLE AS changed_rows" + _STATEMENT + "gateway_notify_membership()"
     )
     op.execute(
         "CREATE TRIGGER group_members_removed_notify_identity AFTER DELETE ON group_members"
-        " REFERENCING OLD TABLE AS removed_rows" + _STATEMENT + "gateway_notify_membership()"
+        " REFERENCING OLD TABLE AS changed_rows" + _STATEMENT + "gateway_notify_membership()"
     )
     op.execute(
         "CREATE TRIGGER group_members_notify_identity AFTER UPDATE OR TRUNCATE ON group_members"
