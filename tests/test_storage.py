@@ -164,6 +164,41 @@ def _lock_file_is_free(database_path: str) -> bool:
     return True
 
 
+def test_sqlite_writer_lock_is_held_until_sqlite_has_committed(sqlite_url):
+    # SQLAlchemy's commit event fires before the DBAPI commit; freeing the
+    # lock there would let the next writer meet SQLite's own write lock.
+    import sqlite3
+
+    from gateway.db import create_engine
+
+    seen = []
+
+    class Watched(sqlite3.Connection):
+        def commit(self):
+            seen.append(("commit", _lock_file_is_free(path)))
+            super().commit()
+
+        def rollback(self):
+            seen.append(("rollback", _lock_file_is_free(path)))
+            super().rollback()
+
+    engine = create_engine(sqlite_url, connect_args={"factory": Watched})
+    path = engine.url.database
+    with Session(engine) as session, session.begin():
+        session.add(make_user("first@example.com"))
+    # (The pool also rolls back connections it hands out and takes back: nothing held then.)
+    assert [free for call, free in seen if call == "commit"] == [False]
+    assert _lock_file_is_free(path)
+    seen.clear()
+    with pytest.raises(RuntimeError), Session(engine) as session, session.begin():
+        session.add(make_user("second@example.com"))
+        session.flush()
+        raise RuntimeError("the request failed")
+    assert ("rollback", False) in seen
+    assert _lock_file_is_free(path)
+    engine.dispose()
+
+
 def test_sqlite_writers_of_several_processes_queue_on_a_file_lock(sqlite_url):
     # Worker processes wait for each other's write transactions on a kernel
     # lock (woken at once) rather than in SQLite's sleeping busy handler. An

@@ -13,9 +13,14 @@ most, and given up after ``BUSY_TIMEOUT`` like SQLite's own busy timeout).
 
 The lock is taken where SQLite takes its write lock, at a transaction's first
 write (``before_cursor_execute`` for statements SQLAlchemy runs,
-:func:`before_write` for :mod:`gateway.db.prepared` ones), and freed when the
-transaction commits or rolls back (closing a connection with a transaction
-open rolls it back). Reading transactions never take it. A thread may write
+:func:`before_write` for :mod:`gateway.db.prepared` ones), and freed once
+SQLite has committed or rolled back (closing a connection with a transaction
+open rolls it back). SQLAlchemy's ``commit`` and ``rollback`` events fire
+*before* the DBAPI call, so they only hand the hold to the pooled connection;
+the dialect's ``do_commit``/``do_rollback`` free it after SQLite is done. Freed
+any earlier, the next writer would start while SQLite still held its write
+lock (a commit that checkpoints the WAL takes milliseconds) and fall into the
+busy handler's sleeps after all. Reading transactions never take it. A thread may write
 on two connections at once, as before (the lock is re-entrant); SQLite then
 decides, as it always did.
 """
@@ -36,6 +41,7 @@ from sqlalchemy import event
 BUSY_TIMEOUT = 30.0
 
 _HELD = "gateway.sqlite_writer_held"
+_ENDING = "gateway.sqlite_writer_ending"
 _READS = ("SELECT", "PRAGMA", "EXPLAIN")
 
 
@@ -158,18 +164,46 @@ def queue_writers(engine, database: str | None) -> None:
         if connection.__dict__.get(_HELD) is None and not statement.lstrip()[:7].upper().startswith(_READS):
             _hold(lock, connection)
 
-    def _end(connection):
+    def _ending(connection):
         # Never touch connection.info here: on an invalidated connection it reconnects.
         ticket = connection.__dict__.pop(_HELD, None)
-        if ticket is not None:
+        if ticket is None:
+            return
+        pooled = connection.__dict__.get("_dbapi_connection")
+        if pooled is None:  # invalidated: SQLite rolled back when the connection closed
             lock.release(ticket)
+        else:
+            pooled.info[_ENDING] = ticket  # freed by do_commit / do_rollback, after SQLite
 
-    event.listen(engine, "commit", _end)
-    event.listen(engine, "rollback", _end)
+    event.listen(engine, "commit", _ending)
+    event.listen(engine, "rollback", _ending)
+
+    dialect = engine.dialect  # one per engine
+    for name in ("do_commit", "do_rollback"):
+        dialect.__dict__[name] = _then_release(lock, getattr(dialect, name))
 
     @event.listens_for(engine, "checkin")
     def _checkin(_dbapi_connection, record):
-        # Safety net: a connection returned without a commit or rollback event.
-        ticket = record.info.pop(_HELD, None)
-        if ticket is not None:
-            lock.release(ticket)
+        # Safety net: a connection returned without a commit or rollback event,
+        # or whose commit or rollback never reached the dialect.
+        for key in (_HELD, _ENDING):
+            ticket = record.info.pop(key, None)
+            if ticket is not None:
+                lock.release(ticket)
+
+
+def _then_release(lock: _WriterLock, end):
+    """``end`` (the dialect's do_commit or do_rollback), then free the hold it ended."""
+
+    def ended(dbapi_connection):
+        try:
+            end(dbapi_connection)
+        finally:
+            try:
+                ticket = dbapi_connection.info.pop(_ENDING, None)
+            except (AttributeError, NotImplementedError):  # a raw or ad-hoc connection holds no ticket
+                ticket = None
+            if ticket is not None:
+                lock.release(ticket)
+
+    return ended
