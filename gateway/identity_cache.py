@@ -49,6 +49,25 @@ CHANNEL = "gateway_identity"
 #: The tables whose changes may alter a signed-in identity.
 IDENTITY_TABLES = frozenset({"sessions", "users", "groups", "group_members"})
 
+#: PostgreSQL advisory lock class of a user's identity (the key is ``hashtext(user id)``):
+#: shared by membership changes, exclusive for a sign-in (migration 0006).
+IDENTITY_LOCK_CLASS = 7201
+
+
+def hold_identity_lock(dbsession, user_id: str) -> None:
+    """PostgreSQL: hold ``user_id``'s identity lock exclusively until the transaction ends.
+
+    A sign-in takes it before it creates the session. A membership change of
+    this user, which takes the lock shared before it looks for sessions to
+    announce itself to, then either waits and sees the new session, or
+    commits first and is seen by any identity read after the sign-in. A
+    no-op on SQLite, whose change detection sees every commit.
+    """
+    if dbsession.get_bind().dialect.name == "postgresql":
+        dbsession.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(IDENTITY_LOCK_CLASS, sa.func.hashtext(user_id)))
+        )
+
 
 class ChangeCache:
     """A dict in memory, dropped whenever one of ``tables`` may have changed.

@@ -155,7 +155,8 @@ class _StartLine:
     waiting here makes the workers start listening together, so the first
     connections spread over all of them (see the module docstring). Only
     the first start waits: a worker that replaces a dead one, or a reload,
-    finds the count reached and goes on at once.
+    finds the count reached and goes on at once. A shared counter, polled:
+    a worker that dies while waiting leaves nothing behind that others wait on.
     """
 
     def __init__(self, workers: int):
@@ -165,19 +166,23 @@ class _StartLine:
         method = multiprocessing.get_start_method()
         context = multiprocessing.get_context(method if method in ("fork", "spawn") else "spawn")
         self.workers = workers
-        self._condition = context.Condition()
-        self._count = context.Value("i", 0, lock=False)
+        self._loaded = context.Value("i", 0)
 
     def loaded(self) -> None:
-        with self._condition:
-            self._count.value += 1
-            self._condition.notify_all()
-            if not self._condition.wait_for(lambda: self._count.value >= self.workers, timeout=START_WAIT):
+        import time
+
+        with self._loaded.get_lock():
+            self._loaded.value += 1
+        deadline = time.monotonic() + START_WAIT
+        while self._loaded.value < self.workers:
+            if time.monotonic() > deadline:
                 import logging
 
                 logging.getLogger(__name__).warning(
                     "worker %d listens before the others: they have not loaded after %d s", os.getpid(), START_WAIT
                 )
+                return
+            time.sleep(0.005)
 
 
 def _stop_with_master(master: int) -> None:

@@ -27,6 +27,7 @@ import zope.sqlalchemy
 from pyramid.security import Allowed, Denied
 
 from .db.models import Group, GroupMember, SsoSession, User, utcnow
+from .identity_cache import hold_identity_lock
 
 #: ``last_seen_at`` is refreshed at most this often, so most requests only read.
 TOUCH_INTERVAL = dt.timedelta(seconds=60)
@@ -238,10 +239,9 @@ def start_session(request, user_id: str, *, name_id: str | None = None, session_
     old = request.cookies.get(settings.cookie_name)
     if old and _TOKEN.match(old):
         _end(request.dbsession, [SsoSession.id_hash == _row_key(request, old)])
-    # Lock the user's row until this sign-in commits: a membership change
-    # committing meanwhile waits for it, and then sees this session and tells
-    # every instance (PostgreSQL trigger of migration 0006). A no-op on SQLite.
-    request.dbsession.execute(sa.select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+    # A membership change of this user committing meanwhile waits for this
+    # sign-in, then sees its session and tells every instance (migration 0006).
+    hold_identity_lock(request.dbsession, user_id)
     token = secrets.token_urlsafe(32)
     now = utcnow()
     request.dbsession.add(

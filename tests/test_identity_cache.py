@@ -4,16 +4,17 @@ Two app instances on one database stand for two gateway processes: a change
 written through one must be refused by the other on its next request.
 """
 
+import datetime as dt
 import time
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from gateway.db.models import SsoSession, User, utcnow
 from gateway.identity_cache import wait_until_listening
 from conftest import status_from_another_process
 from saml_support import sign_in
-from scim_support import ScimClient, make_token
 
 PROXY = {"REMOTE_ADDR": "127.0.0.1"}
 
@@ -121,18 +122,56 @@ def _add_member(app, user_name: str, group_name: str) -> None:
         db.add(GroupMember(group_id=group.id, user_id=user_id))
 
 
-def _listen(postgres_url: str):
-    import psycopg
+class _Listener:
+    """LISTEN gateway_identity; the notifications sent by one backend (NOTIFY is
+    database-wide, and other test workers use other schemas of the database)."""
 
-    connection = psycopg.connect(sa.engine.make_url(postgres_url).set(drivername="postgresql").render_as_string(False),
-                                 autocommit=True)
-    connection.execute("LISTEN gateway_identity")
-    return connection
+    def __init__(self, postgres_url: str):
+        import psycopg
+
+        url = sa.engine.make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
+        self.connection = psycopg.connect(url, autocommit=True)
+        self.connection.execute("LISTEN gateway_identity")
+
+    def sent_by(self, pid: int, within: float = 0.3) -> list[str]:
+        return [n.payload for n in self.connection.notifies(timeout=within) if n.pid == pid]
+
+    def close(self) -> None:
+        self.connection.close()
 
 
-def _notified(connection, within: float = 0.3) -> list[str]:
-    """The notifications that arrive within ``within`` seconds."""
-    return [n.payload for n in connection.notifies(timeout=within)]
+def _pid(connection) -> int:
+    pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    connection.rollback()  # end the read's transaction
+    return pid
+
+
+def _session_row(user_id: str, **values) -> dict:
+    now = utcnow()
+    return {"id_hash": values.pop("id_hash", "s" * 64), "user_id": user_id, "created_at": now, "last_seen_at": now,
+            "expires_at": now + dt.timedelta(hours=8), "csrf_token": "c", **values}
+
+
+def _new_user(connection, name: str) -> str:
+    from gateway.db.models import new_id
+
+    user_id = new_id()
+    connection.execute(sa.insert(User).values(
+        id=user_id, user_name=name, user_name_key=name.lower(), active=True, scim_data={}, attributes={},
+        provisioned_by="scim", is_admin=False, version=1, created_at=utcnow(), updated_at=utcnow(),
+    ))
+    return user_id
+
+
+def _new_group(connection, name: str) -> str:
+    from gateway.db.models import Group, new_id
+
+    group_id = new_id()
+    connection.execute(sa.insert(Group).values(
+        id=group_id, display_name=name, display_name_key=name.lower(), scim_data={"displayName": name},
+        version=1, created_at=utcnow(), updated_at=utcnow(),
+    ))
+    return group_id
 
 
 @pytest.mark.postgres
@@ -151,91 +190,157 @@ def test_a_group_added_to_a_signed_in_user_reaches_another_instance(make_app, id
 
 
 @pytest.mark.postgres
-def test_membership_changes_of_users_nobody_is_signed_in_as_send_no_notification(make_app, idp, postgres_url):
-    # An Entra sync fills groups for users who have not signed in: no instance
-    # has anything cached about them, and a notification per PATCH would make
+def test_only_changes_a_signed_in_identity_can_show_are_announced(postgres_url):
+    # An Entra sync fills groups for users who have not signed in: nothing
+    # about them is cached anywhere, and a notification per PATCH would make
     # every instance drop its whole cache hundreds of times a second.
-    from gateway.db.models import Group
+    from gateway.db.models import Group, GroupMember
 
-    app = make_app(**{"sqlalchemy.url": postgres_url, "gateway.plugins": "entra sqlstore"})
-    scim = ScimClient(app, make_token(app))
-    bob = scim.create_user("bob@example.com")["id"]
-    listener = _listen(postgres_url)
+    engine = sa.create_engine(postgres_url)
+    listener = _Listener(postgres_url)
+    members = GroupMember.__table__
     try:
-        group = scim.create_group("Engineering", [bob])["id"]
-        scim.patch_ops(f"/Groups/{group}", {"op": "remove", "path": f'members[value eq "{bob}"]'}, status=204)
-        scim.patch_ops(f"/Groups/{group}", {"op": "add", "path": "members", "value": [{"value": bob}]}, status=204)
-        assert _notified(listener) == []
-        # A renamed group does change what signed-in identities show.
-        scim.patch_ops(f"/Groups/{group}", {"op": "replace", "path": "displayName", "value": "Eng"}, status=204)
-        assert _notified(listener) == ["groups"]
+        with engine.connect() as connection:
+            pid = _pid(connection)
 
-        sign_in(app, idp, name="bob@example.com")
-        _notified(listener, within=0.1)  # the sign-in's own
-        scim.patch_ops(f"/Groups/{group}", {"op": "remove", "path": f'members[value eq "{bob}"]'}, status=204)
-        assert _notified(listener) == ["group_members"]
-        with app.app.registry.dbsession_factory() as db, db.begin():
-            assert db.get(Group, group).display_name == "Eng"
+            def change(*statements) -> list[str]:
+                with connection.begin():
+                    for statement in statements:
+                        connection.execute(statement)
+                return listener.sent_by(pid)
+
+            with connection.begin():
+                bob, carol, dave = (_new_user(connection, f"{n}@example.com") for n in ("bob", "carol", "dave"))
+                group = _new_group(connection, "Engineering")
+                connection.execute(sa.insert(SsoSession).values(_session_row(carol)))
+                connection.execute(sa.insert(SsoSession).values(
+                    _session_row(dave, id_hash="d" * 64, ended_at=utcnow())  # signed out
+                ))
+            listener.sent_by(pid)
+            bump = sa.update(Group).where(Group.id == group).values(version=Group.version + 1)
+            for user_id in (bob, dave):  # no session, an ended one
+                assert change(sa.insert(members).values(group_id=group, user_id=user_id, created_at=utcnow()), bump) == []
+                assert change(sa.delete(members).where(members.c.user_id == user_id), bump) == []
+            # A name is what identities show of a group.
+            assert change(sa.update(Group).where(Group.id == group).values(display_name="Eng")) == ["groups"]
+            # Carol is signed in.
+            assert change(sa.insert(members).values(group_id=group, user_id=carol, created_at=utcnow())) == ["group_members"]
+            assert change(sa.delete(members).where(members.c.user_id == carol)) == ["group_members"]
     finally:
         listener.close()
+        engine.dispose()
 
 
 @pytest.mark.postgres
-def test_a_membership_change_during_a_sign_in_waits_for_it_and_notifies(make_app, idp, postgres_url):
+def test_large_membership_changes_and_group_deletes_hold_few_locks(postgres_url):
+    # Identity locks come from PostgreSQL's shared lock table, sized for 64
+    # per transaction: past that, a change is announced without looking for
+    # sessions. Memberships that go with their group: the group's DELETE
+    # announces itself, and nothing is locked.
+    from gateway.db.models import Group, GroupMember
+
+    engine = sa.create_engine(postgres_url)
+    listener = _Listener(postgres_url)
+    members = GroupMember.__table__
+    advisory = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+    try:
+        with engine.connect() as connection:
+            pid = _pid(connection)
+            with connection.begin():
+                users = [_new_user(connection, f"u{i}@example.com") for i in range(101)]
+                group = _new_group(connection, "All")
+            with connection.begin():  # one statement of 101
+                connection.execute(sa.insert(members).values(
+                    [{"group_id": group, "user_id": u, "created_at": utcnow()} for u in users]
+                ))
+                assert connection.execute(advisory).scalar() == 0
+            assert listener.sent_by(pid) == ["group_members"]
+            with connection.begin():  # 101 statements of one
+                for user_id in users:
+                    connection.execute(sa.delete(members).where(members.c.user_id == user_id))
+                assert connection.execute(advisory).scalar() == 64
+            assert listener.sent_by(pid) == ["group_members"]
+            with connection.begin():
+                connection.execute(sa.insert(members).values(
+                    [{"group_id": group, "user_id": u, "created_at": utcnow()} for u in users[:10]]
+                ))
+            listener.sent_by(pid)
+            with connection.begin():
+                connection.execute(sa.delete(Group).where(Group.id == group))
+                assert connection.execute(advisory).scalar() == 0
+            assert listener.sent_by(pid) == ["groups"]
+    finally:
+        listener.close()
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_membership_change_during_a_sign_in_waits_for_it_and_notifies(postgres_url):
     # The race the trigger closes: a member added while that user's sign-in
     # is between creating its session and committing. Without the wait the
     # trigger would find no session, send nothing, and the identity cached
     # right after the sign-in would lack the group for good.
     import threading
 
-    app = make_app(**{"sqlalchemy.url": postgres_url})
-    sign_in(app, idp)  # alice exists now
-    engine = app.app.registry.db_engine
-    listener = _listen(postgres_url)
-    signing_in = engine.connect()
+    from gateway.db.models import GroupMember
+    from gateway.identity_cache import hold_identity_lock
+
+    engine = sa.create_engine(postgres_url)
+    listener = _Listener(postgres_url)
     try:
-        transaction = signing_in.begin()
-        # What start_session does before it adds the session row.
-        user_id = signing_in.scalar(
-            sa.select(User.id).where(User.user_name == "alice@example.com").with_for_update(key_share=True)
-        )
-        signing_in.execute(sa.delete(SsoSession))  # alice's only session is the one about to commit
-        signing_in.execute(sa.insert(SsoSession).values(
-            id_hash="x" * 64, user_id=user_id, created_at=utcnow(), last_seen_at=utcnow(),
-            expires_at=utcnow(), csrf_token="c",
-        ))
-        done = threading.Event()
-        worker = threading.Thread(target=lambda: (_add_member(app, "alice@example.com", "Finance"), done.set()))
-        worker.start()
-        assert not done.wait(0.3), "the membership change did not wait for the sign-in"
-        transaction.commit()
-        assert done.wait(5)
-        worker.join()
-        assert "group_members" in _notified(listener, within=1.0)
+        with engine.begin() as connection:
+            alice = _new_user(connection, "alice@example.com")  # no session yet
+            group = _new_group(connection, "Finance")
+        with Session(engine) as signing_in:
+            with signing_in.begin():
+                hold_identity_lock(signing_in, alice)  # what start_session does first
+                signing_in.execute(sa.insert(SsoSession).values(_session_row(alice)))
+                adding = engine.connect()
+                pid = _pid(adding)
+                done = threading.Event()
+
+                def add():
+                    with adding.begin():
+                        adding.execute(sa.insert(GroupMember.__table__).values(group_id=group, user_id=alice, created_at=utcnow()))
+                    done.set()
+
+                worker = threading.Thread(target=add)
+                worker.start()
+                assert not done.wait(0.3), "the membership change did not wait for the sign-in"
+            assert done.wait(5)  # the sign-in committed
+            worker.join()
+            adding.close()
+        assert listener.sent_by(pid, within=1.0) == ["group_members"]
     finally:
-        signing_in.close()
         listener.close()
+        engine.dispose()
 
 
 @pytest.mark.postgres
-def test_a_sign_in_locks_its_user_until_it_commits(make_app, idp, postgres_url):
-    # The other half of the protocol above: a sign-in holds its user's row
-    # lock (start_session takes it; the update of last_sign_in_at would too),
-    # so it waits for a membership change in progress.
+def test_a_sign_in_waits_for_a_membership_change_in_progress(make_app, idp, postgres_url):
+    # The other half: a sign-in (start_session) waits for a membership change
+    # of its user that has not committed, so what it caches includes it.
     import threading
 
+    from gateway.db.models import GroupMember
+
     app = make_app(**{"sqlalchemy.url": postgres_url})
-    sign_in(app, idp)
-    changing = app.app.registry.db_engine.connect()
+    sign_in(app, idp)  # alice exists now
+    engine = app.app.registry.db_engine
+    with engine.begin() as connection:
+        alice = connection.scalar(sa.select(User.id).where(User.user_name == "alice@example.com"))
+        group = _new_group(connection, "Finance")
+    changing = engine.connect()
     try:
         transaction = changing.begin()
-        changing.execute(sa.select(User.id).where(User.user_name == "alice@example.com").with_for_update(read=True))
+        changing.execute(sa.insert(GroupMember.__table__).values(group_id=group, user_id=alice, created_at=utcnow()))
         done = threading.Event()
         worker = threading.Thread(target=lambda: (sign_in(app, idp), done.set()))
         worker.start()
-        assert not done.wait(0.3), "the sign-in did not wait for the change in progress"
+        assert not done.wait(0.3), "the sign-in did not wait for the membership change in progress"
         transaction.commit()
         assert done.wait(10)
         worker.join()
     finally:
         changing.close()
+    assert _groups_header(app) == "Finance"

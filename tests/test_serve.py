@@ -190,5 +190,36 @@ def test_workers_start_listening_together(live_gateway, sqlite_url, plugin_dir, 
         sqlite_url, server={"workers": 3}, **{"gateway.plugins": "entra devidp sqlstore slow_first_worker"}
     )
     assert mark.exists()  # one worker did load slowly
-    # pserve's fixture returns at the first answer to /healthz.
-    assert _listening_sockets(gateway.port) == 3
+    # pserve's fixture returns at the first answer to /healthz; the others
+    # open their sockets within moments of it, not seconds later.
+    deadline = time.monotonic() + 0.5
+    while _listening_sockets(gateway.port) < 3:
+        assert time.monotonic() < deadline, f"{_listening_sockets(gateway.port)} of 3 workers listen"
+        time.sleep(0.01)
+
+
+def test_a_worker_killed_at_the_start_line_holds_nobody_up():
+    # A worker waiting for the others can die there (out of memory, a stray
+    # kill); its replacement and the others must still start.
+    import multiprocessing
+    import os
+    import signal
+
+    from gateway.serve import _StartLine
+
+    line = _StartLine(2)
+    waiting = multiprocessing.get_context("fork").Process(target=line.loaded)
+    waiting.start()
+    time.sleep(0.5)  # counted in, now waiting for the second worker
+    assert waiting.is_alive()
+    os.kill(waiting.pid, signal.SIGKILL)  # dies while it waits for the second worker
+    waiting.join()
+    finished = []
+    for _ in range(2):  # the replacement, then the second worker
+        other = multiprocessing.get_context("fork").Process(target=line.loaded)
+        other.start()
+        other.join(timeout=5)
+        finished.append(other.exitcode)
+        if other.is_alive():
+            other.kill()
+    assert finished == [0, 0]

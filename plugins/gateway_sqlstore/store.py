@@ -221,7 +221,9 @@ class _ArrayIdLists:
     users, growing with every user.
     """
 
-    _IDS = sa.bindparam("ids", type_=postgresql.ARRAY(User.id.type))
+    # VARCHAR[] without the column's length: a cast to VARCHAR(36)[] would
+    # cut a longer (so unknown) id down to a real one.
+    _IDS = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String()))
     _GROUP_ID = sa.bindparam("group_id", type_=GroupMember.group_id.type)
     EXISTING = Prepared(sa.select(User.id).where(User.id == sa.any_(_IDS)))
     INSERT = Prepared(

@@ -10,13 +10,20 @@ signed in as. Now:
 - ``groups``: only UPDATEs that set ``display_name`` or ``external_id``
   notify (and DELETE, TRUNCATE), not the version bump.
 - ``group_members``: an INSERT or DELETE notifies only when one of the users
-  it touches has a session. Race-free with a sign-in in progress: the trigger
-  first takes a FOR SHARE lock on those users' rows, and a sign-in locks its
-  user's row (FOR NO KEY UPDATE, ``gateway.sessions.start_session``) in the
-  transaction that creates the session. Either the sign-in commits first and
-  the trigger, waiting on the lock, then sees its session; or the trigger
-  locks first and the sign-in commits after this change, so an identity read
-  after that sign-in includes it. UPDATE and TRUNCATE always notify.
+  it touches has a live session. Rows removed together with their group or
+  user are left to that DELETE's own notification. Race-free with a sign-in
+  in progress: the trigger first takes a shared advisory lock per user
+  (``gateway.identity_cache.IDENTITY_LOCK_CLASS``, the user id hashed), and a
+  sign-in holds that user's lock exclusively from just before it creates the
+  session until it commits (``gateway.sessions.start_session``). Either the
+  sign-in commits first and the trigger, waiting on the lock, then sees its
+  session; or the trigger locks first and the sign-in commits after this
+  change, so an identity read after that sign-in includes it. Advisory locks
+  meet no row lock, so user updates and deletes do not wait on them. Locks
+  are a shared, bounded resource (PostgreSQL plans for
+  ``max_locks_per_transaction``, 64 by default): a transaction that would
+  hold more than 64 of them notifies without looking instead. UPDATE and
+  TRUNCATE always notify.
 
 Revision ID: 0006
 Revises: 0005
@@ -38,12 +45,35 @@ def upgrade():
     op.execute(
         """
         CREATE FUNCTION gateway_notify_membership() RETURNS trigger AS $$
+        DECLARE
+            touched text[];
+            locked int;
         BEGIN
-            -- changed_rows: the rows inserted or deleted (each trigger names its transition table so).
-            PERFORM 1 FROM users WHERE id IN (SELECT user_id FROM changed_rows) ORDER BY id FOR SHARE;
-            IF EXISTS (SELECT 1 FROM sessions WHERE user_id IN (SELECT user_id FROM changed_rows)) THEN
-                PERFORM pg_notify('gateway_identity', TG_TABLE_NAME);
+            -- changed_rows: the rows inserted or deleted (each trigger names its
+            -- transition table so). Rows whose group or user went with them are
+            -- announced by that DELETE's own trigger.
+            SELECT array_agg(DISTINCT c.user_id ORDER BY c.user_id) INTO touched
+              FROM changed_rows c
+              JOIN groups g ON g.id = c.group_id
+              JOIN users u ON u.id = c.user_id;
+            IF touched IS NULL THEN
+                RETURN NULL;
             END IF;
+            -- Identity locks this transaction holds already (a setting local to it).
+            locked := coalesce(nullif(current_setting('gateway.identity_locks', true), ''), '0')::int;
+            IF locked + cardinality(touched) <= 64 THEN
+                PERFORM set_config('gateway.identity_locks', (locked + cardinality(touched))::text, true);
+                -- 7201: gateway.identity_cache.IDENTITY_LOCK_CLASS
+                PERFORM pg_advisory_xact_lock_shared(7201, hashtext(id)) FROM unnest(touched) AS id;
+                IF NOT EXISTS (
+                    SELECT 1 FROM sessions s
+                     WHERE s.user_id = ANY (touched) AND s.ended_at IS NULL
+                       AND s.expires_at > timezone('utc', now()) - interval '1 hour'  -- a margin for clock skew
+                ) THEN
+                    RETURN NULL;
+                END IF;
+            END IF;
+            PERFORM pg_notify('gateway_identity', TG_TABLE_NAME);
             RETURN NULL;
         END;
         $$ LANGUAGE plpgsql
