@@ -16,6 +16,10 @@ what Entra does on a first sync:
    members at a time;
 3. every user read back and compared, every group's member list checked.
 
+Step 1 runs in slices (``--slices``, default 20), the targets taking turns,
+so that a slow stretch of this shared machine falls on all of them alike;
+steps 2 and 3 then run for one target after the other.
+
 It prints users/s, p50/p99 latency per operation, anything lost, the
 latency of a ``userName eq`` filter with 10,000 and 100,000 users stored
 (the gateway's stores are topped up with rows written straight into its
@@ -324,107 +328,134 @@ def entra_user(user_name: str, i: int) -> dict:
     }
 
 
-def run_sync(target, users: int, clients: int, group_size: int, patch_size: int) -> dict:
-    timings = defaultdict(list)
-    client = Client(target.base, target.token, timings)
-    run = uuid.uuid4().hex[:8]
-    names = [f"user{i}-{run}@contoso.com" for i in range(users)]
-    ids: dict[str, str] = {}
-    problems = []
-    lock = threading.Lock()
+class Sync:
+    """Entra's initial cycle against one target, in steps the caller can interleave.
 
-    def provision(i):
-        name = names[i]
-        status, body = client.call("GET filter userName", "GET", "/Users?filter=" + q('userName eq "%s"' % name))
+    The user phase is run in slices by :func:`main`, one target after the
+    other (reference, SQLite, PostgreSQL, reference, ...): these machines are
+    shared, and their speed drifts by a fifth within minutes, so a target
+    measured in one slow stretch would get a ratio it did not earn. Each
+    target's users/s is its users over the sum of its own slices. Every slice
+    opens fresh connections (a new pool of client threads), so the random
+    spread of keep-alive connections over worker processes is redrawn too.
+    """
+
+    def __init__(self, target, users: int, clients: int, group_size: int, patch_size: int):
+        self.target = target
+        self.clients, self.group_size, self.patch_size = clients, group_size, patch_size
+        self.timings = defaultdict(list)
+        self.client = Client(target.base, target.token, self.timings)
+        run = uuid.uuid4().hex[:8]
+        self.names = [f"user{i}-{run}@contoso.com" for i in range(users)]
+        self.run = run
+        self.ids: dict[str, str] = {}
+        self.problems: list[str] = []
+        self.lock = threading.Lock()
+        self.users_elapsed = 0.0
+        self.groups_elapsed = 0.0
+
+    def provision(self, i: int) -> None:
+        name = self.names[i]
+        status, body = self.client.call("GET filter userName", "GET", "/Users?filter=" + q('userName eq "%s"' % name))
         if status != 200 or body.get("totalResults") != 0:
-            problems.append(f"lookup {name}: {status}")
+            self.problems.append(f"lookup {name}: {status}")
             return
-        status, body = client.call("POST /Users", "POST", "/Users", entra_user(name, i))
+        status, body = self.client.call("POST /Users", "POST", "/Users", entra_user(name, i))
         if status != 201:
-            problems.append(f"create {name}: {status} {body}")
+            self.problems.append(f"create {name}: {status} {body}")
             return
-        with lock:
-            ids[name] = body["id"]
+        with self.lock:
+            self.ids[name] = body["id"]
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(provision, range(users)))
-    users_elapsed = time.perf_counter() - started
+    def users_slice(self, indexes: range) -> None:
+        """Provision these users with ``clients`` concurrent connections; time it."""
+        started = time.perf_counter()
+        with ThreadPoolExecutor(self.clients) as pool:
+            list(pool.map(self.provision, indexes))
+        self.users_elapsed += time.perf_counter() - started
 
-    # Groups: created first (lookup, POST), then filled 25 members per PATCH.
-    groups = {}
-    group_count = max(1, users // group_size)
+    def groups(self) -> None:
+        """Groups: created first (lookup, POST), then filled 25 members per PATCH."""
+        client, run = self.client, self.run
+        groups = {}
+        group_count = max(1, len(self.names) // self.group_size)
 
-    def create_group(g):
-        name = f"Group {g} {run}"
-        status, body = client.call(
-            "GET filter displayName", "GET", "/Groups?excludedAttributes=members&filter=" + q('displayName eq "%s"' % name)
-        )
-        status, body = client.call("POST /Groups", "POST", "/Groups", {
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name, "externalId": str(uuid.uuid4()),
-        })
-        if status != 201:
-            problems.append(f"group {name}: {status} {body}")
-            return
-        with lock:
-            groups[g] = body["id"]
+        def create_group(g):
+            name = f"Group {g} {run}"
+            client.call(
+                "GET filter displayName", "GET", "/Groups?excludedAttributes=members&filter=" + q('displayName eq "%s"' % name)
+            )
+            status, body = client.call("POST /Groups", "POST", "/Groups", {
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name, "externalId": str(uuid.uuid4()),
+            })
+            if status != 201:
+                self.problems.append(f"group {name}: {status} {body}")
+                return
+            with self.lock:
+                groups[g] = body["id"]
 
-    member_ids = [ids[n] for n in names if n in ids]
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(create_group, range(group_count)))
-    patches = []
-    for g, gid in groups.items():
-        chunk_members = member_ids[g * group_size : (g + 1) * group_size]
-        for start in range(0, len(chunk_members), patch_size):
-            patches.append((gid, chunk_members[start : start + patch_size]))
-    random.Random(1).shuffle(patches)  # groups fill in parallel, as Entra's workers do
+        member_ids = [self.ids[n] for n in self.names if n in self.ids]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(self.clients) as pool:
+            list(pool.map(create_group, range(group_count)))
+        patches = []
+        for g, gid in groups.items():
+            chunk_members = member_ids[g * self.group_size : (g + 1) * self.group_size]
+            for start in range(0, len(chunk_members), self.patch_size):
+                patches.append((gid, chunk_members[start : start + self.patch_size]))
+        random.Random(1).shuffle(patches)  # groups fill in parallel, as Entra's workers do
 
-    def patch(item):
-        gid, members = item
-        status, body = client.call("PATCH /Groups +25", "PATCH", f"/Groups/{gid}", {
-            "schemas": [PATCH_OP],
-            "Operations": [{"op": "Add", "path": "members", "value": [{"value": m} for m in members]}],
-        })
-        if status not in (200, 204):
-            problems.append(f"patch {gid}: {status} {body}")
+        def patch(item):
+            gid, members = item
+            status, body = client.call("PATCH /Groups +25", "PATCH", f"/Groups/{gid}", {
+                "schemas": [PATCH_OP],
+                "Operations": [{"op": "Add", "path": "members", "value": [{"value": m} for m in members]}],
+            })
+            if status not in (200, 204):
+                self.problems.append(f"patch {gid}: {status} {body}")
 
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(patch, patches))
-    groups_elapsed = time.perf_counter() - started
+        with ThreadPoolExecutor(self.clients) as pool:
+            list(pool.map(patch, patches))
+        self.groups_elapsed = time.perf_counter() - started
+        self.group_ids, self.member_ids = groups, member_ids
 
-    # Verify: every user as sent, every group with exactly its members.
-    def verify(i):
-        name = names[i]
-        if name not in ids:
-            return
-        status, body = client.call("GET /Users/{id}", "GET", f"/Users/{ids[name]}")
-        sent = entra_user(name, i)
-        if status != 200 or any(body.get(k) != sent[k] for k in ("userName", "emails", "name", "externalId")) or (
-            body.get(ENTERPRISE, {}).get("employeeNumber") != sent[ENTERPRISE]["employeeNumber"]
-        ):
-            problems.append(f"verify {name}: {status}")
+    def verify(self) -> None:
+        """Every user as sent, every group with exactly its members."""
+        client, ids = self.client, self.ids
 
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(verify, range(users)))
-    for g, gid in groups.items():
-        status, body = client.call("GET /Groups/{id}", "GET", f"/Groups/{gid}")
-        expected = set(member_ids[g * group_size : (g + 1) * group_size])
-        got = {m["value"] for m in (body or {}).get("members", [])}
-        if got != expected:
-            problems.append(f"group {gid}: {len(got)} members, expected {len(expected)}")
+        def verify_user(i):
+            name = self.names[i]
+            if name not in ids:
+                return
+            status, body = client.call("GET /Users/{id}", "GET", f"/Users/{ids[name]}")
+            sent = entra_user(name, i)
+            if status != 200 or any(body.get(k) != sent[k] for k in ("userName", "emails", "name", "externalId")) or (
+                body.get(ENTERPRISE, {}).get("employeeNumber") != sent[ENTERPRISE]["employeeNumber"]
+            ):
+                self.problems.append(f"verify {name}: {status}")
 
-    return {
-        "users_per_s": len(ids) / users_elapsed,
-        "users_elapsed": users_elapsed,
-        "groups_elapsed": groups_elapsed,
-        "created": len(ids),
-        "lost": users - len(ids) + sum(1 for p in problems if not p.startswith(("lookup", "create"))),
-        "problems": problems,
-        "timings": timings,
-        "names": list(ids),
-        "client": client,
-    }
+        with ThreadPoolExecutor(self.clients) as pool:
+            list(pool.map(verify_user, range(len(self.names))))
+        for g, gid in self.group_ids.items():
+            status, body = client.call("GET /Groups/{id}", "GET", f"/Groups/{gid}")
+            expected = set(self.member_ids[g * self.group_size : (g + 1) * self.group_size])
+            got = {m["value"] for m in (body or {}).get("members", [])}
+            if got != expected:
+                self.problems.append(f"group {gid}: {len(got)} members, expected {len(expected)}")
+
+    def result(self) -> dict:
+        users = len(self.names)
+        return {
+            "users_per_s": len(self.ids) / self.users_elapsed if self.users_elapsed else 0.0,
+            "users_elapsed": self.users_elapsed,
+            "groups_elapsed": self.groups_elapsed,
+            "created": len(self.ids),
+            "lost": users - len(self.ids) + sum(1 for p in self.problems if not p.startswith(("lookup", "create"))),
+            "problems": self.problems,
+            "timings": self.timings,
+            "names": [n for n in self.names if n in self.ids],
+            "client": self.client,
+        }
 
 
 def filter_latency(client: Client, names: list[str], samples: int) -> tuple[float, float]:
@@ -467,15 +498,19 @@ def main() -> int:
     parser.add_argument("--postgres-url", default=os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--no-reference", action="store_true", help="skip scim2-server")
     parser.add_argument(
-        "--workers", default="auto", help="gateway worker processes (default auto: two per CPU, as in production.ini)"
+        "--workers", default="auto",
+        help="gateway worker processes (default auto: two per CPU, as in production.ini); a comma list runs one gateway per setting",
     )
     parser.add_argument("--threads", type=int, default=1, help="Python threads per gateway worker (default 1, as in production.ini)")
     parser.add_argument(
         "--server", default="granian", choices=["granian", "waitress"],
         help="pserve's server for the gateway (default granian, as shipped; waitress: one process, --threads threads)",
     )
+    parser.add_argument("--slices", type=int, default=20,
+                        help="the user phase runs in this many slices, targets taking turns (default 20)")
     args = parser.parse_args()
     stored_levels = [int(s) for s in args.stored.split(",") if s]
+    worker_settings = [w.strip() for w in args.workers.split(",") if w.strip()]
 
     server = (
         f"Granian, {args.workers} workers of {args.threads} threads" if args.server == "granian"
@@ -485,54 +520,67 @@ def main() -> int:
           f"filled {args.patch_size} members per PATCH; gateway on {server};"
           f" python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     workdir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
-    results = {}
+    targets, schemas, syncs, results = [], [], {}, {}
+    admin = None
     try:
+        # Every server is up before the first slice, and idle outside its own slices.
         if not args.no_reference:
-            reference = Reference(workdir / "reference")
-            try:
-                result = run_sync(reference, args.users, args.clients, args.group_size, args.patch_size)
-                p50, p99 = filter_latency(result["client"], result["names"], args.samples)
-                report(reference.name, result, args.users)
-                print(f"   filter userName eq at {result['created']} stored: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
-                results["reference"] = result
-            finally:
-                reference.stop()
+            targets.append(("reference", Reference(workdir / "reference")))
         for database in [d for d in args.databases.split(",") if d]:
-            schema = None
-            if database == "sqlite":
-                url = f"sqlite:///{workdir / 'sqlite' / 'gateway.sqlite'}"
-            else:
-                import sqlalchemy as sa
+            for workers in worker_settings:
+                key = database if len(worker_settings) == 1 else f"{database}, {workers} workers"
+                folder = workdir / key.replace(", ", "-").replace(" ", "")
+                if database == "sqlite":
+                    url = f"sqlite:///{folder / 'gateway.sqlite'}"
+                else:
+                    import sqlalchemy as sa
 
-                schema = f"scim_bench_{uuid.uuid4().hex[:8]}"
-                admin = sa.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
-                with admin.connect() as connection:
-                    connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-                sep = "&" if "?" in args.postgres_url else "?"
-                url = f"{args.postgres_url}{sep}options=-csearch_path%3D{schema}"
-            gateway = Gateway(f"gateway on {database}", url, workdir / database, args.workers, args.threads, args.server)
-            try:
-                result = run_sync(gateway, args.users, args.clients, args.group_size, args.patch_size)
-                report(gateway.name, result, args.users)
-                for level in stored_levels:
-                    names = result["names"] + gateway.top_up(level)
-                    p50, p99 = filter_latency(result["client"], names[: max(len(result["names"]), 1000)], args.samples)
-                    print(f"   filter userName eq at {gateway.stored_users():>7} stored: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
-                results[database] = result
-            finally:
-                gateway.stop()
-                if schema:
+                    schema = f"scim_bench_{uuid.uuid4().hex[:8]}"
+                    admin = admin or sa.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
                     with admin.connect() as connection:
-                        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-                    admin.dispose()
+                        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+                    schemas.append(schema)
+                    sep = "&" if "?" in args.postgres_url else "?"
+                    url = f"{args.postgres_url}{sep}options=-csearch_path%3D{schema}"
+                targets.append((key, Gateway(f"gateway on {key}", url, folder, workers, args.threads, args.server)))
+        for key, target in targets:
+            syncs[key] = Sync(target, args.users, args.clients, args.group_size, args.patch_size)
+        slices = max(1, min(args.slices, args.users))
+        bounds = [round(args.users * k / slices) for k in range(slices + 1)]
+        for k in range(slices):
+            for key, _ in targets:
+                syncs[key].users_slice(range(bounds[k], bounds[k + 1]))
+
+        for key, target in targets:
+            sync = syncs[key]
+            sync.groups()
+            sync.verify()
+            result = results[key] = sync.result()
+            report(target.name, result, args.users)
+            if key == "reference":
+                p50, p99 = filter_latency(result["client"], result["names"], args.samples)
+                print(f"   filter userName eq at {result['created']} stored: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+                continue
+            for level in stored_levels:
+                names = result["names"] + target.top_up(level)
+                p50, p99 = filter_latency(result["client"], names[: max(len(result["names"]), 1000)], args.samples)
+                print(f"   filter userName eq at {target.stored_users():>7} stored: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
         if "reference" in results:
-            print()
-            for database in ("sqlite", "postgresql"):
-                if database in results:
-                    ratio = results[database]["users_per_s"] / results["reference"]["users_per_s"]
-                    print(f"throughput ratio, gateway on {database} / scim2-server: {ratio:.1f}x"
-                          f" ({results[database]['users_per_s']:.0f} vs {results['reference']['users_per_s']:.0f} users/s)")
+            print(f"\nuser phase in {slices} slices, the targets taking turns")
+            reference = results["reference"]["users_per_s"]
+            for key, result in results.items():
+                if key != "reference":
+                    ratio = result["users_per_s"] / reference
+                    print(f"throughput ratio, gateway on {key} / scim2-server: {ratio:.1f}x"
+                          f" ({result['users_per_s']:.0f} vs {reference:.0f} users/s)")
     finally:
+        for _, target in targets:
+            target.stop()
+        if admin is not None:
+            with admin.connect() as connection:
+                for schema in schemas:
+                    connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if any(r["lost"] for r in results.values()) else 0
 
