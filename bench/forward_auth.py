@@ -1,7 +1,7 @@
 """Throughput of ``GET /auth`` with a valid session, as a ratio to a bare Pyramid view.
 
 Both run on the same server with the same settings (by default as
-production.ini ships: Granian, two single-threaded workers per CPU;
+production.ini ships: Granian, one single-threaded worker per CPU (at least two);
 ``--server waitress`` runs both on one waitress process of 4 threads, the
 server the benchmark was first defined on), on this machine, in the same run, one after the other, so the
 ratio is meaningful on a shared, noisy machine. The load comes from ``wrk``
@@ -227,7 +227,7 @@ def main() -> None:
         "GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--server", choices=["granian", "waitress"], default="granian")
-    parser.add_argument("--workers", default="auto", help="Granian worker processes (default auto: two per CPU)")
+    parser.add_argument("--workers", default="auto", help="Granian worker processes (default auto: one per CPU, at least two)")
     parser.add_argument("--threads", type=int, help="threads per worker (default 1 on Granian, 4 on waitress)")
     args = parser.parse_args()
     SERVER.update(server=args.server, workers=args.workers,

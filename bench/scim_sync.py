@@ -499,7 +499,7 @@ def main() -> int:
     parser.add_argument("--no-reference", action="store_true", help="skip scim2-server")
     parser.add_argument(
         "--workers", default="auto",
-        help="gateway worker processes (default auto: two per CPU, as in production.ini); a comma list runs one gateway per setting",
+        help="gateway worker processes (default auto: one per CPU and at least two, as in production.ini); a comma list runs one gateway per setting",
     )
     parser.add_argument("--threads", type=int, default=1, help="Python threads per gateway worker (default 1, as in production.ini)")
     parser.add_argument(

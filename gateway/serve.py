@@ -15,14 +15,16 @@ on the same code). Granian does the HTTP work in Rust, outside the GIL, so
 the Python threads only run the app; and several worker processes use
 several cores, which one Python process cannot.
 
-Defaults, measured with bench/scim_sync.py on 2 CPUs: two single-threaded
-workers per CPU. A keep-alive connection stays with the worker that
-accepted it and the kernel spreads connections at random, so with one
-worker per CPU an unlucky spread leaves one core idle while the other
-queues (runs of one setting varied from 320 to 610 users/s); with two per
-CPU the kernel's scheduler evens the load out (525-680). A second thread
-per worker only added GIL waits (group PATCH p99 up to 130 ms against
-~40 ms).
+Defaults, measured with bench/scim_sync.py on 2 CPUs: one single-threaded
+worker per CPU, and at least two. Every extra process costs CPU of its own
+(more sleeps and wake-ups, more database connections, colder caches): in
+one run with the targets taking turns, four workers did 287 users/s on
+PostgreSQL and 359 on SQLite where two did 307 and 407. A keep-alive
+connection stays with the worker that accepted it and the kernel spreads
+connections at random, so one worker can hold more clients than the
+other; the second core then runs PostgreSQL and the client. A second
+thread per worker only added GIL waits (group PATCH p99 up to 130 ms
+against ~40 ms).
 
 Each worker loads the app from the ini itself (the copy pserve loaded first
 only checked the settings, and is released before the workers start), so no
@@ -106,7 +108,7 @@ def parse_server_settings(settings: dict[str, str]) -> dict:
         raise ConfigError(f'server:main listen: expected HOST:PORT such as 127.0.0.1:6543, got "{listen}"')
     workers = values["workers"].strip()
     if workers == "auto":
-        worker_count = min(64, 2 * len(os.sched_getaffinity(0)))
+        worker_count = min(64, max(2, len(os.sched_getaffinity(0))))
     elif workers.isdigit() and 1 <= int(workers) <= 64:
         worker_count = int(workers)
     else:

@@ -146,6 +146,37 @@ def test_unknown_attributes_and_bad_syntax_are_invalid_filter(scim, text):
     assert_error(scim.get("/Users", filter=text, status=400), 400, "invalidFilter")
 
 
+@pytest.mark.parametrize(
+    ("text", "quick"),
+    [('userName eq "Alice@Contoso.com"', True), ('  externalId EQ "a \\"quoted\\" id"  ', True),
+     ('displayName eq "\\u00e9t\\u00e9"', True), ('name.givenName eq "Ann"', True),
+     ('urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "R&D"', True),
+     ('emails eq "a@b.c"', False), ('emails.value eq "a@b.c"', False), ('active eq "true"', False),
+     ('meta.lastModified eq "2026-01-01T00:00:00Z"', False), ('manager eq "x"', False),
+     ('urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager eq "x"', False),
+     ('userName eq "a" or userName eq "b"', False), ('userName eq "bad \\x escape"', False), ('nosuch eq "x"', False),
+     ('userName eq"x"', False)],
+)
+def test_the_one_match_eq_lookup_means_what_the_full_parser_means(text, quick):
+    # Entra's lookup before every create skips the tokeniser; whatever it
+    # takes must come out as the full parser's own result, and what it
+    # does not take (or would get wrong) goes to the full parser.
+    from gateway.scim.errors import ScimError
+    from gateway.scim.filters import _Parser, _simple_eq
+    from gateway.scim.schemas import resource_types
+
+    user_type = resource_types([])["User"]
+    taken = _simple_eq(text, user_type)
+    try:
+        parser = _Parser(text, user_type)
+        full = parser.parse_filter()
+        parser.done()
+    except ScimError:
+        full = None
+    assert (taken is not None) == quick
+    assert taken is None or taken == full
+
+
 # ---------------------------------------------------------------- ETags
 
 

@@ -63,6 +63,17 @@ def test_a_bad_server_setting_stops_pserve_with_one_line(tmp_path, line, message
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 2), (2, 2), (8, 8), (100, 64)])
+def test_auto_runs_one_worker_per_cpu_and_at_least_two(monkeypatch, cpus, workers):
+    # One per CPU measured faster than two per CPU (gateway/serve.py); one
+    # worker alone would queue every request behind a slow one.
+    from gateway import serve
+
+    monkeypatch.setattr(serve.os, "sched_getaffinity", lambda _pid: set(range(cpus)))
+    assert serve.parse_server_settings({"workers": "auto"})["workers"] == workers
+    assert serve.parse_server_settings({})["workers"] == workers
+
+
 def _children(pid: int) -> set[int]:
     found = set()
     for entry in Path("/proc").iterdir():

@@ -335,10 +335,36 @@ def parse_filter(text: str, resource_type: ResourceType) -> Expr:
         raise bad_request("invalidFilter", f"filter longer than {MAX_FILTER_LENGTH} characters")
     if not text.strip():
         raise bad_request("invalidFilter", "empty filter")
-    parser = _Parser(text, resource_type)
-    expr = parser.parse_filter()
-    parser.done()
+    expr = _simple_eq(text, resource_type)
+    if expr is None:
+        parser = _Parser(text, resource_type)
+        expr = parser.parse_filter()
+        parser.done()
     return expr
+
+
+#: ``attr eq "value"``: what Entra sends before every create, in one match.
+_SIMPLE_EQ = re.compile(r'\s*([A-Za-z$][\w$\-.:]*)\s+[eE][qQ]\s+("(?:[^"\\]|\\.)*")\s*')
+
+
+def _simple_eq(text: str, resource_type: ResourceType) -> Compare | None:
+    """The parser's own result for a string attribute compared with ``eq``
+    (Entra's ``userName eq "..."`` lookup), without tokenising; None for
+    anything else, which the full parser then takes (and explains if bad)."""
+    match = _SIMPLE_EQ.fullmatch(text)
+    if match is None:
+        return None
+    path = resource_type.resolve(match.group(1))
+    if path is None or path.attribute.multi_valued:
+        return None
+    leaf = path.leaf
+    if leaf.type != "string" or leaf.open:
+        return None
+    try:
+        value = json.loads(match.group(2))
+    except ValueError:
+        return None
+    return Compare(path, "eq", value)
 
 
 def parse_path(text: str, resource_type: ResourceType) -> PatchPath:
