@@ -240,6 +240,12 @@ class ScimStorageContract:
         assert info.value.ids == {"nobody"}
         with tx() as request:
             assert storage.count_members(request, group.id) == 0
+            # Not even within the transaction: a caller that goes on after
+            # the error commits no partial list.
+            with pytest.raises(UnknownMembers):
+                storage.add_members(request, group.id, ["nobody", uid])
+            assert storage.count_members(request, group.id) == 0
+            assert storage.add_members(request, group.id, [uid]) == [uid]
 
     def test_group_display_name_is_unique_case_insensitively(self, storage, tx):
         with tx() as request:

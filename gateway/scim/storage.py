@@ -191,7 +191,8 @@ class ScimStorage(abc.ABC):
         """Add users to the group, touching only their memberships (never
         rewriting the whole list: a group may have 50,000 members). Ids already
         members are ignored. Raise :class:`UnknownMembers` for ids that name no
-        user. Return the ids actually added. Bumps the version if any was."""
+        user, having added none of the others. Return the ids actually added.
+        Bumps the version if any was."""
 
     @abc.abstractmethod
     def remove_members(self, request, group_id: str, user_ids: list[str]) -> list[str]:

@@ -206,6 +206,12 @@ class _PaddedIdLists:
     def delete(self, connection, group_id: str, ids: list[str]) -> list[str]:
         return self._run(self._delete, connection, ids, group_id=group_id)
 
+    def add_if_all_exist(self, connection, group_id: str, ids: list[str], now) -> tuple[list[str], list[str]]:
+        found = self.existing(connection, ids)
+        if len(set(found)) < len(ids):
+            return found, []
+        return found, self.insert(connection, group_id, ids, now)
+
     def statements(self) -> list[Prepared]:
         return [make(size) for size in self.SIZES[:3] for make in (self._existing, self._insert, self._delete)]
 
@@ -241,8 +247,26 @@ class _ArrayIdLists:
         .returning(GroupMember.user_id)
     )
 
+    # Check and insert in one round trip: the rows go in only if every id is a user.
+    ADD_IF_ALL_EXIST = Prepared(
+        sa.text(
+            f"WITH found AS (SELECT id FROM {User.__tablename__} WHERE id = ANY(:ids)), "
+            f"added AS (INSERT INTO {GroupMember.__tablename__} (group_id, user_id, created_at) "
+            "SELECT :group_id, id, :now FROM found WHERE (SELECT count(*) FROM found) = cardinality(:ids) "
+            "ON CONFLICT DO NOTHING RETURNING user_id) "
+            "SELECT (SELECT array_agg(id) FROM found) AS found, (SELECT array_agg(user_id) FROM added) AS added"
+        )
+        .bindparams(_IDS, _GROUP_ID, sa.bindparam("now", type_=GroupMember.created_at.type))
+        .columns(sa.column("found", postgresql.ARRAY(sa.String())), sa.column("added", postgresql.ARRAY(sa.String())))
+    )
+
     def existing(self, connection, ids: list[str]) -> list[str]:
         return [row[0] for row in self.EXISTING.rows(connection, {"ids": ids})]
+
+    def add_if_all_exist(self, connection, group_id: str, ids: list[str], now) -> tuple[list[str], list[str]]:
+        """(ids that are users, ids added): nothing is added unless every one is a user."""
+        row = self.ADD_IF_ALL_EXIST.rows(connection, {"ids": ids, "group_id": group_id, "now": now})[0]
+        return list(row.found or ()), list(row.added or ())
 
     def insert(self, connection, group_id: str, ids: list[str], now) -> list[str]:
         return [row[0] for row in self.INSERT.rows(connection, {"ids": ids, "group_id": group_id, "now": now})]
@@ -251,7 +275,7 @@ class _ArrayIdLists:
         return [row[0] for row in self.DELETE.rows(connection, {"ids": ids, "group_id": group_id})]
 
     def statements(self) -> list[Prepared]:
-        return [self.EXISTING, self.INSERT, self.DELETE]
+        return [self.EXISTING, self.INSERT, self.DELETE, self.ADD_IF_ALL_EXIST]
 
 
 def _record(row, members=None) -> Record:
@@ -441,8 +465,12 @@ class SqlStorage(ScimStorage):
 
     def _insert_members(self, dbsession, group_id: str, user_ids: list[str]) -> list[str]:
         user_ids = list(dict.fromkeys(user_ids))
-        self._check_users(dbsession, user_ids)
-        return self.id_lists.insert(session_connection(dbsession, write=True), group_id, user_ids, utcnow())
+        connection = session_connection(dbsession, write=True)
+        found, added = self.id_lists.add_if_all_exist(connection, group_id, user_ids, utcnow())
+        missing = set(user_ids) - set(found)
+        if missing:
+            raise UnknownMembers(missing)
+        return added
 
     def _bump(self, dbsession, group_id: str) -> None:
         _BUMP_GROUP.execute(session_connection(dbsession, write=True), {"id": group_id, "now": utcnow()})
