@@ -218,7 +218,7 @@ class _PaddedIdLists:
 
 class _ArrayIdLists:
     """Membership statements over a list of user ids, for PostgreSQL: the
-    list is one array parameter (``= ANY(:ids)``, ``unnest(:ids)``).
+    list is one array parameter (``= ANY(:ids)``, ``cardinality(:ids)``).
 
     One statement serves every length, and its plan probes the primary key.
     With one parameter per id, the generic plan PostgreSQL switches to after
@@ -232,15 +232,6 @@ class _ArrayIdLists:
     _IDS = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String()))
     _GROUP_ID = sa.bindparam("group_id", type_=GroupMember.group_id.type)
     EXISTING = Prepared(sa.select(User.id).where(User.id == sa.any_(_IDS)))
-    INSERT = Prepared(
-        postgresql.insert(GroupMember)
-        .from_select(
-            ["group_id", "user_id", "created_at"],
-            sa.select(_GROUP_ID, sa.func.unnest(_IDS), sa.bindparam("now", type_=GroupMember.created_at.type)),
-        )
-        .on_conflict_do_nothing()
-        .returning(GroupMember.user_id)
-    )
     DELETE = Prepared(
         sa.delete(GroupMember)
         .where(GroupMember.group_id == _GROUP_ID, GroupMember.user_id == sa.any_(_IDS))
@@ -268,14 +259,11 @@ class _ArrayIdLists:
         row = self.ADD_IF_ALL_EXIST.rows(connection, {"ids": ids, "group_id": group_id, "now": now})[0]
         return list(row.found or ()), list(row.added or ())
 
-    def insert(self, connection, group_id: str, ids: list[str], now) -> list[str]:
-        return [row[0] for row in self.INSERT.rows(connection, {"ids": ids, "group_id": group_id, "now": now})]
-
     def delete(self, connection, group_id: str, ids: list[str]) -> list[str]:
         return [row[0] for row in self.DELETE.rows(connection, {"ids": ids, "group_id": group_id})]
 
     def statements(self) -> list[Prepared]:
-        return [self.EXISTING, self.INSERT, self.DELETE, self.ADD_IF_ALL_EXIST]
+        return [self.EXISTING, self.ADD_IF_ALL_EXIST, self.DELETE]
 
 
 def _record(row, members=None) -> Record:
