@@ -213,6 +213,11 @@ class ScimStorageContract:
             storage.set_members(request, group.id, [ids[4]])
         with tx() as request:
             assert [m.value for m in storage.get_group(request, group.id).members] == [ids[4]]
+            # An unknown id refuses the whole list, before anything changes.
+            with pytest.raises(UnknownMembers) as info:
+                storage.set_members(request, group.id, [ids[0], "nobody"])
+            assert info.value.ids == {"nobody"}
+            assert [m.value for m in storage.get_group(request, group.id).members] == [ids[4]]
         with tx() as request:  # an id that begins like a member's is not that member
             assert storage.remove_members(request, group.id, [ids[4] + "-not-this-one"]) == []
         with tx() as request:  # empty lists: nothing to check, add or remove

@@ -445,12 +445,6 @@ class SqlStorage(ScimStorage):
 
     # ---------------------------------------------------------------- membership
 
-    def _check_users(self, dbsession, user_ids: list[str]) -> None:
-        found = set(self.id_lists.existing(session_connection(dbsession), user_ids))
-        missing = set(user_ids) - found
-        if missing:
-            raise UnknownMembers(missing)
-
     def _insert_members(self, dbsession, group_id: str, user_ids: list[str]) -> list[str]:
         user_ids = list(dict.fromkeys(user_ids))
         connection = session_connection(dbsession, write=True)
@@ -479,15 +473,16 @@ class SqlStorage(ScimStorage):
     def set_members(self, request, group_id: str, user_ids: list[str]) -> None:
         dbsession = request.dbsession
         wanted = list(dict.fromkeys(user_ids))
-        self._check_users(dbsession, wanted)
         current = set(dbsession.scalars(sa.select(GroupMember.user_id).where(GroupMember.group_id == group_id)))
+        # Additions first: an unknown id (never a current member) is refused
+        # before anything is written.
+        new = [u for u in wanted if u not in current]
+        if new:
+            self._insert_members(dbsession, group_id, new)
         keep = set(wanted)
         gone = [u for u in current if u not in keep]
         if gone:
             self.id_lists.delete(session_connection(dbsession, write=True), group_id, gone)
-        new = [u for u in wanted if u not in current]
-        if new:
-            self._insert_members(dbsession, group_id, new)
         self._bump(dbsession, group_id)
 
     def count_members(self, request, group_id: str) -> int:
