@@ -4,6 +4,7 @@ discovery, hooks, audit and sessions; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 import textwrap
 import time
@@ -93,6 +94,21 @@ def test_media_types(scim):
 def test_malformed_json_is_invalid_syntax(scim):
     assert_error(scim.post("/Users", b"{not json", status=400), 400, "invalidSyntax")
     assert_error(scim.post("/Users", [1, 2], status=400), 400, "invalidSyntax")
+
+
+def test_numbers_come_back_exactly_as_sent_and_nan_is_not_json(make_app, scim_settings):
+    urn = "urn:ietf:params:scim:schemas:extension:acme:2.0:User"
+    client = ScimClient(app := make_app(**scim_settings, **{"scim.custom_schemas": urn}), make_token(app))
+    numbers = {"Badge": 123456789012345678901234567890, "Floor": -9223372036854775809, "Ratio": 0.1, "Seat": 7,
+               "Phone": "00441234567890123456789", "Name": "Zoë 名前"}
+    created = client.post("/Users", {"userName": "numbers@example.com", urn: numbers}).json
+    assert created[urn] == numbers
+    got = client.get(f"/Users/{created['id']}").json
+    assert got[urn] == numbers and json.loads(client.get(f"/Users/{created['id']}").body)[urn]["Badge"] == numbers["Badge"]
+    for text in (b'{"userName": "nan@example.com", "title": NaN}', b'{"userName": "inf@example.com", "title": Infinity}',
+                 b'{"userName": "big@example.com", "x": 123456789012345678901234567890, "title": -Infinity}'):
+        assert_error(client.post("/Users", text, status=400), 400, "invalidSyntax")
+    assert client.get("/Users").json["totalResults"] == 1
 
 
 def test_body_over_the_limit_is_413(make_app, scim_settings):

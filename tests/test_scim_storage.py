@@ -235,6 +235,40 @@ class ScimStorageContract:
             assert storage.add_members(request, group.id, [uid]) == []
             assert storage.get_group(request, group.id, with_members=False).version == 1
 
+    def test_a_membership_change_moves_the_version_its_own_transaction_reads(self, storage, tx):
+        # However late a backend bumps the version, every read after the change sees it.
+        with tx() as request:
+            uids = [storage.create_user(request, user(f"v{i}")).id for i in range(3)]
+            group = storage.create_group(request, {"displayName": "Versions"}, [])
+        by_name = Query(filter=parse_filter('displayName eq "Versions"', TYPES["Group"]))
+        with tx() as request:
+            storage.add_members(request, group.id, uids[:1])
+            assert storage.get_group(request, group.id, with_members=False).version == 2
+            storage.add_members(request, group.id, uids[1:2])
+            assert storage.query_groups(request, by_name).resources[0].version == 3
+            storage.remove_members(request, group.id, uids[:1])
+            locked = storage.get_group(request, group.id, for_update=True)
+            assert locked.version == 4 and {m.value for m in locked.members} == {uids[1]}
+            storage.add_members(request, group.id, uids[2:])  # no read after this one
+        with tx() as request:
+            got = storage.get_group(request, group.id)
+            assert got.version == 5 and {m.value for m in got.members} == set(uids[1:])
+            storage.set_members(request, group.id, uids[:1])
+            replaced = storage.replace_group(request, group.id, {"displayName": "Versions"})
+            assert replaced.version == 6
+        with pytest.raises(RuntimeError):
+            with tx() as request:
+                storage.add_members(request, group.id, uids[1:])
+                raise RuntimeError("rolled back")
+        with tx() as request:
+            got = storage.get_group(request, group.id)
+            assert got.version >= 6 and [m.value for m in got.members] == uids[:1]
+            before = got.version
+        with tx() as request:
+            storage.remove_members(request, group.id, uids[:1])
+        with tx() as request:
+            assert storage.get_group(request, group.id, with_members=False).version > before
+
     def test_unknown_members_are_refused_and_nothing_is_added(self, storage, tx):
         with tx() as request:
             uid = storage.create_user(request, user("o0")).id

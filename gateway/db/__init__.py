@@ -17,11 +17,15 @@ from pyramid.tweens import EXCVIEW
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import jsoncodec
 from .models import Base  # noqa: F401  (re-exported for migrations and tests)
 
 
 def create_engine(url: str, **kwargs) -> sa.Engine:
     """An engine with the per-backend settings the gateway relies on."""
+    # JSON columns (SCIM data, audit details) through the gateway's codec.
+    kwargs.setdefault("json_serializer", jsoncodec.dumps_text)
+    kwargs.setdefault("json_deserializer", jsoncodec.loads)
     if url.startswith("sqlite"):
         database = sa.engine.make_url(url).database
         if database and database != ":memory:":

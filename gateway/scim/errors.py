@@ -11,11 +11,12 @@ that fails half-way leaves no partial write behind.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from pyramid.httpexceptions import HTTPMethodNotAllowed, HTTPNotFound
 from pyramid.response import Response
+
+from .. import jsoncodec
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def error_body(status: int, detail: str, scim_type: str | None = None) -> dict:
 def error_response(status: int, detail: str, scim_type: str | None = None, headers: dict | None = None) -> Response:
     response = Response(
         status=status,
-        body=json.dumps(error_body(status, detail, scim_type)).encode(),
+        body=jsoncodec.dumps(error_body(status, detail, scim_type)),
         content_type=SCIM_CONTENT_TYPE,
         charset=None,
     )

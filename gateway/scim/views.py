@@ -10,11 +10,11 @@ ignored everywhere.
 from __future__ import annotations
 
 import functools
-import json
 
 from pyramid.response import Response
 from pyramid.view import view_config
 
+from .. import jsoncodec
 from ..provisioning import SCIM_DISABLED, scim_enabled
 from .errors import SCIM_CONTENT_TYPE, ScimError, bad_request, unauthorized
 from .filters import parse_filter
@@ -49,7 +49,7 @@ def base_url(request) -> str:
 
 
 def scim_response(body, status: int = 200, version: int | None = None, location: str | None = None) -> Response:
-    response = Response(status=status, body=json.dumps(body).encode(), content_type=SCIM_CONTENT_TYPE, charset=None)
+    response = Response(status=status, body=jsoncodec.dumps(body), content_type=SCIM_CONTENT_TYPE, charset=None)
     if version is not None:
         response.headers["ETag"] = etag(version)
     if location:
@@ -69,8 +69,8 @@ def read_json(request):
     if len(raw) > limit:
         raise ScimError(413, f"request body larger than {limit} bytes")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return jsoncodec.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError is one
         raise bad_request("invalidSyntax", f"the request body is not valid JSON: {exc}") from None
 
 

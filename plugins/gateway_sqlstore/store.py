@@ -20,6 +20,13 @@ on SQLite a no-op UPDATE that takes the database write lock, since SQLite
 has no row locks), so concurrent PATCHes of one resource serialise instead
 of losing each other's changes. Uniqueness rests on the unique indexes: a
 racing duplicate fails at INSERT and becomes :class:`Conflict`.
+
+A membership change bumps its group's version as late as it can: at the
+transaction's next read of that group (the ETag of Entra's 204, one
+``UPDATE ... RETURNING`` that bumps and reads) or just before COMMIT
+(:class:`_LateBumps`). The bump locks the group row until COMMIT, and
+Entra sends several PATCHes to one group at once; locked early, each
+waited for the others' audit rows and reads as well as their commits.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ import contextlib
 import functools
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from gateway.db.models import Group, GroupMember, User, new_id, utcnow
 from gateway.db.prepared import Prepared, session_connection
@@ -138,7 +147,56 @@ _BUMP_GROUP = Prepared(
     sa.update(Group)
     .where(Group.id == sa.bindparam("id", type_=Group.id.type))
     .values(version=Group.version + 1, updated_at=sa.bindparam("now", type_=Group.updated_at.type))
+    .returning(*GROUP_COLUMNS)
 )
+
+
+class _LateBumps:
+    """The groups whose version a transaction still has to bump.
+
+    Kept in ``session.info``; bumped by the storage when the transaction
+    reads the group, and otherwise by the ``before_commit`` listener below
+    (on every :class:`~sqlalchemy.orm.Session`, so a session from any
+    factory, or none, commits its bumps). A transaction that rolls back
+    forgets them with its writes.
+    """
+
+    KEY = "gateway_sqlstore.late_bumps"
+
+    @classmethod
+    def add(cls, dbsession, group_id: str) -> None:
+        dbsession.info.setdefault(cls.KEY, set()).add(group_id)
+
+    @classmethod
+    def take(cls, dbsession, group_id: str) -> bool:
+        """Whether ``group_id`` was waiting for its bump (it no longer is)."""
+        pending = dbsession.info.get(cls.KEY)
+        if pending and group_id in pending:
+            pending.discard(group_id)
+            return True
+        return False
+
+    @classmethod
+    def bump(cls, dbsession, group_id: str):
+        """Bump now; the group's row (GROUP_COLUMNS) after it, or None if it is gone."""
+        connection = session_connection(dbsession, write=True)
+        rows = _BUMP_GROUP.rows(connection, {"id": group_id, "now": utcnow()})
+        return rows[0] if rows else None
+
+    @classmethod
+    def bump_all(cls, dbsession) -> None:
+        pending = dbsession.info.pop(cls.KEY, None)
+        for group_id in sorted(pending or ()):  # one order: two transactions never wait on each other crosswise
+            cls.bump(dbsession, group_id)
+
+    @classmethod
+    def forget(cls, dbsession, transaction) -> None:
+        if transaction.parent is None:
+            dbsession.info.pop(cls.KEY, None)
+
+
+event.listen(Session, "before_commit", _LateBumps.bump_all)
+event.listen(Session, "after_transaction_end", _LateBumps.forget)
 
 
 class _PaddedIdLists:
@@ -309,12 +367,20 @@ class SqlStorage(ScimStorage):
         for statement in statements:
             statement.compiled(dialect)
 
+    @staticmethod
+    def _transaction_session(request):
+        """The request's session if the request has one (its reads must see its writes), else None."""
+        if "dbsession" in request.__dict__ or "app.dbsession" in getattr(request, "environ", ()):
+            return request.dbsession
+        return None
+
     @contextlib.contextmanager
     def _reading(self, request):
         """The connection a read runs on: the request's transaction when it
-        has one (it must see its own writes), else a pooled autocommit one."""
-        if "dbsession" in request.__dict__ or "app.dbsession" in getattr(request, "environ", ()):
-            yield request.dbsession.connection()
+        has one, else a pooled autocommit one."""
+        dbsession = self._transaction_session(request)
+        if dbsession is not None:
+            yield dbsession.connection()
         else:
             with self.read_engine.connect() as connection:
                 yield connection
@@ -324,6 +390,8 @@ class SqlStorage(ScimStorage):
 
     def _locked_row(self, dbsession, model, resource_id: str):
         """The row of ``resource_id``, locked until the transaction ends (None if absent)."""
+        if model is Group and _LateBumps.take(dbsession, resource_id):
+            return _LateBumps.bump(dbsession, resource_id)  # the bump's UPDATE took the lock
         lock, read = _LOCKED_READS[model]
         connection = session_connection(dbsession, write=self.dialect == "sqlite")
         if self.dialect == "sqlite":
@@ -415,13 +483,19 @@ class SqlStorage(ScimStorage):
             members = self._members(dbsession, [group_id])[group_id] if with_members else None
             return _record(row, members)
         with self._reading(request) as connection:
-            rows = _GET_GROUP.rows(connection, {"id": group_id})
+            dbsession = self._transaction_session(request)
+            if dbsession is not None and _LateBumps.take(dbsession, group_id):
+                row = _LateBumps.bump(dbsession, group_id)  # bump and read in one statement
+                rows = [row] if row is not None else []
+            else:
+                rows = _GET_GROUP.rows(connection, {"id": group_id})
             if not rows:
                 return None
             members = self._members(connection, [group_id])[group_id] if with_members else None
         return _record(rows[0], members)
 
     def replace_group(self, request, group_id: str, data: dict) -> Record:
+        _LateBumps.take(request.dbsession, group_id)  # this UPDATE bumps the version
         stmt = (
             sa.update(Group)
             .where(Group.id == group_id)
@@ -435,6 +509,7 @@ class SqlStorage(ScimStorage):
         return _record(row)
 
     def delete_group(self, request, group_id: str) -> bool:
+        _LateBumps.take(request.dbsession, group_id)
         result = request.dbsession.execute(
             sa.delete(Group).where(Group.id == group_id), execution_options={"synchronize_session": False}
         )
@@ -454,20 +529,17 @@ class SqlStorage(ScimStorage):
             raise UnknownMembers(missing)
         return added
 
-    def _bump(self, dbsession, group_id: str) -> None:
-        _BUMP_GROUP.execute(session_connection(dbsession, write=True), {"id": group_id, "now": utcnow()})
-
     def add_members(self, request, group_id: str, user_ids: list[str]) -> list[str]:
         added = self._insert_members(request.dbsession, group_id, user_ids)
         if added:
-            self._bump(request.dbsession, group_id)
+            _LateBumps.add(request.dbsession, group_id)
         return added
 
     def remove_members(self, request, group_id: str, user_ids: list[str]) -> list[str]:
         connection = session_connection(request.dbsession, write=True)
         removed = self.id_lists.delete(connection, group_id, list(dict.fromkeys(user_ids)))
         if removed:
-            self._bump(request.dbsession, group_id)
+            _LateBumps.add(request.dbsession, group_id)
         return removed
 
     def set_members(self, request, group_id: str, user_ids: list[str]) -> None:
@@ -483,7 +555,7 @@ class SqlStorage(ScimStorage):
         gone = [u for u in current if u not in keep]
         if gone:
             self.id_lists.delete(session_connection(dbsession, write=True), group_id, gone)
-        self._bump(dbsession, group_id)
+        _LateBumps.add(dbsession, group_id)
 
     def count_members(self, request, group_id: str) -> int:
         return request.dbsession.scalar(
@@ -520,6 +592,9 @@ class SqlStorage(ScimStorage):
         return page, count, (expr.value.lower() if lowered else expr.value)
 
     def _query(self, request, model, columns, query: Query, members: bool) -> Page:
+        dbsession = self._transaction_session(request)
+        if model is Group and dbsession is not None:
+            _LateBumps.bump_all(dbsession)  # the versions listed must be this transaction's
         with self._reading(request) as connection:
             lookup = self._key_lookup(model, query) if not query.descending else None
             if lookup is not None:
