@@ -30,7 +30,9 @@ class GatewayRequest(Request):
 
     @reify
     def correlation_id(self) -> str:
-        """The id shown on error pages and logged with every problem."""
+        """The id shown on error pages and logged with every problem, and
+        echoed in the response's ``X-Request-Id``."""
+        self.add_response_callback(web.echo_correlation_id)
         return web.correlation_id(self)
 
     @reify

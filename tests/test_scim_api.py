@@ -123,6 +123,26 @@ def test_unknown_paths_methods_and_me(scim):
     assert_error(scim.get("/Nope", status=404), 404)
     assert_error(scim.app.delete(f"{SCIM}/Users", headers=scim.headers(), status=405), 405)
     assert_error(scim.get("/Me", status=501), 501)
+    uid = scim.create_user("methods@example.com")["id"]
+    for method, path in (("put", "/Users"), ("post", f"/Users/{uid}"), ("get", "/.search"), ("get", "/Users/.search"),
+                         ("delete", "/Schemas"), ("patch", "/Groups")):
+        response = getattr(scim.app, method)(SCIM + path, headers=scim.headers(), status=405)
+        assert_error(response, 405)
+        assert method.upper() in response.json["detail"]
+    # Without a token, a wrong method is still a 401 first.
+    scim.app.put(f"{SCIM}/Users", status=401)
+    # HEAD is GET without the body.
+    head = scim.app.head(f"{SCIM}/Users/{uid}", headers=scim.headers(), status=200)
+    assert head.body == b"" and head.headers["ETag"] == scim.get(f"/Users/{uid}").headers["ETag"]
+
+
+def test_every_scim_response_echoes_its_correlation_id(scim):
+    ok = scim.get("/Users", headers={"X-Request-Id": "corr-scim-list-1"})
+    assert ok.headers["X-Request-Id"] == "corr-scim-list-1"
+    failed = scim.get("/Users/no-such-id", status=404, headers={"X-Request-Id": "corr-scim-404-1"})
+    assert failed.headers["X-Request-Id"] == "corr-scim-404-1"
+    created = scim.post("/Users", {"userName": "corr@example.com"})
+    assert len(created.headers["X-Request-Id"]) == 16  # made fresh, and recorded with the write
 
 
 # ---------------------------------------------------------------- errors

@@ -75,6 +75,21 @@ class _Compiled:
         return rows
 
 
+_CURSOR = "gateway.prepared_cursor"
+
+
+def _cursor(pooled):
+    """One DBAPI cursor per pooled connection, kept in its pool record's
+    ``info`` for the statements of every request that checks it out (a new
+    cursor per statement cost a fifth of a short statement's client time).
+    A connection replaced by the pool gets a new one."""
+    dbapi_connection = pooled.dbapi_connection
+    cursor = pooled.info.get(_CURSOR)
+    if cursor is None or cursor.connection is not dbapi_connection:
+        cursor = pooled.info[_CURSOR] = dbapi_connection.cursor()
+    return cursor
+
+
 class Prepared:
     """One statement, compiled on first use for each dialect."""
 
@@ -99,7 +114,7 @@ class Prepared:
         params = compiled.params(values)
         if compiled.writes:
             before_write(connection)
-        cursor = connection.connection.cursor()
+        cursor = _cursor(connection.connection)
         try:
             cursor.execute(compiled.sql, params)
             raw = cursor.fetchall() if compiled.row_type is not None else ()
@@ -108,8 +123,6 @@ class Prepared:
             raise sa.exc.DBAPIError.instance(
                 compiled.sql, params, exc, compiled.dialect.loaded_dbapi.Error, dialect=compiled.dialect
             ) from exc
-        finally:
-            cursor.close()
         return (compiled.convert(raw) if raw else []), rowcount
 
     def rows(self, connection: sa.Connection, values: dict[str, Any]) -> list:

@@ -39,6 +39,7 @@ def scim_view(view):
         if not scim_enabled(request.registry.gateway_settings):
             raise ScimError(403, SCIM_DISABLED)
         request.scim = ScimService(request, token.name)
+        request.correlation_id  # noqa: B018  (echoed on every SCIM response, for the client's logs)
         return view(context, request)
 
     return wrapper
@@ -199,17 +200,14 @@ def _kind(request) -> str:
     return "User" if request.matchdict["resource"].lower() == "users" else "Group"
 
 
-@view_config(route_name="scim.collection", request_method="GET", decorator=scim_view)
 def list_resources(request):
     return _list(request, _kind(request), Params(request.GET))
 
 
-@view_config(route_name="scim.collection_search", request_method="POST", decorator=scim_view)
 def search_resources(request):
     return _list(request, _kind(request), _search_body(request))
 
 
-@view_config(route_name="scim.search", request_method="POST", decorator=scim_view)
 def search_everything(request):
     """POST /.search: users, then groups, paged as one list (RFC 7644 §3.4.3).
 
@@ -243,7 +241,6 @@ def search_everything(request):
     return _list_response(total, start_index, resources)
 
 
-@view_config(route_name="scim.collection", request_method="POST", decorator=scim_view)
 def create_resource(request):
     body = read_json(request)
     kind = _kind(request)
@@ -251,7 +248,6 @@ def create_resource(request):
     return _one(request, kind, record, status=201)
 
 
-@view_config(route_name="scim.resource", request_method="GET", decorator=scim_view)
 def get_resource(request):
     kind = _kind(request)
     rt = request.registry.scim_resource_types[kind]
@@ -260,7 +256,6 @@ def get_resource(request):
     return _not_modified(request, record) or _one(request, kind, record)
 
 
-@view_config(route_name="scim.resource", request_method="PUT", decorator=scim_view)
 def replace_resource(request):
     body = read_json(request)
     kind, resource_id = _kind(request), request.matchdict["id"]
@@ -271,7 +266,6 @@ def replace_resource(request):
     return _one(request, kind, record)
 
 
-@view_config(route_name="scim.resource", request_method="PATCH", decorator=scim_view)
 def patch_resource(request):
     body = read_json(request)
     kind, resource_id = _kind(request), request.matchdict["id"]
@@ -290,7 +284,6 @@ def patch_resource(request):
     return response
 
 
-@view_config(route_name="scim.resource", request_method="DELETE", decorator=scim_view)
 def delete_resource(request):
     kind, resource_id = _kind(request), request.matchdict["id"]
     if kind == "User":
@@ -300,14 +293,37 @@ def delete_resource(request):
     return Response(status=204)
 
 
+def _by_method(request, **handlers):
+    """The handler for the request's method (HEAD as GET), or a SCIM 405.
+
+    One view per route that picks by method: with a view per method, Pyramid
+    tried them in turn and built an HTTP exception for every miss.
+    """
+    method = "GET" if request.method == "HEAD" else request.method
+    handler = handlers.get(method)
+    if handler is None:
+        raise ScimError(405, f"{request.method} is not allowed on {request.path}")
+    return handler(request)
+
+
 @view_config(route_name="scim.collection", decorator=scim_view)
+def collection(request):
+    return _by_method(request, GET=list_resources, POST=create_resource)
+
+
 @view_config(route_name="scim.collection_search", decorator=scim_view)
+def collection_search(request):
+    return _by_method(request, POST=search_resources)
+
+
 @view_config(route_name="scim.search", decorator=scim_view)
+def search(request):
+    return _by_method(request, POST=search_everything)
+
+
 @view_config(route_name="scim.resource", decorator=scim_view)
-@view_config(route_name="scim.discovery", decorator=scim_view)
-def method_not_allowed(request):
-    # Reached only when no view above matched the method.
-    raise ScimError(405, f"{request.method} is not allowed on {request.path}")
+def resource(request):
+    return _by_method(request, GET=get_resource, PUT=replace_resource, PATCH=patch_resource, DELETE=delete_resource)
 
 
 # ------------------------------------------------------------------ discovery
@@ -318,7 +334,11 @@ def me(request):
     raise ScimError(501, "/Me is not supported: a provisioning client has no user of its own")
 
 
-@view_config(route_name="scim.discovery", request_method="GET", decorator=scim_view)
+@view_config(route_name="scim.discovery", decorator=scim_view)
+def discovery_view(request):
+    return _by_method(request, GET=discovery)
+
+
 def discovery(request):
     what = request.matchdict["what"]
     item = request.matchdict.get("item") or ()
