@@ -382,6 +382,31 @@ def test_events_audit_and_provisioning_decisions(make_app, scim_settings, record
     assert {r.actor for r in rows} == {"scim:entra-prod"} and {r.target_name for r in rows} == {"ev@example.com"}
 
 
+def test_a_group_patch_of_members_is_audited_and_a_missing_group_is_404(scim):
+    uid = scim.create_user("aud@example.com")["id"]
+    gid = scim.create_group("Audited")["id"]
+    add = {"op": "Add", "path": "members", "value": [{"value": uid}]}
+    added = scim.patch_ops(f"/Groups/{gid}", add, status=204)
+    scim.patch_ops(f"/Groups/{gid}", {"op": "Remove", "path": f'members[value eq "{uid}"]'}, status=204)
+    assert scim.get(f"/Groups/{gid}").json["meta"]["version"] == 'W/"3"' and added.headers["ETag"] == 'W/"2"'
+    # Members-only PATCHes go without a read of the group first: a group that
+    # is not there is still a 404, and nothing is written.
+    for op in (add, {"op": "Remove", "path": "members", "value": [{"value": uid}]},
+               {"op": "remove", "path": f'members[value eq "{uid}"]'}):
+        assert_error(scim.patch_ops("/Groups/no-such-group", op, status=404), 404)
+    assert_error(scim.patch_ops(f"/Groups/{gid}", {"op": "add", "path": "members", "value": [{"value": "nobody"}]},
+                                status=400), 400, "invalidValue")
+    engine = scim.app.app.registry.db_engine
+    with Session(engine) as session:
+        rows = session.execute(
+            sa.select(AuditEvent.action, AuditEvent.target_id, AuditEvent.target_name, AuditEvent.details)
+            .where(AuditEvent.action == "scim.group.patch").order_by(AuditEvent.id)
+        ).all()
+        assert session.scalar(sa.select(sa.func.count()).select_from(GroupMember)) == 0
+    assert [(r.target_id, r.target_name) for r in rows] == [(gid, "Audited")] * 2
+    assert [r.details for r in rows] == [{"members_added": 1}, {"members_removed": 1}]
+
+
 def test_deactivation_ends_sessions_at_once(scim):
     uid = scim.create_user("sess@example.com")["id"]
     engine = scim.app.app.registry.db_engine

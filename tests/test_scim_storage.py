@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from gateway.scim.filters import parse_filter
 from gateway.scim.schemas import resource_types
-from gateway.scim.storage import Conflict, Query, ScimStorage, UnknownMembers
+from gateway.scim.storage import Conflict, NotFound, Query, ScimStorage, UnknownMembers
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 ACME = "urn:ietf:params:scim:schemas:extension:acme:2.0:User"
@@ -268,6 +268,16 @@ class ScimStorageContract:
             storage.remove_members(request, group.id, uids[:1])
         with tx() as request:
             assert storage.get_group(request, group.id, with_members=False).version > before
+
+    def test_a_membership_change_of_a_missing_group(self, storage, tx):
+        with tx() as request:
+            uid = storage.create_user(request, user("p0")).id
+        with pytest.raises(NotFound):
+            with tx() as request:
+                storage.add_members(request, "no-such-group", [uid])
+        with tx() as request:
+            assert storage.remove_members(request, "no-such-group", [uid]) == []
+            assert storage.get_group(request, "no-such-group") is None
 
     def test_unknown_members_are_refused_and_nothing_is_added(self, storage, tx):
         with tx() as request:

@@ -22,7 +22,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import bad_request
+from .errors import ScimError, bad_request
 from .filters import Compare, Or, PatchPath, element_matches, parse_path, simple_equalities
 from .resources import coerce, coerce_complex, member_ids
 from .schemas import PATCH_OP, ResolvedPath, ResourceType
@@ -66,6 +66,29 @@ def apply_patch(data: dict, body: Any, rt: ResourceType) -> PatchResult:
     for operation in parse_operations(body):
         _Operation(result, rt, operation).run()
     return result
+
+
+def adds_or_removes_members_only(body: Any, rt: ResourceType) -> bool:
+    """Whether every operation of a group PATCH adds or removes members by
+    path (``members``, ``members[value eq "..."]``) and nothing else: what
+    Entra sends to fill a group. Such a PATCH needs none of the group's other
+    attributes, so the core applies it without reading the group first. A
+    malformed body answers False; :func:`apply_patch` then reports it."""
+    try:
+        operations = parse_operations(body)
+        for operation in operations:
+            if operation["path"] is None or operation["op"] == "replace":
+                return False
+            target = parse_path(operation["path"], rt)
+            if target.extension is not None or target.path.attribute.name != "members":
+                return False
+            if operation["op"] == "remove" and target.filter is None and not (
+                operation["has_value"] and operation["value"] is not None
+            ):
+                return False  # removes every member: a replace
+    except ScimError:
+        return False
+    return rt.name == "Group"
 
 
 def _key(container: dict, name: str) -> str:

@@ -17,10 +17,10 @@ from ..provisioning import refresh_admins_after_group_write, sync_profile_from_s
 from ..sessions import end_sessions_for_user
 from ..interfaces import Identity, UserEvent
 from .errors import ScimError, bad_request, conflict, not_found
-from .patch import apply_patch
+from .patch import adds_or_removes_members_only, apply_patch
 from .resources import normalize
 from .schemas import ENTERPRISE_USER, ResourceType
-from .storage import Conflict, Query, Record, ScimStorage, UnknownMembers, Unsupported
+from .storage import Conflict, NotFound, Query, Record, ScimStorage, UnknownMembers, Unsupported
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,8 @@ class ScimService:
             return call(self.request, *args, **kwargs)
         except Conflict as exc:
             raise conflict(str(exc) or "a unique value is taken") from None
+        except NotFound as exc:
+            raise not_found(str(exc) or "not found") from None
         except UnknownMembers as exc:
             raise bad_request("invalidValue", f"no user with id {', '.join(sorted(exc.ids))}") from None
         except Unsupported as exc:
@@ -260,37 +262,21 @@ class ScimService:
         refresh_admins_after_group_write(self.request, group_id, old.data, data)
         return self.get("Group", group_id)
 
-    def patch_group(self, group_id: str, body: Any) -> None:
-        # Entra fills a group with PATCHes that only add or remove members,
-        # several at once for one group. Those need no lock on the group for
-        # the whole transaction: a membership is a unique row (a racing add
-        # is a no-op) and the version bump at the end is the only step that
-        # waits for the others. Anything else (an attribute change, a
-        # replace of all members, If-Match) locks the group first.
-        old = self._storage(self.storage.get_group, group_id, with_members=False)
-        if old is None:
-            raise not_found(f"Group {group_id} not found")
-        result = apply_patch(old.data, body, self.types["Group"])
-        if (
-            "If-Match" in self.request.headers
-            or result.data != old.data
-            or any(change == "set" for change, _ in result.member_changes)
-        ):
-            old = self._locked_group(group_id)
-            result = apply_patch(old.data, body, self.types["Group"])
+    def patch_group(self, group_id: str, body: Any) -> Record:
+        """Apply a group PATCH; the group after it (members not loaded)."""
+        rt = self.types["Group"]
+        if "If-Match" not in self.request.headers and adds_or_removes_members_only(body, rt):
+            return self._patch_members(group_id, apply_patch({}, body, rt).member_changes)
+        # Anything else (an attribute change, a replace of all members,
+        # If-Match) locks the group first.
+        old = self._locked_group(group_id)
+        result = apply_patch(old.data, body, rt)
         if not result.data.get("displayName"):
             raise bad_request("mutability", "displayName is required")
         check_limits(result.data, "Group")
         if result.data != old.data:
             self._storage(self.storage.replace_group, group_id, result.data)
-        added = removed = 0
-        for change, ids in result.member_changes:
-            if change == "add":
-                added += len(self._storage(self.storage.add_members, group_id, ids))
-            elif change == "remove":
-                removed += len(self._storage(self.storage.remove_members, group_id, ids))
-            else:
-                self._storage(self.storage.set_members, group_id, ids)
+        added, removed = self._change_members(group_id, result.member_changes)
         self._audit(
             "scim.group.patch",
             "group",
@@ -302,6 +288,40 @@ class ScimService:
             members_replaced=any(c == "set" for c, _ in result.member_changes) or None,
         )
         refresh_admins_after_group_write(self.request, group_id, old.data, result.data)
+        return self.get("Group", group_id, with_members=False)
+
+    def _patch_members(self, group_id: str, member_changes) -> Record:
+        # Entra fills a group with PATCHes that only add or remove members,
+        # several at once for one group. They need neither the group's data
+        # nor a lock on it for the whole transaction: a membership is a unique
+        # row (a racing add is a no-op), the storage refuses a group that does
+        # not exist, and the version bump in the read below (the ETag) is the
+        # only step that waits for the others.
+        added, removed = self._change_members(group_id, member_changes)
+        record = self.get("Group", group_id, with_members=False)
+        self._audit(
+            "scim.group.patch",
+            "group",
+            group_id,
+            record.data.get("displayName"),
+            changed=[],
+            members_added=added or None,
+            members_removed=removed or None,
+        )
+        refresh_admins_after_group_write(self.request, group_id, record.data, record.data)
+        return record
+
+    def _change_members(self, group_id: str, member_changes) -> tuple[int, int]:
+        """Apply the changes in request order; (members added, members removed)."""
+        added = removed = 0
+        for change, ids in member_changes:
+            if change == "add":
+                added += len(self._storage(self.storage.add_members, group_id, ids))
+            elif change == "remove":
+                removed += len(self._storage(self.storage.remove_members, group_id, ids))
+            else:
+                self._storage(self.storage.set_members, group_id, ids)
+        return added, removed
 
     def delete_group(self, group_id: str) -> None:
         old = self._locked_group(group_id)

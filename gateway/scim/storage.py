@@ -58,6 +58,10 @@ class Unsupported(StorageError):
     """The backend cannot evaluate this filter or sort. -> 400 invalidFilter."""
 
 
+class NotFound(StorageError):
+    """The group a membership change names does not exist. -> 404."""
+
+
 class UnknownMembers(StorageError):
     """Some member ids name no stored user. -> 400 invalidValue.
 
@@ -195,14 +199,16 @@ class ScimStorage(abc.ABC):
         """Add users to the group, touching only their memberships (never
         rewriting the whole list: a group may have 50,000 members). Ids already
         members are ignored. Raise :class:`UnknownMembers` for ids that name no
-        user, having added none of the others. Return the ids actually added.
-        Bumps the version if any was."""
+        user, having added none of the others, and :class:`NotFound` if the
+        group does not exist (the core may call this without reading the
+        group first). Return the ids actually added. Bumps the version if any
+        was."""
 
     @abc.abstractmethod
     def remove_members(self, request, group_id: str, user_ids: list[str]) -> list[str]:
         """Remove these users from the group (only these); ids that are not
-        members are ignored. Return the ids actually removed. Bumps the version
-        if any was."""
+        members are ignored, and a group that does not exist has none to
+        remove. Return the ids actually removed. Bumps the version if any was."""
 
     @abc.abstractmethod
     def set_members(self, request, group_id: str, user_ids: list[str]) -> None:

@@ -271,14 +271,13 @@ def patch_resource(request):
     kind, resource_id = _kind(request), request.matchdict["id"]
     if kind == "User":
         return _one(request, kind, request.scim.patch_user(resource_id, body))
-    request.scim.patch_group(resource_id, body)
+    record = request.scim.patch_group(resource_id, body)
     # Entra expects 204 for group PATCH ("returning all the members isn't
     # advisable"); a client that asks for attributes gets the group back.
     if _param(request, "attributes") or _param(request, "excludedAttributes"):
         rt = request.registry.scim_resource_types[kind]
         include, exclude = _projection(request, rt)
         return _one(request, kind, request.scim.get(kind, resource_id, with_members=_wants_members(include, exclude)))
-    record = request.scim.get(kind, resource_id, with_members=False)
     response = Response(status=204)
     response.headers["ETag"] = etag(record.version)
     return response

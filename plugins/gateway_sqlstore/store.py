@@ -44,7 +44,7 @@ from gateway.db.prepared import Prepared, session_connection
 from gateway.provisioning.profile import SCIM_SYNC_COLUMNS, mapped_profile, profile_columns
 from gateway.scim.filters import Compare
 from gateway.scim.schemas import ENTERPRISE_USER
-from gateway.scim.storage import Conflict, Member, Page, Query, Record, ScimStorage, UnknownMembers
+from gateway.scim.storage import Conflict, Member, NotFound, Page, Query, Record, ScimStorage, UnknownMembers
 
 from .query import Translator
 
@@ -130,6 +130,7 @@ def _key_lookups(model, columns):
 
 _GET_USER = Prepared(sa.select(*USER_COLUMNS).where(User.id == sa.bindparam("id", type_=User.id.type)))
 _GET_GROUP = Prepared(sa.select(*GROUP_COLUMNS).where(Group.id == sa.bindparam("id", type_=Group.id.type)))
+_GROUP_EXISTS = Prepared(sa.select(Group.id).where(Group.id == sa.bindparam("id", type_=Group.id.type)))
 _KEY_LOOKUPS = {User: _key_lookups(User, USER_COLUMNS), Group: _key_lookups(Group, GROUP_COLUMNS)}
 
 
@@ -264,11 +265,13 @@ class _PaddedIdLists:
     def delete(self, connection, group_id: str, ids: list[str]) -> list[str]:
         return self._run(self._delete, connection, ids, group_id=group_id)
 
-    def add_if_all_exist(self, connection, group_id: str, ids: list[str], now) -> tuple[list[str], list[str]]:
+    def add_if_all_exist(self, connection, group_id: str, ids: list[str], now) -> tuple[bool, list[str], list[str]]:
+        if not _GROUP_EXISTS.rows(connection, {"id": group_id}):
+            return False, [], []
         found = self.existing(connection, ids)
         if len(set(found)) < len(ids):
-            return found, []
-        return found, self.insert(connection, group_id, ids, now)
+            return True, found, []
+        return True, found, self.insert(connection, group_id, ids, now)
 
     def statements(self) -> list[Prepared]:
         return [make(size) for size in self.SIZES[:3] for make in (self._existing, self._insert, self._delete)]
@@ -296,26 +299,34 @@ class _ArrayIdLists:
         .returning(GroupMember.user_id)
     )
 
-    # Check and insert in one round trip: the rows go in only if every id is a user.
+    # Check and insert in one round trip: the rows go in only if the group
+    # exists and every id is a user.
     ADD_IF_ALL_EXIST = Prepared(
         sa.text(
-            f"WITH found AS (SELECT id FROM {User.__tablename__} WHERE id = ANY(:ids)), "
+            f"WITH grp AS (SELECT id FROM {Group.__tablename__} WHERE id = :group_id), "
+            f"found AS (SELECT id FROM {User.__tablename__} WHERE id = ANY(:ids)), "
             f"added AS (INSERT INTO {GroupMember.__tablename__} (group_id, user_id, created_at) "
-            "SELECT :group_id, id, :now FROM found WHERE (SELECT count(*) FROM found) = cardinality(:ids) "
+            "SELECT grp.id, found.id, :now FROM grp, found WHERE (SELECT count(*) FROM found) = cardinality(:ids) "
             "ON CONFLICT DO NOTHING RETURNING user_id) "
-            "SELECT (SELECT array_agg(id) FROM found) AS found, (SELECT array_agg(user_id) FROM added) AS added"
+            "SELECT EXISTS (SELECT 1 FROM grp) AS group_found, "
+            "(SELECT array_agg(id) FROM found) AS found, (SELECT array_agg(user_id) FROM added) AS added"
         )
         .bindparams(_IDS, _GROUP_ID, sa.bindparam("now", type_=GroupMember.created_at.type))
-        .columns(sa.column("found", postgresql.ARRAY(sa.String())), sa.column("added", postgresql.ARRAY(sa.String())))
+        .columns(
+            sa.column("group_found", sa.Boolean()),
+            sa.column("found", postgresql.ARRAY(sa.String())),
+            sa.column("added", postgresql.ARRAY(sa.String())),
+        )
     )
 
     def existing(self, connection, ids: list[str]) -> list[str]:
         return [row[0] for row in self.EXISTING.rows(connection, {"ids": ids})]
 
-    def add_if_all_exist(self, connection, group_id: str, ids: list[str], now) -> tuple[list[str], list[str]]:
-        """(ids that are users, ids added): nothing is added unless every one is a user."""
+    def add_if_all_exist(self, connection, group_id: str, ids: list[str], now) -> tuple[bool, list[str], list[str]]:
+        """(whether the group exists, ids that are users, ids added): nothing
+        is added unless the group exists and every id is a user."""
         row = self.ADD_IF_ALL_EXIST.rows(connection, {"ids": ids, "group_id": group_id, "now": now})[0]
-        return list(row.found or ()), list(row.added or ())
+        return bool(row.group_found), list(row.found or ()), list(row.added or ())
 
     def delete(self, connection, group_id: str, ids: list[str]) -> list[str]:
         return [row[0] for row in self.DELETE.rows(connection, {"ids": ids, "group_id": group_id})]
@@ -359,7 +370,7 @@ class SqlStorage(ScimStorage):
 
     def _compile_hot_statements(self, dialect) -> None:
         """Compile now what an Entra sync runs, so its first requests do not."""
-        statements = [_INSERT_USER, _GET_USER, _GET_GROUP, _BUMP_GROUP, *_LOCKED_READS[User], *_LOCKED_READS[Group]]
+        statements = [_INSERT_USER, _GET_USER, _GET_GROUP, _GROUP_EXISTS, _BUMP_GROUP, *_LOCKED_READS[User], *_LOCKED_READS[Group]]
         for lookups in _KEY_LOOKUPS.values():
             for page, count, _lowered in lookups.values():
                 statements += [page, count]
@@ -523,7 +534,9 @@ class SqlStorage(ScimStorage):
     def _insert_members(self, dbsession, group_id: str, user_ids: list[str]) -> list[str]:
         user_ids = list(dict.fromkeys(user_ids))
         connection = session_connection(dbsession, write=True)
-        found, added = self.id_lists.add_if_all_exist(connection, group_id, user_ids, utcnow())
+        group_found, found, added = self.id_lists.add_if_all_exist(connection, group_id, user_ids, utcnow())
+        if not group_found:
+            raise NotFound(f"Group {group_id} not found")
         missing = set(user_ids) - set(found)
         if missing:
             raise UnknownMembers(missing)
