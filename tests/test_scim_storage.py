@@ -199,6 +199,8 @@ class ScimStorageContract:
         with tx() as request:
             group = storage.create_group(request, {"displayName": "Staff", "externalId": "g-1"}, ids[:2])
         assert group.version == 1 and {m.value for m in group.members} == set(ids[:2])
+        with tx() as request:  # the create answers what a read then returns
+            assert storage.get_group(request, group.id) == group
         with tx() as request:
             assert sorted(storage.add_members(request, group.id, ids[1:4])) == sorted(ids[2:4])
         with tx() as request:

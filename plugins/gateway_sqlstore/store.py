@@ -103,6 +103,8 @@ _USER_INSERT_COLUMNS = (
     "idp_subject", "saml_profile", "last_sign_in_at", "version", "created_at", "updated_at",
 )
 _INSERT_USER = Prepared(sa.insert(User).values({c: sa.bindparam(c) for c in _USER_INSERT_COLUMNS}))
+_GROUP_INSERT_COLUMNS = ("id", "display_name", "display_name_key", "external_id", "scim_data", "version", "created_at", "updated_at")
+_INSERT_GROUP = Prepared(sa.insert(Group).values({c: sa.bindparam(c) for c in _GROUP_INSERT_COLUMNS}))
 
 
 def _key_lookups(model, columns):
@@ -370,7 +372,7 @@ class SqlStorage(ScimStorage):
 
     def _compile_hot_statements(self, dialect) -> None:
         """Compile now what an Entra sync runs, so its first requests do not."""
-        statements = [_INSERT_USER, _GET_USER, _GET_GROUP, _GROUP_EXISTS, _BUMP_GROUP, *_LOCKED_READS[User], *_LOCKED_READS[Group]]
+        statements = [_INSERT_USER, _INSERT_GROUP, _GET_USER, _GET_GROUP, _GROUP_EXISTS, _BUMP_GROUP, *_LOCKED_READS[User], *_LOCKED_READS[Group]]
         for lookups in _KEY_LOOKUPS.values():
             for page, count, _lowered in lookups.values():
                 statements += [page, count]
@@ -478,12 +480,12 @@ class SqlStorage(ScimStorage):
         group_id = new_id()
         values = {"id": group_id, **group_columns(data), "version": 1, "created_at": now, "updated_at": now}
         try:
-            request.dbsession.execute(sa.insert(Group).values(**values))
+            _INSERT_GROUP.execute(session_connection(request.dbsession, write=True), values)
         except sa.exc.IntegrityError as exc:
             raise Conflict(f'a group named "{data["displayName"]}" exists') from exc
-        if member_ids:
-            self._insert_members(request.dbsession, group_id, member_ids)
-        return self.get_group(request, group_id)
+        added = self._insert_members(request.dbsession, group_id, member_ids) if member_ids else []
+        # As a read would list them: by when they joined (all now), then by id.
+        return Record(group_id, data, 1, now, now, members=[Member(u) for u in sorted(added)])
 
     def get_group(self, request, group_id: str, *, with_members: bool = True, for_update: bool = False):
         if for_update:
