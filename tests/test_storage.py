@@ -106,6 +106,41 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url):
     engine.dispose()
 
 
+def test_the_apps_sqlite_wal_is_checkpointed_by_a_thread_not_by_commits(sqlite_url, monkeypatch):
+    import os
+    import threading
+    import time
+
+    from gateway.db import create_engine, sqlite_checkpoints
+
+    path = sa.engine.make_url(sqlite_url).database
+    threads_before = set(threading.enumerate())
+    monkeypatch.setattr(sqlite_checkpoints, "INTERVAL", 0.05)
+    engine = create_engine(sqlite_url, checkpoint_in_background=True)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == sqlite_checkpoints.SAFETY_NET_PAGES
+    checkpointer = [t for t in set(threading.enumerate()) - threads_before if t.name.startswith("sqlite-checkpoints")]
+    assert len(checkpointer) == 1
+    size = os.path.getsize(path)
+    # About 600 pages: under every commit-time threshold, so only the thread can copy them over.
+    with Session(engine) as session, session.begin():
+        session.add_all(make_user(f"ckpt{i}", scim_data={"pad": "x" * 2000}) for i in range(1000))
+    deadline = time.monotonic() + 5
+    while os.path.getsize(path) <= size + 1_000_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.path.getsize(path) > size + 1_000_000  # the rows reached the database file itself
+    with Session(engine) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(User).where(User.user_name.like("ckpt%"))) == 1000
+    engine.dispose()
+    checkpointer[0].join(timeout=2)
+    assert not checkpointer[0].is_alive()
+    # The CLI's short-lived engines keep SQLite's default.
+    plain = create_engine(sqlite_url)
+    with plain.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    plain.dispose()
+
+
 def _writes_from_another_thread(engine, name: str, timeout: float = 5.0) -> bool:
     """True when a write from a fresh thread commits within ``timeout`` (the queue is free)."""
     import threading

@@ -21,8 +21,14 @@ from .. import jsoncodec
 from .models import Base  # noqa: F401  (re-exported for migrations and tests)
 
 
-def create_engine(url: str, **kwargs) -> sa.Engine:
-    """An engine with the per-backend settings the gateway relies on."""
+def create_engine(url: str, *, checkpoint_in_background: bool = False, **kwargs) -> sa.Engine:
+    """An engine with the per-backend settings the gateway relies on.
+
+    ``checkpoint_in_background``: the app's own engine on a SQLite file has
+    its WAL checkpointed by a thread instead of by a request's commit
+    (:mod:`gateway.db.sqlite_checkpoints`); the CLI's short-lived engines keep
+    SQLite's default.
+    """
     # JSON columns (SCIM data, audit details) through the gateway's codec.
     kwargs.setdefault("json_serializer", jsoncodec.dumps_text)
     kwargs.setdefault("json_deserializer", jsoncodec.loads)
@@ -52,6 +58,10 @@ def create_engine(url: str, **kwargs) -> sa.Engine:
 
             in_memory = not database or database == ":memory:" or database.startswith("file:")
             queue_writers(engine, None if in_memory else os.path.abspath(database))
+            if checkpoint_in_background and not in_memory:
+                from .sqlite_checkpoints import watch
+
+                watch(engine, os.path.abspath(database))
         return engine
     ping = kwargs.pop("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
@@ -168,7 +178,7 @@ def includeme(config):
     config.add_view_predicate("tm_active", pyramid_tm.TMActivePredicate)
     config.include("pyramid_retry")
 
-    engine = create_engine(config.registry.gateway_settings.database_url)
+    engine = create_engine(config.registry.gateway_settings.database_url, checkpoint_in_background=True)
     config.registry.db_engine = engine
     session_factory = get_session_factory(engine)
     config.registry.dbsession_factory = session_factory
