@@ -131,8 +131,14 @@ def test_the_apps_sqlite_wal_is_checkpointed_by_a_thread_not_by_commits(sqlite_u
     assert os.path.getsize(path) > size + 1_000_000  # the rows reached the database file itself
     with Session(engine) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(User).where(User.user_name.like("ckpt%"))) == 1000
+    # One thread per database serves every engine of the app on it, until the last is disposed.
+    second = create_engine(sqlite_url, checkpoint_in_background=True)
     engine.dispose()
-    checkpointer[0].join(timeout=2)
+    checkpointer[0].join(timeout=0.5)
+    assert checkpointer[0].is_alive()
+    second.dispose()
+    # Gone, with its connection, by the time dispose() returns: the server
+    # forks its workers next, and no SQLite connection may be open then.
     assert not checkpointer[0].is_alive()
     # The CLI's short-lived engines keep SQLite's default.
     plain = create_engine(sqlite_url)

@@ -13,8 +13,10 @@ per database and process runs ``PRAGMA wal_checkpoint(PASSIVE)`` every
 :data:`INTERVAL` seconds on a connection of its own. PASSIVE waits for no
 reader or writer, and SQLite releases the GIL while it copies and syncs.
 Should the thread fall behind or stop, writers checkpoint again at the
-safety net's size, as before. The thread ends when its engine is disposed
-or garbage-collected, or when the database file is gone.
+safety net's size, as before. The thread ends when every engine it serves
+is disposed (before ``dispose()`` returns, so that no SQLite connection is
+open when the server forks its workers) or garbage-collected, or when the
+database file is gone.
 """
 
 from __future__ import annotations
@@ -36,7 +38,23 @@ INTERVAL = 0.2
 SAFETY_NET_PAGES = 20_000
 
 _threads: dict[str, threading.Thread] = {}
-_threads_lock = threading.Lock()
+#: The live engines each thread serves; it ends when none is left.
+_engines: dict[str, weakref.WeakSet] = {}
+_wakers: dict[str, threading.Event] = {}
+_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's threads do not exist in a forked child (and one may have
+    # held the lock): its own engines start their own.
+    global _lock
+    _lock = threading.Lock()
+    _threads.clear()
+    _engines.clear()
+    _wakers.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def watch(engine: sa.Engine, database: str) -> None:
@@ -48,13 +66,28 @@ def watch(engine: sa.Engine, database: str) -> None:
         cursor.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
         cursor.close()
 
-    with _threads_lock:
+    @event.listens_for(engine, "engine_disposed")
+    def _forget(disposed):
+        with _lock:
+            _engines.get(database, set()).discard(disposed)
+            thread = None if _engines.get(database) else _threads.get(database)
+            if thread is not None:
+                _wakers[database].set()
+        if thread is not None and thread is not threading.current_thread():
+            # Ended, its connection closed, before dispose() returns: the
+            # server forks its workers right after disposing its engines, and
+            # an SQLite connection open across a fork breaks the child's locks.
+            thread.join(timeout=5)
+
+    with _lock:
+        _engines.setdefault(database, weakref.WeakSet()).add(engine)
         running = _threads.get(database)
         if running is not None and running.is_alive():
             return
+        wake = _wakers[database] = threading.Event()
         thread = threading.Thread(
-            target=_checkpoint_until_gone,
-            args=(weakref.ref(engine), database),
+            target=_checkpoint_while_watched,
+            args=(database, wake),
             name=f"sqlite-checkpoints:{os.path.basename(database)}",
             daemon=True,
         )
@@ -67,16 +100,25 @@ def checkpoint(connection: sqlite3.Connection) -> tuple[int, int, int]:
     return tuple(connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
 
 
-def _checkpoint_until_gone(engine_ref, database: str) -> None:
-    disposed = threading.Event()
-    engine = engine_ref()
-    if engine is None:
-        return
-    event.listen(engine, "engine_disposed", lambda _engine: disposed.set())
-    del engine
+def _still_watched(database: str) -> bool:
+    """Whether to go on; if not, the thread is deregistered in the same breath."""
+    with _lock:
+        if _engines.get(database) and os.path.exists(database):
+            return True
+        _engines.pop(database, None)
+        if _threads.get(database) is threading.current_thread():
+            del _threads[database]
+            del _wakers[database]
+        return False
+
+
+def _checkpoint_while_watched(database: str, wake: threading.Event) -> None:
     connection = None
     try:
-        while not disposed.wait(INTERVAL) and engine_ref() is not None and os.path.exists(database):
+        while True:
+            wake.wait(INTERVAL)
+            if not _still_watched(database):
+                return
             try:
                 if connection is None:
                     connection = sqlite3.connect(database, timeout=0, check_same_thread=False)
@@ -90,6 +132,3 @@ def _checkpoint_until_gone(engine_ref, database: str) -> None:
     finally:
         if connection is not None:
             connection.close()
-        with _threads_lock:
-            if _threads.get(database) is threading.current_thread():
-                del _threads[database]

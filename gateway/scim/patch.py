@@ -74,6 +74,8 @@ def adds_or_removes_members_only(body: Any, rt: ResourceType) -> bool:
     Entra sends to fill a group. Such a PATCH needs none of the group's other
     attributes, so the core applies it without reading the group first. A
     malformed body answers False; :func:`apply_patch` then reports it."""
+    if rt.name != "Group":
+        return False
     try:
         operations = parse_operations(body)
         for operation in operations:
@@ -88,7 +90,7 @@ def adds_or_removes_members_only(body: Any, rt: ResourceType) -> bool:
                 return False  # removes every member: a replace
     except ScimError:
         return False
-    return rt.name == "Group"
+    return True
 
 
 def _key(container: dict, name: str) -> str:
