@@ -171,6 +171,10 @@ class _LateBumps:
         dbsession.info.setdefault(cls.KEY, set()).add(group_id)
 
     @classmethod
+    def waiting(cls, dbsession, group_id: str) -> bool:
+        return group_id in dbsession.info.get(cls.KEY, ())
+
+    @classmethod
     def take(cls, dbsession, group_id: str) -> bool:
         """Whether ``group_id`` was waiting for its bump (it no longer is)."""
         pending = dbsession.info.get(cls.KEY)
@@ -294,7 +298,6 @@ class _ArrayIdLists:
     # cut a longer (so unknown) id down to a real one.
     _IDS = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String()))
     _GROUP_ID = sa.bindparam("group_id", type_=GroupMember.group_id.type)
-    EXISTING = Prepared(sa.select(User.id).where(User.id == sa.any_(_IDS)))
     DELETE = Prepared(
         sa.delete(GroupMember)
         .where(GroupMember.group_id == _GROUP_ID, GroupMember.user_id == sa.any_(_IDS))
@@ -321,9 +324,6 @@ class _ArrayIdLists:
         )
     )
 
-    def existing(self, connection, ids: list[str]) -> list[str]:
-        return [row[0] for row in self.EXISTING.rows(connection, {"ids": ids})]
-
     def add_if_all_exist(self, connection, group_id: str, ids: list[str], now) -> tuple[bool, list[str], list[str]]:
         """(whether the group exists, ids that are users, ids added): nothing
         is added unless the group exists and every id is a user."""
@@ -334,7 +334,7 @@ class _ArrayIdLists:
         return [row[0] for row in self.DELETE.rows(connection, {"ids": ids, "group_id": group_id})]
 
     def statements(self) -> list[Prepared]:
-        return [self.EXISTING, self.ADD_IF_ALL_EXIST, self.DELETE]
+        return [self.ADD_IF_ALL_EXIST, self.DELETE]
 
 
 def _record(row, members=None) -> Record:
@@ -488,20 +488,16 @@ class SqlStorage(ScimStorage):
         return Record(group_id, data, 1, now, now, members=[Member(u) for u in sorted(added)])
 
     def get_group(self, request, group_id: str, *, with_members: bool = True, for_update: bool = False):
-        if for_update:
-            dbsession = request.dbsession
+        dbsession = request.dbsession if for_update else self._transaction_session(request)
+        if dbsession is not None and (for_update or _LateBumps.waiting(dbsession, group_id)):
+            # A locked read; a version bump still owed is that read (its UPDATE takes the lock).
             row = self._locked_row(dbsession, Group, group_id)
             if row is None:
                 return None
             members = self._members(dbsession, [group_id])[group_id] if with_members else None
             return _record(row, members)
         with self._reading(request) as connection:
-            dbsession = self._transaction_session(request)
-            if dbsession is not None and _LateBumps.take(dbsession, group_id):
-                row = _LateBumps.bump(dbsession, group_id)  # bump and read in one statement
-                rows = [row] if row is not None else []
-            else:
-                rows = _GET_GROUP.rows(connection, {"id": group_id})
+            rows = _GET_GROUP.rows(connection, {"id": group_id})
             if not rows:
                 return None
             members = self._members(connection, [group_id])[group_id] if with_members else None
