@@ -335,8 +335,10 @@ def test_a_pooled_connection_used_moments_ago_is_not_pinged(postgres_url, monkey
 
 
 @pytest.mark.postgres
-def test_the_quieter_notify_migration_downgrades_and_upgrades_again(postgres_url):
+def test_the_notify_migrations_downgrade_and_upgrade_again(postgres_url):
     from alembic import command
+
+    function = sa.text("SELECT pg_get_functiondef('gateway_notify_membership'::regproc)")
 
     triggers = sa.text(
         "SELECT tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
@@ -352,6 +354,9 @@ def test_the_quieter_notify_migration_downgrades_and_upgrades_again(postgres_url
                 "group_members_added_notify_identity", "group_members_notify_identity",
                 "group_members_removed_notify_identity", "groups_notify_identity",
             ]
+            assert "IF TG_OP = 'INSERT'" in connection.execute(function).scalar()  # 0007: no joins for INSERT
+            command.downgrade(cfg, "0006")
+            assert "TG_OP" not in connection.execute(function).scalar()
             command.downgrade(cfg, "0005")
             assert connection.execute(triggers).scalars().all() == ["group_members_notify_identity", "groups_notify_identity"]
             command.upgrade(cfg, "head")
