@@ -20,10 +20,11 @@ Rules every method follows:
   for groups, without ``members``. Store it as given and return it as given.
 - ``version`` is an integer that every write to a resource increases (ETags
   are ``W/"<version>"``), including a change of a group's members. When the
-  bump happens is the backend's choice (``sqlstore`` bumps a group at the
-  transaction's next read of it, or at commit, to hold the row lock for less
-  time), as long as every read after the write, in the same transaction or
-  after it commits, sees the new version.
+  bump happens is the backend's choice (``sqlstore`` on PostgreSQL bumps a
+  group in the statement that adds or removes its members; on SQLite, at the
+  transaction's next read of the group, or at commit), as long as every read
+  after the write, in the same transaction or after it commits, sees the new
+  version.
 - userName is unique case-insensitively, and so is a group's displayName;
   a write that would break that raises :class:`Conflict`, even when two
   requests race (rely on a unique index, not on a prior read). After a

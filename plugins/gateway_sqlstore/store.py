@@ -155,19 +155,22 @@ _BUMP_GROUP = Prepared(
 
 
 class _LateBumps:
-    """The groups whose version a transaction still has to bump.
+    """Group version bumps a transaction owes, or has made, for membership changes.
 
-    Kept in ``session.info``; bumped by the storage when the transaction
-    reads the group, and otherwise by the ``before_commit`` listener below
-    (on every :class:`~sqlalchemy.orm.Session`, so a session from any
-    factory, or none, commits its bumps). A transaction that rolls back
-    forgets them with its writes.
+    Owed (SQLite, and a replace of all members): kept in ``session.info``;
+    bumped by the storage when the transaction reads the group, and
+    otherwise by the ``before_commit`` listener below (on every
+    :class:`~sqlalchemy.orm.Session`, so a session from any factory, or
+    none, commits its bumps). Made (PostgreSQL's add and remove, which bump
+    in the same statement): the row that statement returned. A transaction
+    that rolls back forgets both with its writes.
     """
 
     KEY = "gateway_sqlstore.late_bumps"
 
     @classmethod
     def add(cls, dbsession, group_id: str) -> None:
+        cls.drop_row(dbsession, group_id)  # a row returned by an earlier bump is not the latest any more
         dbsession.info.setdefault(cls.KEY, set()).add(group_id)
 
     @classmethod
@@ -196,8 +199,32 @@ class _LateBumps:
         for group_id in sorted(pending or ()):  # one order: two transactions never wait on each other crosswise
             cls.bump(dbsession, group_id)
 
+    # Groups a membership statement bumped itself (PostgreSQL: one statement
+    # writes the members and the version), with the row it returned: the
+    # read that follows (the PATCH's ETag) is answered from it. The row lock
+    # the UPDATE took keeps others from changing the row; this transaction's
+    # own writes to it (replace, delete) drop it.
+    DONE = "gateway_sqlstore.bumped_rows"
+
+    @classmethod
+    def bumped(cls, dbsession, group_id: str, row) -> None:
+        """``group_id`` was bumped by a membership statement, which returned ``row``."""
+        cls.take(dbsession, group_id)
+        dbsession.info.setdefault(cls.DONE, {})[group_id] = row
+
+    @classmethod
+    def bumped_row(cls, dbsession, group_id: str):
+        return dbsession.info.get(cls.DONE, {}).get(group_id)
+
+    @classmethod
+    def drop_row(cls, dbsession, group_id: str) -> None:
+        dbsession.info.get(cls.DONE, {}).pop(group_id, None)
+
     @classmethod
     def forget(cls, dbsession, transaction) -> None:
+        # Any end (a savepoint's too: its rollback would undo a bump) drops
+        # the rows; only the root transaction's drops the bumps owed.
+        dbsession.info.pop(cls.DONE, None)
         if transaction.parent is None:
             dbsession.info.pop(cls.KEY, None)
 
@@ -271,13 +298,18 @@ class _PaddedIdLists:
     def delete(self, connection, group_id: str, ids: list[str]) -> list[str]:
         return self._run(self._delete, connection, ids, group_id=group_id)
 
-    def add_if_all_exist(self, connection, group_id: str, ids: list[str], now) -> tuple[bool, list[str], list[str]]:
+    def add_if_all_exist(self, connection, group_id: str, ids: list[str], now, bump: bool):
+        """(group exists, ids that are users, ids added, None): see :class:`_ArrayIdLists`."""
         if not _GROUP_EXISTS.rows(connection, {"id": group_id}):
-            return False, [], []
+            return False, [], [], None
         found = self.existing(connection, ids)
         if len(set(found)) < len(ids):
-            return True, found, []
-        return True, found, self.insert(connection, group_id, ids, now)
+            return True, found, [], None
+        return True, found, self.insert(connection, group_id, ids, now), None
+
+    def remove(self, connection, group_id: str, ids: list[str], now, bump: bool):
+        """(ids removed, None)."""
+        return self.delete(connection, group_id, ids), None
 
     def statements(self) -> list[Prepared]:
         return [make(size) for size in self.SIZES[:3] for make in (self._existing, self._insert, self._delete)]
@@ -298,10 +330,31 @@ class _ArrayIdLists:
     # cut a longer (so unknown) id down to a real one.
     _IDS = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String()))
     _GROUP_ID = sa.bindparam("group_id", type_=GroupMember.group_id.type)
+    _PARAMS = (
+        _IDS, _GROUP_ID, sa.bindparam("now", type_=GroupMember.created_at.type), sa.bindparam("bump", type_=sa.Boolean())
+    )
+    _GROUP_ROW = [sa.column(c.key, c.type) for c in GROUP_COLUMNS]
+
+    # When ``:bump`` is true and the statement changed a row, it bumps the
+    # group's version too and returns the group's row (GROUP_COLUMNS, else
+    # NULLs): the PATCH's ETag without another round trip.
+    _BUMPED = (
+        f"bumped AS (UPDATE {Group.__tablename__} SET version = version + 1, updated_at = :now "
+        "WHERE id = :group_id AND :bump AND EXISTS (SELECT 1 FROM changed) "
+        f"RETURNING {', '.join(c.key for c in GROUP_COLUMNS)})"
+    )
+    _WITH_ROW = " FROM (SELECT 1) AS one LEFT JOIN bumped ON true"
+
     DELETE = Prepared(
-        sa.delete(GroupMember)
-        .where(GroupMember.group_id == _GROUP_ID, GroupMember.user_id == sa.any_(_IDS))
-        .returning(GroupMember.user_id)
+        sa.text(
+            f"WITH changed AS (DELETE FROM {GroupMember.__tablename__} "
+            "WHERE group_id = :group_id AND user_id = ANY(:ids) RETURNING user_id), "
+            + _BUMPED
+            + " SELECT (SELECT array_agg(user_id) FROM changed) AS removed, bumped.*"
+            + _WITH_ROW
+        )
+        .bindparams(*_PARAMS)
+        .columns(sa.column("removed", postgresql.ARRAY(sa.String())), *_GROUP_ROW)
     )
 
     # Check and insert in one round trip: the rows go in only if the group
@@ -310,28 +363,41 @@ class _ArrayIdLists:
         sa.text(
             f"WITH grp AS (SELECT id FROM {Group.__tablename__} WHERE id = :group_id), "
             f"found AS (SELECT id FROM {User.__tablename__} WHERE id = ANY(:ids)), "
-            f"added AS (INSERT INTO {GroupMember.__tablename__} (group_id, user_id, created_at) "
+            f"changed AS (INSERT INTO {GroupMember.__tablename__} (group_id, user_id, created_at) "
             "SELECT grp.id, found.id, :now FROM grp, found WHERE (SELECT count(*) FROM found) = cardinality(:ids) "
-            "ON CONFLICT DO NOTHING RETURNING user_id) "
-            "SELECT EXISTS (SELECT 1 FROM grp) AS group_found, "
-            "(SELECT array_agg(id) FROM found) AS found, (SELECT array_agg(user_id) FROM added) AS added"
+            "ON CONFLICT DO NOTHING RETURNING user_id), "
+            + _BUMPED
+            + " SELECT EXISTS (SELECT 1 FROM grp) AS group_found, "
+            "(SELECT array_agg(id) FROM found) AS found, (SELECT array_agg(user_id) FROM changed) AS added, bumped.*"
+            + _WITH_ROW
         )
-        .bindparams(_IDS, _GROUP_ID, sa.bindparam("now", type_=GroupMember.created_at.type))
+        .bindparams(*_PARAMS)
         .columns(
             sa.column("group_found", sa.Boolean()),
             sa.column("found", postgresql.ARRAY(sa.String())),
             sa.column("added", postgresql.ARRAY(sa.String())),
+            *_GROUP_ROW,
         )
     )
 
-    def add_if_all_exist(self, connection, group_id: str, ids: list[str], now) -> tuple[bool, list[str], list[str]]:
-        """(whether the group exists, ids that are users, ids added): nothing
-        is added unless the group exists and every id is a user."""
-        row = self.ADD_IF_ALL_EXIST.rows(connection, {"ids": ids, "group_id": group_id, "now": now})[0]
-        return bool(row.group_found), list(row.found or ()), list(row.added or ())
+    @staticmethod
+    def _bumped_row(row):
+        return row if row.id is not None else None
+
+    def add_if_all_exist(self, connection, group_id: str, ids: list[str], now, bump: bool):
+        """(whether the group exists, ids that are users, ids added, the
+        group's row if ``bump`` and some were added): nothing is added unless
+        the group exists and every id is a user."""
+        row = self.ADD_IF_ALL_EXIST.rows(connection, {"ids": ids, "group_id": group_id, "now": now, "bump": bump})[0]
+        return bool(row.group_found), list(row.found or ()), list(row.added or ()), self._bumped_row(row)
+
+    def remove(self, connection, group_id: str, ids: list[str], now, bump: bool):
+        """(ids removed, the group's row if ``bump`` and some were removed)."""
+        row = self.DELETE.rows(connection, {"ids": ids, "group_id": group_id, "now": now, "bump": bump})[0]
+        return list(row.removed or ()), self._bumped_row(row)
 
     def delete(self, connection, group_id: str, ids: list[str]) -> list[str]:
-        return [row[0] for row in self.DELETE.rows(connection, {"ids": ids, "group_id": group_id})]
+        return self.remove(connection, group_id, ids, utcnow(), False)[0]
 
     def statements(self) -> list[Prepared]:
         return [self.ADD_IF_ALL_EXIST, self.DELETE]
@@ -489,6 +555,12 @@ class SqlStorage(ScimStorage):
 
     def get_group(self, request, group_id: str, *, with_members: bool = True, for_update: bool = False):
         dbsession = request.dbsession if for_update else self._transaction_session(request)
+        row = dbsession is not None and _LateBumps.bumped_row(dbsession, group_id)
+        if row:
+            # Bumped by this transaction's membership statement, which returned
+            # the row and still holds its lock: the row as it is now.
+            members = self._members(dbsession, [group_id])[group_id] if with_members else None
+            return _record(row, members)
         if dbsession is not None and (for_update or _LateBumps.waiting(dbsession, group_id)):
             # A locked read; a version bump still owed is that read (its UPDATE takes the lock).
             row = self._locked_row(dbsession, Group, group_id)
@@ -505,6 +577,7 @@ class SqlStorage(ScimStorage):
 
     def replace_group(self, request, group_id: str, data: dict) -> Record:
         _LateBumps.take(request.dbsession, group_id)  # this UPDATE bumps the version
+        _LateBumps.drop_row(request.dbsession, group_id)
         stmt = (
             sa.update(Group)
             .where(Group.id == group_id)
@@ -519,6 +592,7 @@ class SqlStorage(ScimStorage):
 
     def delete_group(self, request, group_id: str) -> bool:
         _LateBumps.take(request.dbsession, group_id)
+        _LateBumps.drop_row(request.dbsession, group_id)
         result = request.dbsession.execute(
             sa.delete(Group).where(Group.id == group_id), execution_options={"synchronize_session": False}
         )
@@ -529,28 +603,37 @@ class SqlStorage(ScimStorage):
 
     # ---------------------------------------------------------------- membership
 
-    def _insert_members(self, dbsession, group_id: str, user_ids: list[str]) -> list[str]:
+    def _insert_members(self, dbsession, group_id: str, user_ids: list[str], bump: bool = False) -> list[str]:
+        """Add the members, all or none; with ``bump``, the version too (see :meth:`_bumped`)."""
         user_ids = list(dict.fromkeys(user_ids))
         connection = session_connection(dbsession, write=True)
-        group_found, found, added = self.id_lists.add_if_all_exist(connection, group_id, user_ids, utcnow())
+        group_found, found, added, row = self.id_lists.add_if_all_exist(connection, group_id, user_ids, utcnow(), bump)
         if not group_found:
             raise NotFound(f"Group {group_id} not found")
         missing = set(user_ids) - set(found)
         if missing:
             raise UnknownMembers(missing)
+        if bump and added:
+            self._bumped(dbsession, group_id, row)
         return added
 
+    @staticmethod
+    def _bumped(dbsession, group_id: str, row) -> None:
+        """A membership statement changed rows: on PostgreSQL it bumped the
+        version itself and returned the group's ``row``; SQLite owes the bump."""
+        if row is not None:
+            _LateBumps.bumped(dbsession, group_id, row)
+        else:
+            _LateBumps.add(dbsession, group_id)
+
     def add_members(self, request, group_id: str, user_ids: list[str]) -> list[str]:
-        added = self._insert_members(request.dbsession, group_id, user_ids)
-        if added:
-            _LateBumps.add(request.dbsession, group_id)
-        return added
+        return self._insert_members(request.dbsession, group_id, user_ids, bump=True)
 
     def remove_members(self, request, group_id: str, user_ids: list[str]) -> list[str]:
         connection = session_connection(request.dbsession, write=True)
-        removed = self.id_lists.delete(connection, group_id, list(dict.fromkeys(user_ids)))
+        removed, row = self.id_lists.remove(connection, group_id, list(dict.fromkeys(user_ids)), utcnow(), True)
         if removed:
-            _LateBumps.add(request.dbsession, group_id)
+            self._bumped(request.dbsession, group_id, row)
         return removed
 
     def set_members(self, request, group_id: str, user_ids: list[str]) -> None:
