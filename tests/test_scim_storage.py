@@ -347,6 +347,36 @@ class TestSqlStore(ScimStorageContract):
     def backend_settings(self):
         return {"gateway.plugins": "entra sqlstore", "scim.storage": "sqlstore"}
 
+    def test_a_read_after_a_membership_change_is_the_row_as_it_stands(self, storage, tx):
+        # On PostgreSQL a membership statement bumps the version itself and
+        # the next read answers from the row it returned: that row must never
+        # outlive a savepoint rolled back under it, nor a later write.
+        with tx() as request:
+            uids = [storage.create_user(request, user(f"s{i}")).id for i in range(3)]
+            group = storage.create_group(request, {"displayName": "Rows"}, [])
+        with tx() as request:
+            savepoint = request.dbsession.begin_nested()
+            storage.add_members(request, group.id, uids[:1])
+            assert storage.get_group(request, group.id, with_members=False).version == 2
+            savepoint.rollback()
+            got = storage.get_group(request, group.id)
+            assert got.version == 1 and got.members == []
+            storage.add_members(request, group.id, uids[:2])
+            added = storage.get_group(request, group.id, with_members=False).version
+            storage.set_members(request, group.id, uids[1:])  # owes a bump of its own
+            got = storage.get_group(request, group.id)
+            assert got.version == added + 1 and {m.value for m in got.members} == set(uids[1:])
+            storage.remove_members(request, group.id, uids[2:])
+            renamed = storage.replace_group(request, group.id, {"displayName": "Rows renamed"})
+            got = storage.get_group(request, group.id, with_members=False)
+            assert got.data["displayName"] == "Rows renamed" and got.version == renamed.version
+        with tx() as request:
+            got = storage.get_group(request, group.id)
+            assert got.version == renamed.version and [m.value for m in got.members] == uids[1:2]
+            storage.add_members(request, group.id, uids[:1])
+            assert storage.delete_group(request, group.id)
+            assert storage.get_group(request, group.id) is None
+
 
 def test_filters_are_translated_into_sql_not_python(make_app, sqlite_url):
     """The sqlstore's query for a userName filter is one indexed SQL lookup."""
