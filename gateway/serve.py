@@ -23,8 +23,13 @@ PostgreSQL and 359 on SQLite where two did 307 and 407. A keep-alive
 connection stays with the worker that accepted it and the kernel spreads
 connections at random, so one worker can hold more clients than the
 other; the second core then runs PostgreSQL and the client. A second
-thread per worker only added GIL waits (group PATCH p99 up to 130 ms
-against ~40 ms).
+thread per worker lets one request run while another waits on PostgreSQL:
+in 30 rounds of the group phase, taking turns, Entra's member PATCHes
+queued less (pooled p99 32.5 against 41.3 ms, up to a fifth more PATCHes
+per second), but users/s did not move, SQLite lost 8% of them, and forward-auth,
+answered from memory, lost a fifth of its requests per second (26,000-29,000
+against 34,000). So one thread stays the default; ``threads = 2`` suits a
+PostgreSQL deployment whose load is mostly SCIM.
 
 Each worker loads the app from the ini itself (the copy pserve loaded first
 only checked the settings, and is released before the workers start), so no

@@ -21,12 +21,14 @@ has no row locks), so concurrent PATCHes of one resource serialise instead
 of losing each other's changes. Uniqueness rests on the unique indexes: a
 racing duplicate fails at INSERT and becomes :class:`Conflict`.
 
-A membership change bumps its group's version as late as it can: at the
-transaction's next read of that group (the ETag of Entra's 204, one
-``UPDATE ... RETURNING`` that bumps and reads) or just before COMMIT
-(:class:`_LateBumps`). The bump locks the group row until COMMIT, and
-Entra sends several PATCHes to one group at once; locked early, each
-waited for the others' audit rows and reads as well as their commits.
+A membership change bumps its group's version. On PostgreSQL the statement
+that adds or removes the members does it and returns the group's row, which
+answers the read that follows (the ETag of Entra's 204) without another
+round trip. On SQLite, and for a replace of all members, the bump waits
+for the transaction's next read of the group (one ``UPDATE ... RETURNING``
+that bumps and reads) or for COMMIT. :class:`_LateBumps` keeps both kinds.
+The bump locks the group row until COMMIT; Entra sends several PATCHes to
+one group at once, and each waits for the others only from their bumps.
 """
 
 from __future__ import annotations
