@@ -376,6 +376,15 @@ class TestSqlStore(ScimStorageContract):
             storage.add_members(request, group.id, uids[:1])
             assert storage.delete_group(request, group.id)
             assert storage.get_group(request, group.id) is None
+        with tx() as request:  # a bump still owed survives a savepoint rolled back after a later change
+            other = storage.create_group(request, {"displayName": "Owed"}, [])
+            storage.set_members(request, other.id, uids[:1])
+            savepoint = request.dbsession.begin_nested()
+            storage.add_members(request, other.id, uids[1:2])
+            savepoint.rollback()
+        with tx() as request:
+            got = storage.get_group(request, other.id)
+            assert got.version > other.version and [m.value for m in got.members] == uids[:1]
 
 
 def test_filters_are_translated_into_sql_not_python(make_app, sqlite_url):

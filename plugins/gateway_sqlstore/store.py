@@ -210,9 +210,14 @@ class _LateBumps:
 
     @classmethod
     def bumped(cls, dbsession, group_id: str, row) -> None:
-        """``group_id`` was bumped by a membership statement, which returned ``row``."""
-        cls.take(dbsession, group_id)
-        dbsession.info.setdefault(cls.DONE, {})[group_id] = row
+        """``group_id`` was bumped by a membership statement, which returned ``row``.
+
+        A bump still owed stays owed (a savepoint rolled back would take this
+        one with it, and the earlier change would go unbumped); the next read
+        makes it, so the row is not kept.
+        """
+        if not cls.waiting(dbsession, group_id):
+            dbsession.info.setdefault(cls.DONE, {})[group_id] = row
 
     @classmethod
     def bumped_row(cls, dbsession, group_id: str):
