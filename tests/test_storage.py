@@ -361,5 +361,6 @@ def test_the_notify_migrations_downgrade_and_upgrade_again(postgres_url):
             assert connection.execute(triggers).scalars().all() == ["group_members_notify_identity", "groups_notify_identity"]
             command.upgrade(cfg, "head")
             assert len(connection.execute(triggers).scalars().all()) == 4
+            assert "IF TG_OP = 'INSERT'" in connection.execute(function).scalar()
     finally:
         engine.dispose()
