@@ -36,6 +36,25 @@ class GatewayRequest(Request):
         return web.correlation_id(self)
 
     @reify
+    def application_url(self) -> str:
+        """``gateway.base_url``, whatever scheme and host the request came in on.
+
+        Behind a TLS-terminating proxy the request arrives over plain http
+        (and maybe under an internal host name); every absolute URL the
+        gateway emits (``route_url``, redirects after sign-in and sign-out)
+        is built from this, so it must be the external address.
+        """
+        return self.registry.gateway_settings.gateway.base_url
+
+    @reify
+    def host_url(self) -> str:
+        """The scheme and host of ``gateway.base_url`` (see ``application_url``)."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.registry.gateway_settings.gateway.base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @reify
     def hook(self):
         """The plugin manager's hook relay: ``request.hook.gateway_user_event(...)``."""
         return self.registry.pm.hook

@@ -314,6 +314,11 @@ class ForwardAuthSettings:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    reauth_seconds: int = setting(900, integer(60, 86400, "seconds"))
+
+
+@dataclass(frozen=True)
 class Settings:
     """All core settings; ``registry.gateway_settings`` holds the one instance."""
 
@@ -325,6 +330,7 @@ class Settings:
     session: SessionSettings
     attributes: AttributesSettings
     forward_auth: ForwardAuthSettings
+    admin: AdminSettings
 
     @property
     def sp_entity_id(self) -> str:
@@ -339,6 +345,7 @@ SECTIONS: dict[str, type] = {
     "session": SessionSettings,
     "attributes": AttributesSettings,
     "forward_auth": ForwardAuthSettings,
+    "admin": AdminSettings,
 }
 
 DATABASE_KEY = "sqlalchemy.url"
