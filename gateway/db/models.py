@@ -128,6 +128,8 @@ class ScimToken(Base):
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: The client address of that use (written with ``last_used_at``, at most once a minute).
+    last_used_address: Mapped[str | None] = mapped_column(sa.String(64))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -140,7 +142,8 @@ class SsoSession(Base):
     user_id: Mapped[str] = mapped_column(
         sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Indexed: the dashboard counts the sign-ins of the last 24 hours by it.
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -202,3 +205,87 @@ class AuditEvent(Base):
     source: Mapped[str] = mapped_column(sa.String(32))
     correlation_id: Mapped[str | None] = mapped_column(sa.String(64))
     details: Mapped[dict] = mapped_column(JSONType, default=dict)
+
+
+class SigninTrace(Base):
+    """A refused sign-in or a test sign-in, kept ``admin.trace_retention_days``
+    so that an admin can read why from the reference the person was shown."""
+
+    __tablename__ = "signin_traces"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_id)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    #: ``refusal`` (a person was shown a refusal page) or ``test`` (a test sign-in).
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    #: ``refused``, or for a test ``passed`` / ``failed``.
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    #: The reason code (``audience``, ``idp_status``...); None for a test that passed.
+    reason: Mapped[str | None] = mapped_column(sa.String(64))
+    status: Mapped[int | None] = mapped_column(sa.Integer)
+    #: The sentence the person was shown, and the technical detail (log only until now).
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    detail: Mapped[str | None] = mapped_column(sa.Text)
+    path: Mapped[str | None] = mapped_column(sa.String(256))
+    issuer: Mapped[str | None] = mapped_column(sa.String(1024))
+    name_id: Mapped[str | None] = mapped_column(sa.String(512))
+    #: The stored user the sign-in was about, when known (no foreign key: a trace outlives a deleted user).
+    user_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
+    user_name: Mapped[str | None] = mapped_column(sa.String(256))
+    #: The reference the refusal page shows.
+    correlation_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    remote_addr: Mapped[str | None] = mapped_column(sa.String(64))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+    #: Who started a test sign-in (``admin:<userName>``).
+    started_by: Mapped[str | None] = mapped_column(sa.String(256))
+    #: The decoded SAML message, signature values and certificates shortened
+    #: (None when ``admin.trace_keep_responses`` is off).
+    response_xml: Mapped[str | None] = mapped_column(sa.Text)
+    #: A test sign-in's report: every check, the claims, the mapped identity, the decision.
+    report: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+
+
+class ProvisioningLogEntry(Base):
+    """One SCIM request as the client sent it and as it was answered; never a secret."""
+
+    __tablename__ = "provisioning_log"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    #: The SCIM token's name; None when the request had no valid token.
+    token_name: Mapped[str | None] = mapped_column(sa.String(128))
+    method: Mapped[str] = mapped_column(sa.String(8))
+    path: Mapped[str] = mapped_column(sa.String(512))
+    status: Mapped[int] = mapped_column(sa.Integer)
+    scim_type: Mapped[str | None] = mapped_column(sa.String(32))
+    duration_ms: Mapped[float] = mapped_column(sa.Float)
+    correlation_id: Mapped[str | None] = mapped_column(sa.String(64))
+    remote_addr: Mapped[str | None] = mapped_column(sa.String(64))
+    #: ``User`` or ``Group``, the id, and the userName / displayName the request carried.
+    resource_type: Mapped[str | None] = mapped_column(sa.String(16))
+    resource_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    resource_name: Mapped[str | None] = mapped_column(sa.String(256))
+    #: The error's detail, shortened.
+    error: Mapped[str | None] = mapped_column(sa.String(512))
+    #: The request body, only when ``admin.provisioning_log_bodies`` is on (secrets removed).
+    body: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+
+
+class SigninTest(Base):
+    """A test sign-in an admin started, or a one-time test link they made.
+
+    A started test has the AuthnRequest's id (its ``saml_requests`` row has
+    kind ``test``); a link has the SHA-256 of its secret until it is opened.
+    """
+
+    __tablename__ = "signin_tests"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_id)
+    link_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    request_id: Mapped[str | None] = mapped_column(sa.String(128), unique=True)
+    created_by: Mapped[str] = mapped_column(sa.String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    #: When the link was opened (a link works once).
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: The trace holding the report, once the IdP answered.
+    trace_id: Mapped[str | None] = mapped_column(sa.String(36))
