@@ -16,7 +16,7 @@ import difflib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -52,6 +52,62 @@ SIGNATURE_ALGORITHMS: dict[str, tuple[str, str]] = {
         "http://www.w3.org/2001/04/xmlenc#sha512",
     ),
 }
+
+
+# --------------------------------------------------------------------------
+# Values from the environment: ``${NAME}`` in any setting.
+# --------------------------------------------------------------------------
+
+#: ``${NAME}`` or ``${NAME:-default}``; ``$${...}`` stands for a literal ``${...}``.
+_ENVIRONMENT_REFERENCE = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_environment(
+    raw: Mapping[str, Any], environ: Mapping[str, str] | None = None, section: str = ""
+) -> dict[str, Any]:
+    """``raw`` with every ``${NAME}`` replaced by the environment's value.
+
+    PasteDeploy, plaster_pastedeploy and pserve put no environment variables
+    into the ini's ``%(...)s`` interpolation, and configparser leaves ``$``
+    alone, so the gateway expands ``${NAME}`` itself, in the one place every
+    loader goes through (the app factory, the CLI and the server runner).
+    ``NAME_FILE`` names a file holding the value instead (as container
+    platforms mount secrets), so a secret need not sit in the process
+    environment. A reference that neither provides, and that has no
+    ``:-default``, is a ConfigError naming the setting (after ``section``,
+    when given) and the variable.
+    """
+    environ = os.environ if environ is None else environ
+    expanded = {}
+    for key, value in raw.items():
+        if isinstance(value, str) and "${" in value:
+            where = f"{section} {key}" if section else key
+            value = _ENVIRONMENT_REFERENCE.sub(lambda match: _environment_value(where, match, environ), value)
+        expanded[key] = value
+    return expanded
+
+
+def _environment_value(key: str, match: re.Match, environ: Mapping[str, str]) -> str:
+    escaped, name, default = match.groups()
+    if escaped:
+        return match.group(0)[1:]
+    value, path = environ.get(name, ""), environ.get(name + "_FILE", "")
+    if value and path:
+        raise ConfigError(f"{key}: both {name} and {name}_FILE are set; set only one")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as file:
+                value = file.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{key}: {name}_FILE names {path}, which cannot be read ({reason})") from None
+        if not value:
+            raise ConfigError(f"{key}: {name}_FILE names {path}, which is empty")
+    if value:
+        return value
+    if default is not None:
+        return default
+    raise ConfigError(f"{key}: environment variable {name} is not set (nor {name}_FILE)")
 
 
 # --------------------------------------------------------------------------
@@ -316,6 +372,10 @@ class ForwardAuthSettings:
 @dataclass(frozen=True)
 class AdminSettings:
     reauth_seconds: int = setting(900, integer(60, 86400, "seconds"))
+    trace_retention_days: int = setting(7, integer(1, 365, "days"))
+    trace_keep_responses: bool = setting(True, parse_bool)
+    provisioning_log_retention_days: int = setting(7, integer(1, 365, "days"))
+    provisioning_log_bodies: bool = setting(False, parse_bool)
 
 
 @dataclass(frozen=True)
@@ -366,6 +426,8 @@ def _parse_value(key: str, raw: Any, parse: Callable[[str], Any]) -> Any:
         shown = str(raw).strip()
         if "secret" in key:
             shown = f"{len(shown)} characters"
+        # A password in a URL (sqlalchemy.url) stays out of the message.
+        shown = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", shown)
         raise ConfigError(f'{key}: {exc}, got "{shown}"') from None
 
 
