@@ -32,6 +32,8 @@ def main(global_config, **settings):
         config.include(".db")
         # Request correlation ids, and error pages / JSON rendered in one place.
         config.include(".web")
+        # HTML pages: Jinja2 templates on one layout, /static, security headers.
+        config.include(".templating")
         # Server-side browser sessions: request.identity for every view.
         config.include(".sessions")
         # GET /auth for reverse proxies: identity headers, group rules. Its
@@ -45,6 +47,8 @@ def main(global_config, **settings):
         config.include(".scim")
         # SAML sign-in with the IdP profile's metadata, logout, /whoami, home page.
         config.include(".saml")
+        # The admin console under /admin, for the admins (gateway.admin_groups, gateway.admin_users).
+        config.include(".admin")
 
         # The one bridge to Pyramid for plugins: their routes and views.
         config.registry.pm.hook.gateway_pyramid_configure(config=config)

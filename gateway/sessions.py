@@ -24,7 +24,9 @@ from typing import Any
 
 import sqlalchemy as sa
 import zope.sqlalchemy
+from pyramid.interfaces import ICSRFStoragePolicy
 from pyramid.security import Allowed, Denied
+from zope.interface import implementer
 
 from .db.models import Group, GroupMember, SsoSession, User, utcnow
 from .identity_cache import hold_identity_lock
@@ -322,7 +324,33 @@ def end_sessions_by_name_id(dbsession, name_id: str, session_index: str | None =
 
 def check_csrf(request, supplied: str | None) -> bool:
     identity = load_identity(request)
-    return bool(identity and supplied and hmac.compare_digest(identity.csrf_token, supplied))
+    # As bytes: compare_digest refuses str with non-ASCII characters, which a form can send.
+    return bool(
+        identity and supplied and hmac.compare_digest(identity.csrf_token.encode(), str(supplied).encode("utf-8"))
+    )
+
+
+@implementer(ICSRFStoragePolicy)
+class SessionCSRFStoragePolicy:
+    """Pyramid's CSRF storage, backed by the session row's ``csrf_token``.
+
+    The token is made with the session at sign-in and lives as long as it,
+    so views declared with ``require_csrf=True`` (the admin console's) are
+    checked by Pyramid's own CSRF support against the same token the
+    sign-out form carries. Without a session there is no token, and every
+    check fails.
+    """
+
+    def new_csrf_token(self, request) -> str:
+        # The token changes only with the session (a fresh one at every sign-in).
+        return self.get_csrf_token(request)
+
+    def get_csrf_token(self, request) -> str:
+        identity = load_identity(request)
+        return identity.csrf_token if identity is not None else ""
+
+    def check_csrf_token(self, request, supplied_token) -> bool:
+        return check_csrf(request, supplied_token)
 
 
 class SessionSecurityPolicy:
@@ -367,3 +395,5 @@ def includeme(config):
     config.registry.identity_cache = cache = IdentityCache()
     attach(cache, config.registry.db_engine, config.registry.dbsession_factory)
     config.set_security_policy(SessionSecurityPolicy())
+    # Views that ask for it (require_csrf=True) check the session's token.
+    config.set_csrf_storage_policy(SessionCSRFStoragePolicy())

@@ -306,6 +306,9 @@ class GatewaySettings:
     base_url: str = setting(parse=parse_base_url)
     plugins: tuple[str, ...] = setting((), parse_words)
     admin_groups: tuple[str, ...] = setting((), parse_names)
+    #: userNames that are admins whatever their groups: the first admin of a
+    #: fresh deployment, before Entra has provisioned any group.
+    admin_users: tuple[str, ...] = setting((), parse_names)
 
 
 @dataclass(frozen=True)

@@ -228,13 +228,20 @@ class ServiceProvider:
 
     # ------------------------------------------------------------ sign-in
 
-    def authn_request(self) -> tuple[str, str]:
-        """(request id, IdP URL with the HTTP-Redirect AuthnRequest)."""
+    def authn_request(self, *, force_authn: bool = False) -> tuple[str, str]:
+        """(request id, IdP URL with the HTTP-Redirect AuthnRequest).
+
+        ``force_authn``: ask the IdP to authenticate the person again rather
+        than answer from its own session (``ForceAuthn="true"``; Entra then
+        prompts for credentials): the admin console's fresh sign-in before a
+        sensitive action, and switching to another account.
+        """
         idp = self.idp()
         client = self.client(idp)
+        extra = {"force_authn": "true"} if force_authn else {}
         # No RequestedAuthnContext: Entra answers AADSTS75011 for MFA users.
         request_id, info = client.prepare_for_authenticate(
-            entityid=idp.entity_id, binding=BINDING_HTTP_REDIRECT, sign=False
+            entityid=idp.entity_id, binding=BINDING_HTTP_REDIRECT, sign=False, **extra
         )
         location = dict(info["headers"])["Location"]
         return request_id, location
