@@ -291,6 +291,28 @@ def parse_header_name(raw: str) -> str:
     return value
 
 
+def parse_host_patterns(raw: str) -> tuple[str, ...]:
+    """Host names or ``*.domain``, as a browser reads them (lower case, no trailing dot); no scheme or port."""
+    from .forward_auth.urls import canonical_host
+
+    patterns = []
+    for word in parse_words(raw):
+        wildcard = word.startswith("*.")
+        host = canonical_host(word[2:] if wildcard else word)
+        if host is None:
+            raise ValueError("expected host names or *.domain, without scheme, port or path, such as app.example.com *.example.com")
+        patterns.append("*." + host if wildcard else host)
+    return tuple(patterns)
+
+
+def parse_pass_groups(raw: str) -> tuple[str, ...]:
+    """``all``, ``rules``, or group names and external ids (quoted when they contain spaces)."""
+    names = parse_names(raw)
+    if not names:
+        raise ValueError("expected all, rules, or group names")
+    return names
+
+
 def setting(default: Any = _REQUIRED, parse: Callable[[str], Any] = str.strip) -> Any:
     """Declare one setting: its default (none means required) and its parser."""
     return field(default=default, metadata={"parse": parse})
@@ -363,13 +385,28 @@ class AttributesSettings:
 class ForwardAuthSettings:
     rules: tuple[str, ...] = setting((), parse_lines)
     headers: tuple[str, ...] = setting((), parse_words)
+    #: Which proxy asks: it decides the one header set believed (never two, so a
+    #: browser cannot add the other). Required once rules or allowed hosts are set.
+    proxy: str = setting("", choice("nginx", "traefik", "caddy"))
     trusted_proxies: tuple[str, ...] = setting(("127.0.0.1", "::1"), parse_proxies)
-    allowed_hosts: tuple[str, ...] = setting((), parse_words)
+    allowed_hosts: tuple[str, ...] = setting((), parse_host_patterns)
+    case_sensitive_paths: bool = setting(False, parse_bool)
+    header_encoding: str = setting("utf-8", choice("utf-8", "percent"))
+    pass_groups: tuple[str, ...] = setting(("all",), parse_pass_groups)
     header_user_id: str = setting("X-Auth-Request-User-Id", parse_header_name)
     header_user: str = setting("X-Auth-Request-User", parse_header_name)
     header_email: str = setting("X-Auth-Request-Email", parse_header_name)
     header_name: str = setting("X-Auth-Request-Name", parse_header_name)
     header_groups: str = setting("X-Auth-Request-Groups", parse_header_name)
+
+    def __post_init__(self):
+        if not self.proxy and (self.rules or self.allowed_hosts):
+            # Without it a Caddy or Traefik deployment would be judged by headers
+            # the browser can send (or by the /auth request itself): refuse to guess.
+            raise ConfigError(
+                "forward_auth.proxy: required when forward_auth.rules or forward_auth.allowed_hosts is set;"
+                ' expected one of nginx, traefik, caddy, got ""'
+            )
 
 
 @dataclass(frozen=True)

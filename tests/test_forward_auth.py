@@ -35,9 +35,13 @@ def set_user(app, user_name, **values):
         session.execute(sa.update(User).where(User.user_name_key == user_name.lower()).values(**values))
 
 
+NGINX = {"forward_auth.proxy": "nginx"}
+CADDY = {"forward_auth.proxy": "caddy"}
+
+
 @pytest.fixture
 def fa_app(make_app, database_url):
-    return make_app(**{"sqlalchemy.url": database_url, "forward_auth.allowed_hosts": "*.example.com"})
+    return make_app(**{"sqlalchemy.url": database_url, "forward_auth.allowed_hosts": "*.example.com", **NGINX})
 
 
 def nginx(url):
@@ -78,7 +82,7 @@ def test_extra_profile_headers_and_custom_header_names(make_app, idp):
 
 
 def test_rules_first_match_wins_and_default_deny(make_app, idp):
-    app = make_app(**{"forward_auth.rules": RULES})
+    app = make_app(**{"forward_auth.rules": RULES, **NGINX})
     sign_in(app, idp, "carol@example.com")
     add_to_group(app, "carol@example.com", "Staff")
 
@@ -96,7 +100,7 @@ def test_rules_first_match_wins_and_default_deny(make_app, idp):
 
 
 def test_rules_match_group_external_ids(make_app, idp):
-    app = make_app(**{"forward_auth.rules": "* / 4f1c6a6e-entra-object-id"})
+    app = make_app(**{"forward_auth.rules": "* / 4f1c6a6e-entra-object-id", **NGINX})
     sign_in(app, idp, "erin@example.com")
     add_to_group(app, "erin@example.com", "Ops")
     url = nginx("https://app.example.com/")
@@ -106,8 +110,9 @@ def test_rules_match_group_external_ids(make_app, idp):
     app.get("/auth", headers=url, extra_environ=PROXY, status=200)
 
 
-def test_traefik_and_caddy_forwarded_headers(make_app, idp):
-    app = make_app(**{"forward_auth.rules": RULES})
+@pytest.mark.parametrize("proxy", ["traefik", "caddy"])
+def test_traefik_and_caddy_forwarded_headers(make_app, idp, proxy):
+    app = make_app(**{"forward_auth.rules": RULES, "forward_auth.proxy": proxy})
     sign_in(app, idp, "dave@example.com")
     forwarded = {
         "X-Forwarded-Method": "GET",
@@ -123,13 +128,14 @@ def test_traefik_and_caddy_forwarded_headers(make_app, idp):
 def test_forged_headers_from_an_untrusted_address_are_ignored(make_app, idp):
     # Only app.example.com/public is open to everybody signed in; a browser
     # talking to the gateway directly must not pick that rule by forging headers.
-    app = make_app(**{"forward_auth.rules": "app.example.com /public *\n* / Admins"})
-    sign_in(app, idp, "mallory@example.com")
-    forged = nginx("https://app.example.com/public")
-    app.get("/auth", headers=forged, extra_environ=PROXY, status=200)
-    app.get("/auth", headers=forged, extra_environ=STRANGER, status=403)
-    forged = {"X-Forwarded-Host": "app.example.com", "X-Forwarded-Uri": "/public", "X-Forwarded-Proto": "https"}
-    app.get("/auth", headers=forged, extra_environ=STRANGER, status=403)
+    for proxy, forged in (
+        ("nginx", nginx("https://app.example.com/public")),
+        ("caddy", {"X-Forwarded-Host": "app.example.com", "X-Forwarded-Uri": "/public", "X-Forwarded-Proto": "https"}),
+    ):
+        app = make_app(**{"forward_auth.rules": "app.example.com /public *\n* / Admins", "forward_auth.proxy": proxy})
+        sign_in(app, idp, "mallory@example.com")
+        app.get("/auth", headers=forged, extra_environ=PROXY, status=200)
+        app.get("/auth", headers=forged, extra_environ=STRANGER, status=403)
 
 
 def test_signed_out_redirect_for_nginx_carries_location(fa_app):
@@ -141,9 +147,11 @@ def test_signed_out_redirect_for_nginx_carries_location(fa_app):
     )
 
 
-def test_signed_out_redirect_for_traefik_is_a_302(fa_app):
+@pytest.mark.parametrize("proxy", ["traefik", "caddy"])
+def test_signed_out_redirect_for_traefik_and_caddy_is_a_302(make_app, proxy):
+    app = make_app(**{"forward_auth.allowed_hosts": "*.example.com", "forward_auth.proxy": proxy})
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.com", "X-Forwarded-Uri": "/x"}
-    response = fa_app.get("/auth?rd=", headers=forwarded, extra_environ=PROXY, status=302)
+    response = app.get("/auth?rd=", headers=forwarded, extra_environ=PROXY, status=302)
     assert response.headers["Location"].endswith("next=https%3A%2F%2Fapp.example.com%2Fx")
 
 
@@ -205,7 +213,7 @@ def test_cookie_domain_lets_subdomains_share_the_session(make_app, idp):
 )
 def test_bad_rules_stop_start_up(make_app, rules):
     with pytest.raises(ConfigError) as info:
-        make_app(**{"forward_auth.rules": rules})
+        make_app(**{"forward_auth.rules": rules, **NGINX})
     assert str(info.value).startswith("forward_auth.rules:")
 
 
@@ -229,7 +237,7 @@ def test_answers_from_memory_match_the_apps_own(fa_app, idp):
 
 
 def test_refusals_and_ambiguous_cookies_still_go_through_the_app(make_app, idp):
-    app = make_app(**{"forward_auth.rules": RULES})
+    app = make_app(**{"forward_auth.rules": RULES, **NGINX})
     sign_in(app, idp)
     app.get("/auth", headers=nginx("https://app.example.com/"), extra_environ=PROXY, status=200)  # now cached
     # A rule refusal of a cached identity is still the app's 403.

@@ -165,7 +165,8 @@ class SamlRequest(Base):
     #: ``authn`` (answered at /saml/acs) or ``logout`` (answered at /saml/slo).
     kind: Mapped[str] = mapped_column(sa.String(16), default="authn", server_default="authn")
     browser_hash: Mapped[str] = mapped_column(sa.String(64))
-    next_path: Mapped[str] = mapped_column(sa.String(2048), default="/")
+    #: A local path, or an absolute URL of a forward-auth app (``gateway.forward_auth.urls``).
+    next_path: Mapped[str] = mapped_column(sa.String(8192), default="/")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -14,25 +14,39 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from pyramid.response import Response
 from webob.request import PATH_SAFE
 
 from ..sessions import cached_identity
 from .rules import decide, parse_rules
+from .urls import ReturnTargets, host_without_port, normal_path, parse_url
 
 log = logging.getLogger(__name__)
+
+#: Servers that send a ``str`` header value as its UTF-8 bytes, not as PEP 3333's latin-1.
+UTF8_HEADER_SERVERS = frozenset({"Granian"})
+
+#: Identity headers larger than this (bytes, all of them) are logged once: nginx's
+#: default ``proxy_buffer_size`` is 4 KB, and it answers 500 to a larger header block.
+HEADER_BLOCK_WARNING = 3500
 
 
 @dataclass(frozen=True)
 class OriginalRequest:
-    """What the browser asked the proxy for (as far as a trusted proxy says)."""
+    """What the browser asked the proxy for (as far as a trusted proxy says).
+
+    ``host`` and ``path`` are in normal form, or None when they have none
+    (the rules then deny where they look at them); ``url`` is the URL to
+    come back to after sign-in, when it is one a browser reads as Python does.
+    """
 
     method: str
     url: str | None
-    host: str
-    path: str
+    host: str | None
+    path: str | None
+    reported: bool = True  # False: no proxy said, this is the /auth request itself
 
 
 class ForwardAuth:
@@ -40,11 +54,12 @@ class ForwardAuth:
 
     def __init__(self, settings):
         fa = settings.forward_auth
-        self.rules = parse_rules(fa.rules)
+        self.proxy = fa.proxy
+        self.case_sensitive = fa.case_sensitive_paths
+        self.rules = parse_rules(fa.rules, fa.case_sensitive_paths)
         self.trusted = tuple(ipaddress.ip_network(n, strict=False) for n in fa.trusted_proxies)
-        self.allowed_hosts = tuple(h.lower() for h in fa.allowed_hosts)
+        self.targets = ReturnTargets(settings.gateway.base_url, fa.allowed_hosts)
         self.base_url = settings.gateway.base_url
-        self.base_host = (urlsplit(settings.gateway.base_url).hostname or "").lower()
         self.header_names = {
             "user_id": fa.header_user_id,
             "user_name": fa.header_user,
@@ -53,7 +68,10 @@ class ForwardAuth:
             "groups": fa.header_groups,
         }
         self.extra_fields = fa.headers
+        self.percent = fa.header_encoding == "percent"
+        self.passed_groups = _passed_groups(fa.pass_groups, self.rules)
         self._headers: dict[str, tuple] = {}
+        self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ proxy input
 
@@ -66,51 +84,74 @@ class ForwardAuth:
             address = ipaddress.ip_address(remote_addr.split("%", 1)[0])
         except ValueError:
             return False
+        # A server listening on [::] sees an IPv4 proxy as ::ffff:a.b.c.d.
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
         return any(address in network for network in self.trusted)
 
     def original_request(self, environ) -> OriginalRequest:
-        """The original URL from nginx's X-Original-URL or Traefik/Caddy's X-Forwarded-*.
+        """The original URL from the headers of ``forward_auth.proxy``, and no others.
 
-        Headers from an address outside ``forward_auth.trusted_proxies`` are
-        ignored: anybody can send them, and believing them would let a
-        browser pick which rule applies to it.
+        nginx sets ``X-Original-URL`` (its configuration overwrites the
+        browser's); Traefik and Caddy set ``X-Forwarded-*`` and pass every
+        other header the browser sent, ``X-Original-URL`` included, so each
+        proxy's own set is the only one read. Headers from an address outside
+        ``forward_auth.trusted_proxies`` are never read: anybody can send them.
         """
         # Plain dict reads of the WSGI environ: this runs on every proxied request.
         method = environ.get("REQUEST_METHOD", "GET")
-        if self.is_trusted(environ):
-            original = environ.get("HTTP_X_ORIGINAL_URL")
-            if original:
-                parts = urlsplit(original)
-                if parts.scheme in ("http", "https") and parts.hostname:
-                    return OriginalRequest(environ.get("HTTP_X_ORIGINAL_METHOD", method), original, parts.hostname.lower(), parts.path or "/")
-            host = environ.get("HTTP_X_FORWARDED_HOST")
-            if host:
-                proto = environ.get("HTTP_X_FORWARDED_PROTO", "https")
-                uri = environ.get("HTTP_X_FORWARDED_URI", "/")
-                if proto in ("http", "https") and uri.startswith("/"):
-                    url = f"{proto}://{host}{uri}"
-                    parts = urlsplit(url)
-                    return OriginalRequest(environ.get("HTTP_X_FORWARDED_METHOD", method), url, (parts.hostname or "").lower(), parts.path or "/")
-        # The /auth request itself, read as WebOb reads request.host and request.path.
-        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
-        path = quote((environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1"), safe=PATH_SAFE)
-        return OriginalRequest(method, None, host.split(":", 1)[0].lower(), path)
+        proxy = self.proxy
+        if proxy and self.is_trusted(environ):
+            if proxy == "nginx":
+                url = environ.get("HTTP_X_ORIGINAL_URL")
+                if url is not None:
+                    return self._reported(environ.get("HTTP_X_ORIGINAL_METHOD") or method, url)
+            else:
+                host = environ.get("HTTP_X_FORWARDED_HOST")
+                uri = environ.get("HTTP_X_FORWARDED_URI")
+                if host is not None and uri is not None:
+                    proto = environ.get("HTTP_X_FORWARDED_PROTO", "https")
+                    return self._forwarded(environ.get("HTTP_X_FORWARDED_METHOD") or method, proto, host, uri)
+        elif not proxy and ("HTTP_X_ORIGINAL_URL" in environ or "HTTP_X_FORWARDED_URI" in environ):
+            self._warn_once("proxy", "forward-auth: a proxy sends the original URL, but forward_auth.proxy is not set;"
+                            " the rules judge the /auth request itself and signed-out browsers come back to the gateway")
+        # The /auth request itself (WebOb's request.host and request.path).
+        return self._itself(method, environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""),
+                            environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - bounded; the same few URLs come again and again
+    def _reported(self, method: str, url: str) -> OriginalRequest:
+        parsed = parse_url(url)
+        if parsed is None:
+            return OriginalRequest(method, None, None, None)
+        path = re.split(r"[?#]", parsed.path_and_query, maxsplit=1)[0] or "/"
+        return OriginalRequest(method, url, parsed.host, normal_path(path, self.case_sensitive))
+
+    def _forwarded(self, method: str, proto: str, host: str, uri: str) -> OriginalRequest:
+        # Each part alone must be what a proxy sends, so that no part can carry
+        # another into the URL ("@", "/" in the host; a URI not starting with "/").
+        if proto not in ("http", "https") or not uri.startswith("/") or host_without_port(host) is None:
+            return OriginalRequest(method, None, None, None)
+        return self._reported(method, f"{proto}://{host}{uri}")
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - bounded
+    def _itself(self, method: str, host: str, path: str) -> OriginalRequest:
+        path = normal_path(quote(path.encode("latin-1"), safe=PATH_SAFE), self.case_sensitive)
+        return OriginalRequest(method, None, host_without_port(host), path, reported=False)
 
     # ------------------------------------------------------------------ redirects
 
-    def redirect_allowed(self, url: str) -> bool:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return False
-        host = parts.hostname.lower()
-        if host == self.base_host:
-            return True
-        for allowed in self.allowed_hosts:
-            if allowed.startswith("*.") and host.endswith(allowed[1:]):
-                return True
-            if host == allowed:
-                return True
-        return False
+    def return_target(self, rd: str, original: OriginalRequest) -> str | None:
+        """Where a signed-out browser comes back to: ``rd``, else the original URL; None when not allowed.
+
+        Without a URL from the proxy (no ``forward_auth.proxy``, or an
+        address not trusted) that is the gateway's home page.
+        """
+        if rd:
+            return self.targets.check(rd)
+        if original.reported:
+            return self.targets.check(original.url) if original.url else None
+        return "/"
 
     def signin_url(self, target: str) -> str:
         return f"{self.base_url}/saml/login?next={quote(target, safe='')}"
@@ -118,51 +159,93 @@ class ForwardAuth:
     # ------------------------------------------------------------------ answers
 
     def allows(self, original: OriginalRequest, identity) -> bool:
+        if not self.rules:
+            return True
         return decide(self.rules, original.host, original.path, {*identity.groups, *identity.group_ids})
 
-    def allowed_headers(self, identity) -> list[tuple[str, str]]:
+    def allowed_headers(self, identity, environ) -> list[tuple[str, str]]:
         """The 200's header list; built once per cached identity object."""
+        utf8 = environ.get("SERVER_SOFTWARE") in UTF8_HEADER_SERVERS
         key = identity.session_hash
         known = self._headers.get(key)
-        if known is not None and known[0] is identity:
-            return list(known[1])
-        headers = [("Content-Length", "0"), ("Cache-Control", "no-store"), *self.identity_headers(identity).items()]
+        if known is not None and known[0] is identity and known[1] == utf8:
+            return list(known[2])
+        headers = [("Content-Length", "0"), ("Cache-Control", "no-store"), *self.identity_headers(identity, utf8)]
         if len(self._headers) >= 50_000:
             self._headers.clear()
-        self._headers[key] = (identity, tuple(headers))
+        self._headers[key] = (identity, utf8, tuple(headers))
         return headers
 
-    def identity_headers(self, identity) -> dict[str, str]:
+    def identity_headers(self, identity, utf8_server: bool = False) -> list[tuple[str, str]]:
+        """The identity headers, as ``str`` values this server sends as their UTF-8 bytes.
+
+        PEP 3333 servers (waitress) write each code point as one byte, so
+        they get the UTF-8 bytes spelled as latin-1; Granian encodes a ``str``
+        as UTF-8 itself, so it gets the text. With
+        ``forward_auth.header_encoding = percent`` every value is ASCII.
+        """
+        groups = identity.groups
+        if self.passed_groups is not None:
+            groups = [g for g in groups if g in self.passed_groups]
         values = {
             "user_id": identity.user_id,
             "user_name": identity.user_name,
             "email": identity.email or "",
             "display_name": identity.display_name or identity.user_name,
-            "groups": ",".join(g.replace(",", " ") for g in identity.groups),
         }
-        headers = {self.header_names[k]: v for k, v in values.items()}
+        headers = [(self.header_names[k], self._value(v, utf8_server)) for k, v in values.items()]
+        if self.percent:
+            joined = ",".join(_percent(g) for g in groups)
+        else:
+            joined = self._value(",".join(g.replace(",", " ") for g in groups), utf8_server)
+        headers.append((self.header_names["groups"], joined))
         attributes = identity.attributes or {}
         for name in self.extra_fields:
             value = getattr(identity, name, None) if name in _PROFILE_ATTRIBUTES else attributes.get(name)
             if value is not None:
-                headers["X-Auth-Request-" + _header_suffix(name)] = str(value)
-        return {k: _header_value(v) for k, v in headers.items()}
+                headers.append(("X-Auth-Request-" + _header_suffix(name), self._value(str(value), utf8_server)))
+        size = sum(len(k) + len(v.encode("utf-8" if utf8_server else "latin-1")) + 4 for k, v in headers)
+        if size > HEADER_BLOCK_WARNING:
+            self._warn_once("size", f"forward-auth: identity headers of {size} bytes ({len(groups)} groups); nginx needs"
+                            " proxy_buffer_size above its 4k default, or set forward_auth.pass_groups")
+        return headers
+
+    def _value(self, value: str, utf8_server: bool) -> str:
+        if self.percent:
+            return _percent(value)
+        if value.isascii() and value.isprintable():
+            return value
+        # Never let a value break the header block: CR, LF and other controls become spaces.
+        value = "".join(ch if ch.isprintable() else " " for ch in value)
+        return value if utf8_server else value.encode("utf-8").decode("latin-1")
+
+    def _warn_once(self, what: str, message: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(message)
 
 
 _PROFILE_ATTRIBUTES = ("given_name", "family_name", "title", "department")
 
+# Printable ASCII but "%" (the escape) and "," (the groups separator) stays as it is.
+_PERCENT_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "%,")
+
+
+def _percent(value: str) -> str:
+    return quote(value, safe=_PERCENT_SAFE)
+
+
+def _passed_groups(setting: tuple[str, ...], rules) -> frozenset[str] | None:
+    """The group names and ids that go into the groups header; None for all."""
+    if setting == ("all",):
+        return None
+    if setting == ("rules",):
+        return frozenset(g for rule in rules for g in rule.groups if g != "*")
+    return frozenset(setting)
+
 
 def _header_suffix(field: str) -> str:
     return "-".join(part.capitalize() for part in field.replace(".", "_").split("_") if part)
-
-
-def _header_value(value: str) -> str:
-    # WSGI headers are latin-1 strings: send UTF-8 bytes through as they are,
-    # and never let a value break the header block.
-    if value.isascii() and value.isprintable():
-        return value
-    value = "".join(ch if ch.isprintable() else " " for ch in value)
-    return value.encode("utf-8").decode("latin-1")
 
 
 def auth_view(request):
@@ -172,22 +255,23 @@ def auth_view(request):
     if identity is None:
         response = Response(status=401, content_type="text/plain", body=b"signed out\n")
         if "rd" in request.params:
-            target = request.params["rd"] or original.url or fa.base_url + "/"
-            if fa.redirect_allowed(target):
+            target = fa.return_target(request.params["rd"], original)
+            if target is not None:
                 # nginx reads Location from the 401 (auth_request_set); Traefik and
                 # Caddy copy the answer to the browser, so they get the 302 itself.
-                if "X-Forwarded-Uri" in request.headers and fa.is_trusted(request.environ):
+                if fa.proxy in ("traefik", "caddy"):
                     response.status = 302
                 response.location = fa.signin_url(target)
             else:
-                log.warning("forward-auth: refused redirect to %r (not in forward_auth.allowed_hosts)", target)
+                log.warning("forward-auth: refused redirect to %r (not a URL on an allowed host)",
+                            (request.params["rd"] or original.url or "")[:200])
         response.headers["Cache-Control"] = "no-store"
         return response
 
     if not fa.allows(original, identity):
         return Response(status=403, content_type="text/plain", body=b"forbidden\n",
                         headers={"Cache-Control": "no-store"})
-    return Response(status=200, headerlist=fa.allowed_headers(identity))
+    return Response(status=200, headerlist=fa.allowed_headers(identity, request.environ))
 
 
 class FastPath:
@@ -230,7 +314,7 @@ class FastPath:
         identity = cached_identity(self.registry, tokens[0])
         if identity is None or not self.fa.allows(self.fa.original_request(environ), identity):
             return None
-        return self.fa.allowed_headers(identity)
+        return self.fa.allowed_headers(identity, environ)
 
 
 def fast_path(app, registry):

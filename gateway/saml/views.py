@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import logging
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 import zope.sqlalchemy
@@ -20,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import sessions
 from ..db.models import SeenAssertion, utcnow
+from ..forward_auth import urls
 from ..provisioning.signin import fire, identity_from_claims, sign_in
 from . import browser
 from . import slo as slo_module
@@ -32,17 +32,22 @@ def sp(request):
 
 
 def local_path(value: str | None) -> str | None:
-    """``value`` if it is a path on this site, else None (open-redirect guard)."""
+    """``value`` if it is a path on this site, else None (open-redirect guard); "/" when empty."""
     if value is None or value == "":
         return "/"
-    if len(value) > 2048 or not value.startswith("/") or value.startswith("//"):
-        return None
-    if "\\" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        return None
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc:
-        return None
-    return value
+    return urls.local_path(value)
+
+
+def return_target(request, value: str | None) -> str | None:
+    """Where to send the browser after sign-in: a local path, or an absolute URL
+    of a forward-auth app (``forward_auth.allowed_hosts``); None when refused.
+
+    The same check as forward-auth's ``rd``, so that every URL the gateway
+    sends a signed-out visitor to sign in with is also one it returns to.
+    """
+    if value is None or value == "":
+        return "/"
+    return request.registry.forward_auth.targets.check(value)
 
 
 def _no_store(response: Response) -> Response:
@@ -131,7 +136,7 @@ def metadata(request):
 @view_config(route_name="saml.login", request_method="GET")
 def login(request):
     try:
-        next_path = local_path(request.GET.get("next"))
+        next_path = return_target(request, request.GET.get("next"))
         if next_path is None:
             raise SamlRejection("unsafe_next", "The address to return to after sign-in is not on this site.")
         request_id, location = sp(request).authn_request()
@@ -158,7 +163,9 @@ def _acs(request):
     if not saml_response:
         raise SamlRejection("missing_response", "The sign-in message is missing.")
     relay_state = request.POST.get("RelayState")
-    if relay_state is not None and local_path(relay_state) is None:
+    # An IdP-initiated RelayState (Entra's "Relay State") may name a page of a
+    # forward-auth app: the same allow-list as next, so it is no open redirect.
+    if relay_state is not None and return_target(request, relay_state) is None:
         raise SamlRejection("unsafe_relay_state", "The address to return to after sign-in is not on this site.")
     now = utcnow()
 
@@ -174,7 +181,7 @@ def _acs(request):
             hint="Start the sign-in from this site instead.",
         )
     elif relay_state:
-        next_path = local_path(relay_state) or "/"
+        next_path = return_target(request, relay_state) or "/"
 
     verified = provider.check_response(saml_response, now, solicited_by=in_response_to)
 
@@ -202,7 +209,10 @@ def _acs(request):
         request.correlation_id,
     )
     browser.forget(request)
-    return _no_store(HTTPSeeOther(location=request.application_url + next_path))
+    # Checked again: the allowed hosts may have changed since the sign-in started.
+    target = return_target(request, next_path) or "/"
+    location = request.application_url + target if target.startswith("/") else target
+    return _no_store(HTTPSeeOther(location=location))
 
 
 def _remember_assertion(request, assertion_id: str, expires_at, now) -> None:
