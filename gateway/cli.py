@@ -111,12 +111,19 @@ def _users_arguments(parser) -> None:
     add_users_arguments(parser)
 
 
+def cmd_prune(args) -> int:
+    from .retention import cmd_prune as run
+
+    return run(args)
+
+
 #: name -> (function, help, argument adder). Other modules add their commands here.
 COMMANDS: dict[str, tuple[Callable, str, Callable[[argparse.ArgumentParser], None] | None]] = {
     "migrate": (cmd_migrate, "create or upgrade the database schema", None),
     "check": (cmd_check, "check settings, plugins, database and IdP metadata", None),
     "token": (cmd_token, "SCIM bearer tokens: token create NAME, token list, token revoke NAME", _token_arguments),
     "users": (cmd_users, "users list, users show USERNAME (profile, groups, sessions, audit events)", _users_arguments),
+    "prune": (cmd_prune, "delete expired sign-in traces, provisioning log rows and test sign-ins now", None),
 }
 
 

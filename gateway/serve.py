@@ -242,6 +242,10 @@ def close(app) -> None:
     cache = getattr(registry, "identity_cache", None)
     if cache is not None:
         cache.close()
+    # Its queued rows are written before the pools go.
+    provisioning_log = getattr(registry, "provisioning_log", None)
+    if provisioning_log is not None:
+        provisioning_log.close()
     for name in ("db_engine", "db_read_engine"):
         engine = getattr(registry, name, None)
         if engine is not None:

@@ -23,6 +23,7 @@ SCIM_OFF = "SCIM is off: no enabled plugin registers a SCIM storage backend (add
 
 def includeme(config):
     from .schemas import resource_types
+    from .provlog import ProvisioningLog
     from .tokens import TokenVerifier
 
     registry = config.registry
@@ -43,6 +44,8 @@ def includeme(config):
 
     registry.scim_storage = backends[name].factory(registry)
     registry.scim_tokens = TokenVerifier(registry)
+    # One row per SCIM request for /admin/provisioning, written by a thread.
+    registry.provisioning_log = ProvisioningLog(registry)
     registry.scim_resource_types = resource_types(settings.scim.custom_schemas)
 
     # Errors first: every failure under /scim/ becomes RFC 7644 error JSON.

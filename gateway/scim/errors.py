@@ -93,10 +93,13 @@ def _scim_error_view(exc, request):
 
 
 def _not_found_view(exc, request):
+    # No SCIM view ran (nothing matched): the provisioning log still gets its row.
+    request.registry.provisioning_log.begin(request)
     return error_response(404, f"no SCIM endpoint at {request.path}")
 
 
 def _method_not_allowed_view(exc, request):
+    request.registry.provisioning_log.begin(request)
     return error_response(405, f"{request.method} is not allowed on {request.path}")
 
 

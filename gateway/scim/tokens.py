@@ -17,7 +17,8 @@ effect on the next request on every instance, as when the column was read on
 every request. A miss is one prebuilt indexed SELECT on a pooled autocommit
 connection, outside the request's transaction.
 
-``last_used_at`` is written at most once a minute per token, in a short
+``last_used_at`` (and ``last_used_address``, the client's address) is
+written at most once a minute per token, in a short
 transaction of its own rather than the request's (a failed request does not
 undo it, and a busy minute costs one write, not one per request).
 """
@@ -80,7 +81,7 @@ def revoke_token(dbsession, name: str) -> ScimToken:
     return token
 
 
-def authenticate(dbsession, presented: str):
+def authenticate(dbsession, presented: str, address: str | None = None):
     """The live token matching ``presented`` (a row with ``id``, ``name``,
     ``token_hash``, ``last_used_at``, ``revoked_at``), or None."""
     if not presented or len(presented) > 512:
@@ -100,7 +101,7 @@ def authenticate(dbsession, presented: str):
             sa.update(ScimToken)
             .where(ScimToken.id == token.id)
             .where(sa.or_(ScimToken.last_used_at.is_(None), ScimToken.last_used_at < now - LAST_USED_RESOLUTION))
-            .values(last_used_at=now)
+            .values(last_used_at=now, last_used_address=(address or "")[:64] or None)
         )
     return token
 
@@ -111,13 +112,13 @@ _FIND = sa.select(
 ).where(ScimToken.token_hash == sa.bindparam("token_hash"))
 
 
-def _touch_statement(token_id: int, now: dt.datetime):
+def _touch_statement(token_id: int, now: dt.datetime, address: str | None = None):
     # Conditional, so concurrent instances do not all write.
     return (
         sa.update(ScimToken)
         .where(ScimToken.id == token_id)
         .where(sa.or_(ScimToken.last_used_at.is_(None), ScimToken.last_used_at < now - LAST_USED_RESOLUTION))
-        .values(last_used_at=now)
+        .values(last_used_at=now, last_used_address=(address or "")[:64] or None)
     )
 
 
@@ -139,9 +140,10 @@ class TokenVerifier:
         self._touched: dict[int, tuple] = {}  # id -> (last_used_at seen, when we wrote)
         self._lock = threading.Lock()
 
-    def verify(self, presented: str):
+    def verify(self, presented: str, address: str | None = None):
         """The live token matching ``presented`` (``id``, ``name``, ``token_hash``,
-        ``last_used_at``, ``revoked_at``), or None."""
+        ``last_used_at``, ``revoked_at``), or None. ``address`` (the client's)
+        is recorded as ``last_used_address`` whenever ``last_used_at`` is."""
         if not presented or len(presented) > 512:
             return None
         wanted = hash_token(presented)
@@ -155,7 +157,7 @@ class TokenVerifier:
                 return None
             if generation is not None:
                 cache.put(wanted, token, generation)
-        self._touch(token)
+        self._touch(token, address)
         return token
 
     def _last_used(self, token):
@@ -164,7 +166,7 @@ class TokenVerifier:
         seen, wrote = self._touched.get(token.id, (None, None))
         return wrote if wrote is not None and seen == token.last_used_at else token.last_used_at
 
-    def _touch(self, token) -> None:
+    def _touch(self, token, address: str | None = None) -> None:
         now = utcnow()
         last = self._last_used(token)
         if last is not None and now - last < LAST_USED_RESOLUTION:
@@ -176,7 +178,7 @@ class TokenVerifier:
             self._touched[token.id] = (token.last_used_at, now)
         try:
             with self.engine.begin() as connection:
-                connection.execute(_touch_statement(token.id, now))
+                connection.execute(_touch_statement(token.id, now, address))
         except sa.exc.SQLAlchemyError:
             # Bookkeeping only: the request goes on; the next minute tries again.
             log.warning("could not record that SCIM token %s was used", token.name, exc_info=True)

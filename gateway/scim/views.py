@@ -18,6 +18,7 @@ from .. import jsoncodec
 from ..provisioning import SCIM_DISABLED, scim_enabled
 from .errors import SCIM_CONTENT_TYPE, ScimError, bad_request, unauthorized
 from .filters import parse_filter
+from .provlog import remember_body
 from .resources import etag, parse_attribute_list, project, render
 from .schemas import LIST_RESPONSE, service_provider_config
 from .service import ScimService
@@ -30,10 +31,12 @@ DEFAULT_COUNT = 100
 def scim_view(view):
     @functools.wraps(view)
     def wrapper(context, request):
+        # Every request, refused ones included, gets its provisioning log row.
+        request.registry.provisioning_log.begin(request)
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise unauthorized("a bearer token is required")
-        token = request.registry.scim_tokens.verify(presented.strip())
+        token = request.registry.scim_tokens.verify(presented.strip(), request.client_addr)
         if token is None:
             raise unauthorized("the bearer token is not valid")
         if not scim_enabled(request.registry.gateway_settings):
@@ -70,9 +73,11 @@ def read_json(request):
     if len(raw) > limit:
         raise ScimError(413, f"request body larger than {limit} bytes")
     try:
-        return jsoncodec.loads(raw)
+        body = jsoncodec.loads(raw)
     except ValueError as exc:  # UnicodeDecodeError is one
         raise bad_request("invalidSyntax", f"the request body is not valid JSON: {exc}") from None
+    remember_body(request, body)
+    return body
 
 
 class Params:

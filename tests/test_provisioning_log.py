@@ -1,0 +1,138 @@
+"""Every SCIM request leaves a provisioning log row: what Entra sent, what it got, never a secret."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+from scim_support import PATCH_OP, ScimClient, make_token
+
+from gateway.db.models import ProvisioningLogEntry, ScimToken, utcnow
+
+
+#: When the running test began: an app of an earlier test on the same
+#: PostgreSQL schema may write its last queued rows after that test's truncation.
+STARTED = {}
+
+
+@pytest.fixture(autouse=True)
+def since():
+    STARTED["at"] = utcnow()
+
+
+def mine():
+    return ProvisioningLogEntry.at >= STARTED["at"]
+
+
+def rows(app) -> list:
+    """This test's rows as written: flushed first (the writer thread runs every half second)."""
+    app.app.registry.provisioning_log.flush()
+    with app.app.registry.db_engine.connect() as connection:
+        return list(connection.execute(sa.select(ProvisioningLogEntry).where(mine()).order_by(ProvisioningLogEntry.id)))
+
+
+def test_entras_failed_requests_are_logged_with_status_and_scim_type(scim, scim_app):
+    alice = scim.create_user("alice@example.com")
+    scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice@example.com"}, status=409)
+    scim.patch_ops(f"/Users/{alice['id']}", {"op": "frobnicate", "path": "active", "value": False}, status=400)
+    scim.get("/Users/no-such-id", status=404)
+    scim.get("/Users", filter='userName eq "alice@example.com"')
+
+    logged = rows(scim_app)
+    assert [(r.method, r.status, r.scim_type) for r in logged] == [
+        ("POST", 201, None),
+        ("POST", 409, "uniqueness"),
+        ("PATCH", 400, "invalidSyntax"),
+        ("GET", 404, None),
+        ("GET", 200, None),
+    ]
+    created, duplicate, patch, missing, lookup = logged
+    assert created.resource_type == "User" and created.resource_id == alice["id"]
+    assert created.resource_name == "alice@example.com" and created.error is None
+    assert created.token_name == "entra" and created.duration_ms > 0 and created.correlation_id
+    # The rolled-back write is logged all the same, with what the client was told.
+    assert duplicate.resource_name == "alice@example.com" and duplicate.resource_id is None
+    assert "alice@example.com" in duplicate.error or "taken" in duplicate.error
+    assert patch.resource_id == alice["id"] and "frobnicate" in patch.error
+    assert missing.path == "/scim/v2/Users/no-such-id" and missing.error
+    assert lookup.path == '/scim/v2/Users?filter=userName eq "alice@example.com"'
+    # Bodies are not kept unless asked.
+    assert all(r.body is None for r in logged)
+
+
+def test_every_row_carries_the_correlation_id_the_client_got(scim, scim_app):
+    response = scim.get("/Users", headers={"X-Request-Id": "entra-cycle-0001"})
+    assert response.headers["X-Request-Id"] == "entra-cycle-0001"
+    assert rows(scim_app)[-1].correlation_id == "entra-cycle-0001"
+
+
+def test_refused_tokens_and_unknown_paths_are_logged_without_a_token_name(scim, scim_app):
+    scim_app.get("/scim/v2/Users", headers={"Authorization": "Bearer gws_not-a-token"}, status=401)
+    scim_app.get("/scim/v2/Users", status=401)
+    scim.get("/Nothing/here", status=404)
+    logged = rows(scim_app)
+    assert [(r.status, r.token_name) for r in logged] == [(401, None), (401, None), (404, None)]
+    assert logged[0].error == "the bearer token is not valid"
+    assert logged[2].error == "no SCIM endpoint at /scim/v2/Nothing/here"
+
+
+def test_bodies_are_kept_only_when_asked_and_never_with_secrets(make_app, database_url):
+    app = make_app(**{
+        "sqlalchemy.url": database_url,
+        "gateway.plugins": "entra sqlstore",
+        "admin.provisioning_log_bodies": "true",
+    })
+    token = make_token(app)
+    scim = ScimClient(app, token)
+    scim.create_user("bob@example.com", displayName="Bob")
+    # Refused (the gateway stores no passwords), and logged with its body, less the secrets.
+    user = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "eve@example.com",
+        "password": "Hunter2!",
+        "urn:example:custom": {"apiToken": "t0ps3cret", "clientSecret": "s3cret", "badge": 7},
+    }
+    scim.post("/Users", user, status=400)
+    scim.patch_ops("/Users/x", {"op": "replace", "path": "password", "value": "Hunter3!"}, status=404)
+    logged = rows(app)
+    assert logged[0].body["userName"] == "bob@example.com" and logged[0].body["displayName"] == "Bob"
+    assert logged[1].body["password"] == "(removed)"
+    assert logged[1].body["urn:example:custom"] == {"apiToken": "(removed)", "clientSecret": "(removed)", "badge": 7}
+    assert logged[2].body["Operations"] == [{"op": "replace", "path": "password", "value": "(removed)"}]
+    # A PATCH carries the secret as a value of an operation on "password": gone too.
+    text = json.dumps([dict(r._mapping) for r in logged], default=str)
+    for secret in ("Hunter2!", "Hunter3!", "t0ps3cret", "s3cret", token):
+        assert secret not in text
+
+
+def test_the_token_page_learns_where_a_token_was_last_used(scim, scim_app):
+    scim_app.get("/scim/v2/Users", headers=scim.headers(), extra_environ={"REMOTE_ADDR": "203.0.113.9"})
+    with scim_app.app.registry.db_engine.connect() as connection:
+        token = connection.execute(sa.select(ScimToken)).one()
+    assert token.last_used_address == "203.0.113.9" and token.last_used_at is not None
+
+
+def test_rows_written_before_the_app_closes_are_not_lost(scim, scim_app):
+    scim.create_user("carol@example.com")
+    registry = scim_app.app.registry
+    registry.provisioning_log.close()
+    with registry.db_engine.connect() as connection:
+        names = connection.scalars(
+            sa.select(ProvisioningLogEntry.resource_name).where(mine())
+        ).all()
+    assert names == ["carol@example.com"]
+
+
+def test_the_writer_thread_writes_without_being_asked(scim, scim_app):
+    import time
+
+    scim.get("/Users")
+    deadline = time.monotonic() + 5
+    engine = scim_app.app.registry.db_engine
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            if connection.scalar(sa.select(sa.func.count()).where(mine())):
+                return
+        time.sleep(0.05)
+    raise AssertionError("the provisioning log row was not written within 5 s")
