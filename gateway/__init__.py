@@ -20,8 +20,9 @@ def main(global_config, **settings):
     """Build the WSGI app; a bad setting raises ConfigError naming the key."""
     from pyramid.config import Configurator
 
-    from .settings import parse_settings
+    from .settings import expand_environment, parse_settings
 
+    settings = expand_environment(settings)
     gateway_settings = parse_settings(settings)
     with Configurator(settings=settings) as config:
         config.registry.gateway_settings = gateway_settings

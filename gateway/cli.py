@@ -16,11 +16,14 @@ from .errors import ConfigError
 
 
 def load_raw_settings(config_uri: str) -> dict:
+    """The ``[app:main]`` settings, ``${NAME}`` references expanded."""
     from pyramid.paster import get_appsettings, setup_logging
+
+    from .settings import expand_environment
 
     try:
         setup_logging(config_uri)
-        return dict(get_appsettings(config_uri))
+        return expand_environment(get_appsettings(config_uri))
     except FileNotFoundError:
         raise ConfigError(f"{config_uri}: no such configuration file") from None
     except LookupError as exc:
@@ -80,8 +83,12 @@ def cmd_check(args) -> int:
             print(f"FAIL {name}: {reason}")
         else:
             print(f"ok   {name}")
-    for name, check in getattr(registry, "warning_checks", {}).items():
-        for warning in check(request) or ():
+    for name, check in registry.warning_checks.items():
+        try:
+            warnings = check(request) or ()
+        except Exception as exc:  # noqa: BLE001 - the FAIL lines above already say what is down
+            warnings = [f"not checked ({exc.__class__.__name__})"]
+        for warning in warnings:
             print(f"WARN {name}: {warning}")
     registry.db_engine.dispose()
     return 1 if failed else 0

@@ -45,9 +45,30 @@ def readyz(request):
     return {"status": "ok"}
 
 
+def deployment_warnings(request) -> list[str]:
+    """What a deployer still has to fix before people rely on this gateway (``gateway CONFIG check``)."""
+    settings = request.registry.gateway_settings
+    warnings = []
+    if settings.gateway.base_url.startswith("http://"):
+        warnings.append(
+            f"gateway.base_url is {settings.gateway.base_url}: plain http is for trying the gateway on this"
+            " machine only; put it behind a TLS proxy and set an https URL"
+        )
+    if not settings.session.cookie_secure:
+        warnings.append("session.cookie_secure is false: the session cookie also travels over plain http; set it to true")
+    if not settings.gateway.admin_groups:
+        warnings.append(
+            "nobody can open the admin console: set gateway.admin_groups to the Entra group of your admins"
+        )
+    return warnings
+
+
 def includeme(config):
     config.registry.migration_head = migrate.head_revision()
     config.registry.readiness_checks = {"database": check_database}
+    # Checks that do not stop readiness but that `gateway CONFIG check` prints
+    # as WARN lines: callables taking the request and returning a list of texts.
+    config.registry.warning_checks = {"deployment": deployment_warnings}
     config.add_route("health.live", "/healthz")
     config.add_route("health.ready", "/readyz")
     config.scan(__name__)

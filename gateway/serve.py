@@ -69,8 +69,10 @@ def granian(app, global_conf, **settings):
     from granian import Granian
     from granian.constants import Interfaces
 
+    from .settings import expand_environment
+
     try:
-        options = parse_server_settings(settings)
+        options = parse_server_settings(expand_environment(settings, section="server:main"))
     except ConfigError as error:
         # pserve turns a SystemExit from its server into "Exiting ..." on
         # stdout with status 0; a bad setting must fail like the app's own.
@@ -81,7 +83,8 @@ def granian(app, global_conf, **settings):
     ini = global_conf["__file__"]
     # ``pserve INI name=value`` variables, for the workers' own load of the ini.
     variables = {k: v for k, v in global_conf.items() if k not in ("__file__", "here")}
-    close(app)
+    close(app, wait=True)
+    _no_threads_before_fork()
     server = Granian(
         ini,
         address=options["host"],
@@ -192,6 +195,27 @@ class _StartLine:
             time.sleep(0.005)
 
 
+def _no_threads_before_fork() -> None:
+    """Say so if a thread outlived ``close(app)``: the workers are forked next.
+
+    A forked child gets copies of every lock but only the forking thread, so
+    a lock another thread held at that moment (the logging module's, a
+    database pool's) stays locked in the worker forever; Python 3.12 and
+    later warn about exactly this. ``close`` ends the threads the app
+    starts (the PostgreSQL change listener, the SQLite checkpointer); this
+    catches one that a plugin or a later change leaves behind.
+    """
+    import logging
+    import threading
+
+    left = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    if left:
+        logging.getLogger(__name__).warning(
+            "threads still running before the workers fork: %s; a worker may hang on a lock one of them held",
+            ", ".join(left),
+        )
+
+
 def _stop_with_master(master: int) -> None:
     """Never outlive the master, nor ignore its stop while loading.
 
@@ -234,14 +258,17 @@ def _hide_request_variables() -> None:
             os.environ.setdefault(name.lower(), value)
 
 
-def close(app) -> None:
-    """Release what an app holds: its database pools and its change listener."""
+def close(app, wait: bool = False) -> None:
+    """Release what an app holds: its database pools, its change listener, its log writer.
+
+    ``wait``: until the listener's thread has ended too, as before a fork.
+    """
     registry = getattr(app, "registry", None)
     if registry is None:
         return
     cache = getattr(registry, "identity_cache", None)
     if cache is not None:
-        cache.close()
+        cache.close(wait)
     # Its queued rows are written before the pools go.
     provisioning_log = getattr(registry, "provisioning_log", None)
     if provisioning_log is not None:

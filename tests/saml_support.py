@@ -122,7 +122,8 @@ class TestIdp:
 
     # ------------------------------------------------------------ metadata
 
-    def metadata(self, certs: list[KeyPair] | None = None, bom: bool = True, entity_id: str | None = None) -> bytes:
+    def metadata(self, certs: list[KeyPair] | None = None, bom: bool = True, entity_id: str | None = None,
+                 sso_url: str = IDP_SSO, slo_url: str = IDP_SSO) -> bytes:
         certs = certs if certs is not None else [self.keys]
         keys = "".join(
             '<KeyDescriptor use="signing"><KeyInfo xmlns="http://www.w3.org/2000/09/xmldsig#"><X509Data>'
@@ -133,8 +134,8 @@ class TestIdp:
             f'<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" ID="{new_id()}"'
             f" entityID={quoteattr(entity_id or self.entity_id)}>"
             f'<IDPSSODescriptor protocolSupportEnumeration="{SAMLP}">{keys}'
-            f'<SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="{IDP_SSO}"/>'
-            f'<SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="{IDP_SSO}"/>'
+            f'<SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location={quoteattr(slo_url)}/>'
+            f'<SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location={quoteattr(sso_url)}/>'
             "</IDPSSODescriptor></EntityDescriptor>"
         )
         return (b"\xef\xbb\xbf" if bom else b"") + xml.encode()

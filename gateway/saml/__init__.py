@@ -46,8 +46,6 @@ def includeme(config):
         return warnings + expiry_warnings(provider.store.info)
 
     registry.readiness_checks["idp_metadata"] = idp_metadata_ready
-    if not hasattr(registry, "warning_checks"):
-        registry.warning_checks = {}
     registry.warning_checks["idp_metadata"] = idp_metadata_warnings
 
     config.add_route("home", "/")

@@ -21,6 +21,22 @@ log = logging.getLogger(__name__)
 SCIM_OFF = "SCIM is off: no enabled plugin registers a SCIM storage backend (add sqlstore to gateway.plugins)"
 
 
+def token_warnings(request) -> list[str]:
+    """Entra cannot provision before it has a token to present."""
+    import sqlalchemy as sa
+
+    from ..db.models import ScimToken
+
+    with request.registry.db_engine.connect() as connection:
+        live = connection.scalar(sa.select(sa.func.count()).where(ScimToken.revoked_at.is_(None)))
+    if live:
+        return []
+    return [
+        "no SCIM token: Entra cannot provision users yet; run `gateway CONFIG token create entra`"
+        " and paste the token into Entra's provisioning Secret Token"
+    ]
+
+
 def includeme(config):
     from .schemas import resource_types
     from .provlog import ProvisioningLog
@@ -30,7 +46,6 @@ def includeme(config):
     settings = registry.gateway_settings
     backends = collect(registry.pm.hook.gateway_scim_storage_backends(), "SCIM storage backend")
     name = settings.scim.storage
-    registry.warning_checks = getattr(registry, "warning_checks", {})
     if name not in backends:
         if backends or "scim.storage" in config.get_settings():
             known = ", ".join(sorted(backends)) or "none"
@@ -46,6 +61,8 @@ def includeme(config):
     registry.scim_tokens = TokenVerifier(registry)
     # One row per SCIM request for /admin/provisioning, written by a thread.
     registry.provisioning_log = ProvisioningLog(registry)
+    if "scim" in settings.provisioning.mode:
+        registry.warning_checks["scim"] = token_warnings
     registry.scim_resource_types = resource_types(settings.scim.custom_schemas)
 
     # Errors first: every failure under /scim/ becomes RFC 7644 error JSON.
