@@ -127,3 +127,67 @@ def test_provisioning_mode_words(base_settings, sqlite_url):
     raw["provisioning.mode"] = "jit"
     with pytest.raises(ConfigError, match='provisioning.mode: expected "scim", "first_login"'):
         parse_settings(raw)
+
+
+# ---------------------------------------------------------------- ${NAME} from the environment
+
+
+def test_environment_references_are_expanded_in_any_setting(base_settings, sqlite_url, monkeypatch, tmp_path):
+    from gateway.settings import expand_environment
+
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file-" + "x" * 40 + "\n")
+    environ = {"SKEW": "42", "GW_SECRET_FILE": str(secret), "EMPTY": ""}
+    raw = {
+        "saml.clock_skew": "${SKEW}",
+        "session.secret": "${GW_SECRET}",
+        "gateway.base_url": "${BASE:-http://localhost}",
+        "seat_limit.max_users": "${EMPTY:-7}",
+        "plain": "cost $5, a $${LITERAL} stays",
+    }
+    expanded = expand_environment(raw, environ)
+    assert expanded == {
+        "saml.clock_skew": "42",
+        "session.secret": "from-a-file-" + "x" * 40,  # one trailing newline dropped
+        "gateway.base_url": "http://localhost",
+        "seat_limit.max_users": "7",
+        "plain": "cost $5, a ${LITERAL} stays",
+    }
+    # Through the app factory, as pserve and every worker load it.
+    monkeypatch.setenv("GATEWAY_TEST_SKEW", "33")
+    app = build(base_settings, sqlite_url, **{"saml.clock_skew": "${GATEWAY_TEST_SKEW}"})
+    assert app.registry.gateway_settings.saml.clock_skew == 33
+    assert app.registry.settings["saml.clock_skew"] == "33"
+    close_app(app)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "session.secret: environment variable GW_SECRET is not set (nor GW_SECRET_FILE)"),
+        ({"GW_SECRET": ""}, "session.secret: environment variable GW_SECRET is not set (nor GW_SECRET_FILE)"),
+        ({"GW_SECRET": "a", "GW_SECRET_FILE": "/x"}, "session.secret: both GW_SECRET and GW_SECRET_FILE are set; set only one"),
+        ({"GW_SECRET_FILE": "/nonexistent/secret"},
+         "session.secret: GW_SECRET_FILE names /nonexistent/secret, which cannot be read (No such file or directory)"),
+    ],
+)
+def test_environment_reference_problems_name_the_setting_and_variable(environ, expected):
+    from gateway.settings import expand_environment
+
+    with pytest.raises(ConfigError) as info:
+        expand_environment({"session.secret": "${GW_SECRET}"}, environ)
+    assert str(info.value) == expected
+
+
+def test_an_empty_secret_file_is_refused(tmp_path):
+    from gateway.settings import expand_environment
+
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match=f"session.secret: GW_SECRET_FILE names {empty}, which is empty"):
+        expand_environment({"session.secret": "${GW_SECRET}"}, {"GW_SECRET_FILE": str(empty)})
+
+
+def test_a_password_in_a_bad_database_url_is_not_shown(base_settings, sqlite_url):
+    message = refusal(base_settings, sqlite_url, **{"sqlalchemy.url": "mysql://gw:s3cret-pw@db/gw"})
+    assert "s3cret-pw" not in message and "mysql://gw:***@db/gw" in message
