@@ -27,7 +27,8 @@ def add_to_group(app, user_name, *group_names):
                 group = Group(display_name=name, display_name_key=name.lower())
                 session.add(group)
                 session.flush()
-            session.add(GroupMember(group_id=group.id, user_id=user.id))
+            if session.get(GroupMember, (group.id, user.id)) is None:  # sign-in may have added it already
+                session.add(GroupMember(group_id=group.id, user_id=user.id))
 
 
 def set_user(app, user_name, **values):
