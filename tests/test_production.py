@@ -298,3 +298,14 @@ def test_secret_from_the_environment_and_from_a_file(deployment):
     result = run(PRODUCTION_INI, "check", env=bad, cwd=tmp)
     assert result.returncode == 1 and "sqlalchemy.url" in result.stdout
     assert "hunter2-password" not in result.stdout + result.stderr
+
+
+def test_the_installed_dependencies_import_without_warnings():
+    """No third-party warning reaches a deployer (pkg_resources' removal notice was one on Python 3.13)."""
+    result = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c",
+         "import pyramid.path, pyramid.paster, gateway.cli, gateway.serve, saml2.sigver"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
