@@ -82,7 +82,7 @@ def back_path(request, default: str = "/admin") -> str:
 
 
 def fresh_signin_url(request, next_path: str) -> str:
-    return request.route_url("admin.signin", _query={"next": next_path})
+    return request.route_url("admin.reauth", _query={"next": next_path})
 
 
 def recent_signin(view):
@@ -101,7 +101,7 @@ def recent_signin(view):
     return wrapper
 
 
-@view_config(route_name="admin.signin", request_method="GET", decorator=html_page)
+@view_config(route_name="admin.reauth", request_method="GET", decorator=html_page)
 def fresh_signin(request):
     """Start a sign-in with ForceAuthn, coming back to ``next`` (a console path).
 
@@ -151,7 +151,7 @@ def bad_csrf(exc, request):
 
 
 def includeme(config):
-    config.add_route("admin.signin", "/admin/signin")
+    config.add_route("admin.reauth", "/admin/reauth")
     config.add_forbidden_view(refused, path_info=ADMIN_PATHS)
     config.add_exception_view(bad_csrf, context=BadCSRFToken, path_info=ADMIN_PATHS)
     config.add_exception_view(bad_csrf, context=BadCSRFOrigin, path_info=ADMIN_PATHS)
