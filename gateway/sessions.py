@@ -309,6 +309,11 @@ def _end(dbsession, where) -> int:
     return result.rowcount or 0
 
 
+def end_session_by_hash(dbsession, id_hash: str) -> int:
+    """End the session whose row key is ``id_hash`` (an admin ending someone's session); 1 or 0."""
+    return _end(dbsession, [SsoSession.id_hash == id_hash])
+
+
 def end_sessions_for_user(dbsession, user_id: str) -> int:
     """End every open session of a user (deactivation, deletion); returns how many."""
     return _end(dbsession, [SsoSession.user_id == user_id])

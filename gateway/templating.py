@@ -11,8 +11,8 @@ would switch off forward-auth's fast path (``gateway.forward_auth.FastPath``).
 Templates get these helpers besides ``request``: ``form_fields()`` (the CSRF
 token and the page to come back to, for every POST form), ``copy_button(id)``
 (a button that copies the text of element ``id``; hidden without
-JavaScript), and the filters ``when`` (a UTC time), ``ago`` (how long ago)
-and ``pretty_json``.
+JavaScript), and the filters ``when`` (a UTC time), ``ago`` (how long ago),
+``browser`` (a User-Agent in a few words) and ``pretty_json``.
 """
 
 from __future__ import annotations
@@ -114,6 +114,24 @@ def ago(value: dt.datetime | None, now: dt.datetime | None = None) -> str:
     return "just now"
 
 
+_BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"), ("Version/", "Safari"))
+_SYSTEMS = (("Windows", "Windows"), ("iPhone", "iOS"), ("iPad", "iPadOS"), ("Mac OS X", "macOS"), ("Android", "Android"),
+            ("CrOS", "ChromeOS"), ("Linux", "Linux"))
+
+
+def browser(user_agent: str | None) -> str:
+    """A User-Agent header in a few words ("Chrome 120 on Linux"); the page keeps the whole one in a title."""
+    if not user_agent:
+        return "-"
+    name = next((label for token, label in _BROWSERS if token in user_agent), None)
+    system = next((label for token, label in _SYSTEMS if token in user_agent), None)
+    if name is None:
+        return user_agent[:40]
+    token = next(t for t, label in _BROWSERS if label == name)
+    version = user_agent.split(token, 1)[1].split(".", 1)[0].split(" ", 1)[0]
+    return f"{name} {version}" + (f" on {system}" if system else "")
+
+
 def pretty_json(value) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
@@ -125,7 +143,7 @@ def _configure_environment(config) -> None:
     # Block tags leave no blank lines behind in the HTML.
     env.trim_blocks = env.lstrip_blocks = True
     env.globals.update(form_fields=form_fields, copy_button=copy_button)
-    env.filters.update(when=when, ago=ago, pretty_json=pretty_json)
+    env.filters.update(when=when, ago=ago, pretty_json=pretty_json, browser=browser)
 
 
 def includeme(config):

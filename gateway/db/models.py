@@ -84,7 +84,12 @@ class User(Base):
     saml_profile: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     #: ``scim`` or ``saml``: who created the record.
     provisioned_by: Mapped[str] = mapped_column(sa.String(16), default="scim")
+    #: Admin through ``gateway.admin_groups``, ``gateway.admin_users`` or a grant
+    #: (gateway/provisioning/groups.py keeps it; the security policy reads it).
     is_admin: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    #: Who made this user an admin whatever their groups (``cli``, ``admin:<userName>``);
+    #: kept through group syncs, unlike ``is_admin`` alone.
+    admin_granted_by: Mapped[str | None] = mapped_column(sa.String(256))
     version: Mapped[int] = mapped_column(sa.Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -204,7 +209,8 @@ class AuditEvent(Base):
     target_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     target_name: Mapped[str | None] = mapped_column(sa.String(512))
     source: Mapped[str] = mapped_column(sa.String(32))
-    correlation_id: Mapped[str | None] = mapped_column(sa.String(64))
+    #: Indexed: the console's audit page finds a request's events by it.
+    correlation_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     details: Mapped[dict] = mapped_column(JSONType, default=dict)
 
 

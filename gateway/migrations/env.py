@@ -2,6 +2,7 @@
 
 from alembic import context
 
+from gateway.db.migrate import include_object
 from gateway.db.models import Base
 
 config = context.config
@@ -11,7 +12,9 @@ target_metadata = Base.metadata
 def run_migrations_online():
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(
+            connection=connection, target_metadata=target_metadata, render_as_batch=True, include_object=include_object
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -19,7 +22,9 @@ def run_migrations_online():
 
     engine = create_engine(config.get_main_option("sqlalchemy.url"))
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(
+            connection=conn, target_metadata=target_metadata, render_as_batch=True, include_object=include_object
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

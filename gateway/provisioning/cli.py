@@ -1,7 +1,8 @@
 """``gateway CONFIG users list|show USERNAME``: who is here, and what happened to them.
 
 Reads the database the ini names without building the app (like ``token``),
-so it works while the service is down. Read-only.
+so it works while the service is down. Read-only; the commands that change a
+user (``grant-admin``, ``sign-out``, ``deactivate``...) are in gateway/admin/cli.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ def add_users_arguments(parser) -> None:
     sub.add_parser("list", help="every user: userName, active, admin, how provisioned, email, last sign-in")
     show = sub.add_parser("show", help="one user's profile, groups, sessions and last 20 audit events")
     show.add_argument("user_name", metavar="USERNAME", help="the userName, case-insensitively")
+    # What the admin console changes (grant-admin, sign-out, deactivate, ...).
+    from ..admin.cli import add_admin_actions
+
+    add_admin_actions(sub)
 
 
 def _when(value) -> str:
@@ -37,7 +42,11 @@ def _table(rows: list[tuple], header: tuple, indent: str = "") -> None:
 
 
 def cmd_users(args) -> int:
+    from ..admin.cli import ACTIONS, run
     from ..cli import load_raw_settings
+
+    if args.users_command in ACTIONS:
+        return run(args)
     from ..db import create_engine
     from ..settings import parse_settings
 
@@ -81,7 +90,7 @@ def show_user(session, user_name: str) -> int:
     print(f"userName     {user.user_name}")
     print(f"id           {user.id}")
     print(f"active       {'yes' if user.active else 'no'}")
-    print(f"admin        {'yes' if user.is_admin else 'no'}")
+    print(f"admin        {'yes' if user.is_admin else 'no'}" + (f" (granted by {user.admin_granted_by})" if user.admin_granted_by else ""))
     print(f"provisioned  {user.provisioned_by}")
     print(f"externalId   {user.external_id or '-'}")
     print(f"IdP subject  {user.idp_subject or '-'}")

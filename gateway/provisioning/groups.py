@@ -1,11 +1,12 @@
 """Group memberships from the SAML ``groups`` claim, and admins from ``gateway.admin_groups``.
 
-Whoever runs SCIM owns the groups: with ``scim`` in ``provisioning.mode``,
-Entra's SCIM writes are the only source of memberships and a sign-in never
-touches them (a claim is a snapshot, SCIM is the live list). In
-``first_login``-only mode there is no SCIM, so the ``groups`` claim (Entra:
-group object ids, at most 150) is the truth at every sign-in: groups are
-created by external id as needed and the user's memberships are set to
+Whoever provisions a user owns their groups: for a user that Entra's SCIM
+created, SCIM writes are the only source of memberships and a sign-in never
+touches them (a claim is a snapshot, SCIM is the live list). For a user
+created at their first sign-in (``first_login``-only mode, and such users in
+``scim first_login`` mode, whom SCIM does not manage) the ``groups`` claim
+(Entra: group object ids, at most 150) is the truth at every sign-in: groups
+are created by external id as needed and the user's memberships are set to
 exactly the claim. When Entra's group overage replaced the claim with
 ``groups.link``, the memberships are left as they were and a warning says
 what to do (a SAML service provider cannot call Microsoft Graph).
@@ -118,9 +119,14 @@ def set_memberships(dbsession, user_id: str, group_ids: list[str]) -> bool:
     return bool(gone or new)
 
 
+def claims_own_groups(settings, user: User) -> bool:
+    """Whether the ``groups`` claim sets this user's memberships (see the module docstring)."""
+    return not scim_enabled(settings) or user.provisioned_by == "saml"
+
+
 def sync_groups_from_claims(request, user: User, identity) -> bool:
-    """In ``first_login``-only mode, set the user's groups from the claim; True if changed."""
-    if scim_enabled(request.registry.gateway_settings):
+    """For a user created at first sign-in, set their groups from the claim; True if changed."""
+    if not claims_own_groups(request.registry.gateway_settings, user):
         return False
     if not identity.groups and (identity.profile or {}).get("groups_link"):
         log.warning(OVERAGE_WARNING, user.user_name, request.correlation_id)
@@ -129,12 +135,40 @@ def sync_groups_from_claims(request, user: User, identity) -> bool:
 
 
 # ------------------------------------------------------------------ admins
+#
+# ``users.is_admin`` is the one flag the security policy reads. It is true for
+# a member of a group in ``gateway.admin_groups``, a userName in
+# ``gateway.admin_users``, or a user with ``admin_granted_by`` set (a grant
+# from ``gateway CONFIG users grant-admin`` or the console). The grant is its
+# own column, so the recomputations below (at every sign-in, after every
+# write to an admin group) keep it instead of undoing it.
 
 
 def _admin_match(settings):
     """SQL: the group is one of ``gateway.admin_groups`` (display name or external id)."""
     names = settings.gateway.admin_groups
     return sa.or_(Group.display_name_key.in_([n.lower() for n in names]), Group.external_id.in_(names))
+
+
+def _in_admin_group(settings):
+    """SQL (correlated on ``users``): the user is in an admin group."""
+    return (
+        sa.select(sa.literal(1))
+        .select_from(GroupMember)
+        .join(Group, Group.id == GroupMember.group_id)
+        .where(GroupMember.user_id == User.id, _admin_match(settings))
+        .exists()
+    )
+
+
+def _is_admin(settings):
+    """SQL (on ``users``): what ``is_admin`` should be."""
+    reasons = [User.admin_granted_by.is_not(None)]
+    if settings.gateway.admin_users:
+        reasons.append(User.user_name_key.in_([n.lower() for n in settings.gateway.admin_users]))
+    if settings.gateway.admin_groups:
+        reasons.append(_in_admin_group(settings))
+    return sa.or_(*reasons)
 
 
 def is_admin_group(settings, data: dict | None) -> bool:
@@ -146,27 +180,37 @@ def is_admin_group(settings, data: dict | None) -> bool:
     return str(data.get("displayName") or "").lower() in keys or data.get("externalId") in names
 
 
-def refresh_admin(request, user: User) -> bool:
-    """Set ``users.is_admin`` from the user's memberships; True if it changed.
-
-    With ``gateway.admin_groups`` empty nobody is made or unmade admin here.
-    """
-    settings = request.registry.gateway_settings
-    if not settings.gateway.admin_groups:
-        return False
-    admin = bool(
-        request.dbsession.scalar(
-            sa.select(sa.literal(True))
-            .select_from(GroupMember)
-            .join(Group, Group.id == GroupMember.group_id)
+def admin_reasons(dbsession, settings, user: User) -> list[str]:
+    """Why ``user`` is an admin, in words (empty when they are not): for the console and the CLI."""
+    reasons = []
+    if settings.gateway.admin_groups:
+        groups = dbsession.scalars(
+            sa.select(Group.display_name)
+            .join(GroupMember, GroupMember.group_id == Group.id)
             .where(GroupMember.user_id == user.id, _admin_match(settings))
-            .limit(1)
-        )
-    )
+            .order_by(Group.display_name_key)
+        ).all()
+        reasons += [f'member of the admin group "{name}"' for name in groups]
+    if user.user_name_key in {n.lower() for n in settings.gateway.admin_users}:
+        reasons.append("listed in gateway.admin_users")
+    if user.admin_granted_by:
+        reasons.append(f"granted by {user.admin_granted_by}")
+    return reasons
+
+
+def refresh_admin_flag(dbsession, settings, user: User) -> bool:
+    """Set ``user.is_admin`` from groups, ``gateway.admin_users`` and the grant; True if it changed."""
+    dbsession.flush()
+    admin = bool(dbsession.scalar(sa.select(_is_admin(settings)).where(User.id == user.id)))
     if bool(user.is_admin) != admin:
         user.is_admin = admin
         return True
     return False
+
+
+def refresh_admin(request, user: User) -> bool:
+    """At a sign-in: :func:`refresh_admin_flag` in the request's session."""
+    return refresh_admin_flag(request.dbsession, request.registry.gateway_settings, user)
 
 
 def refresh_admins_after_group_write(request, group_id: str, old_data: dict | None, new_data: dict | None) -> int:
@@ -188,16 +232,8 @@ def refresh_admins_after_group_write(request, group_id: str, old_data: dict | No
 def recompute_admins(dbsession, settings, group_id: str | None = None) -> int:
     """UPDATE ``is_admin`` where it is wrong: members of ``group_id`` and current admins
     (every user when ``group_id`` is None)."""
-    if not settings.gateway.admin_groups:
-        return 0
-    member = (
-        sa.select(sa.literal(1))
-        .select_from(GroupMember)
-        .join(Group, Group.id == GroupMember.group_id)
-        .where(GroupMember.user_id == User.id, _admin_match(settings))
-        .exists()
-    )
-    stmt = sa.update(User).values(is_admin=member).where(User.is_admin != member)
+    should = _is_admin(settings)
+    stmt = sa.update(User).values(is_admin=should).where(User.is_admin != should)
     if group_id is not None:
         stmt = stmt.where(
             sa.or_(User.is_admin.is_(True), User.id.in_(sa.select(GroupMember.user_id).where(GroupMember.group_id == group_id)))

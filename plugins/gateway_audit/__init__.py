@@ -9,17 +9,21 @@ the request's correlation id; ``changed`` and ``reason`` go in the details.
 SCIM writes are the exception: the SCIM service records every one of them
 itself (users, groups and tokens alike, actor ``scim:<token name>``, with the
 changed attributes), whether this plugin is on or not, so an event whose
-source is ``scim`` is not recorded a second time here.
+source is ``scim`` is not recorded a second time here. The same goes for the
+admin console and the CLI (sources ``admin`` and ``cli``, gateway/admin/actions.py).
 """
 
 from __future__ import annotations
 
 from gateway import audit, hookimpl
 
+#: Event sources whose changes are recorded where they are made.
+SELF_RECORDED = frozenset({"scim", "admin", "cli"})
+
 
 @hookimpl
 def gateway_user_event(event):
-    if event.source == "scim" or event.dbsession is None:
+    if event.source in SELF_RECORDED or event.dbsession is None:
         return
     details = {}
     if event.changed:

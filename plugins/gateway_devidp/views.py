@@ -12,6 +12,7 @@ from pyramid.view import view_config
 
 from gateway.saml.xmlguard import safe_parse
 
+from .directory import name_groups
 from .idp import TEST_USERS
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Development IdP</title>
@@ -72,11 +73,14 @@ def signin(request):
     name, groups = known.get(email.lower(), (None, ()))
     name = (request.POST.get("display_name") or "").strip() or name or email.split("@")[0].title()
     typed_groups = [g.strip() for g in (request.POST.get("groups") or "").split(",") if g.strip()]
+    groups = typed_groups or groups
+    # Entra's SCIM would have named these groups; development has no SCIM client.
+    name_groups(request.dbsession, groups)
     provider = request.registry.saml_sp
     xml = request.registry.devidp.response(
         email=email,
         display_name=name,
-        groups=typed_groups or groups,
+        groups=groups,
         in_response_to=request.POST.get("request_id") or None,
         acs_url=provider.acs_url,
         audience=provider.entity_id,

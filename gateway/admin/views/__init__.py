@@ -34,7 +34,23 @@ NAV = (
 )
 
 
+#: The sentences shown for ``?done=<code>`` after the actions of these pages.
+NOTICES = {
+    "session-ended": "The session was ended: that browser is signed out at its next request.",
+    "signed-out-everywhere": "Every session of this user was ended.",
+    "deactivated": "The user was deactivated and signed out everywhere.",
+    "reactivated": "The user was reactivated.",
+    "admin-granted": "The user is now an admin.",
+    "admin-revoked": "The admin grant was taken back.",
+    "token-revoked": "The token was revoked: SCIM requests with it are refused from now on.",
+    "idp-refreshed": "The IdP metadata was fetched and is in force.",
+    "idp-refresh-failed": "The refresh failed; the copy in force stays. The error is below.",
+}
+
+
 def includeme(config):
+    for code, text in NOTICES.items():
+        config.add_admin_notice(code, text)
     for name, pattern in ROUTES:
         config.add_route(name, pattern)
     for label, name, order in NAV:
