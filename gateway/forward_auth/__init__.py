@@ -195,7 +195,7 @@ class ForwardAuth:
         }
         headers = [(self.header_names[k], self._value(v, utf8_server)) for k, v in values.items()]
         if self.percent:
-            joined = ",".join(_percent(g) for g in groups)
+            joined = ",".join(self._value(g, utf8_server) for g in groups)
         else:
             joined = self._value(",".join(g.replace(",", " ") for g in groups), utf8_server)
         headers.append((self.header_names["groups"], joined))
@@ -215,8 +215,10 @@ class ForwardAuth:
             return _percent(value)
         if value.isascii() and value.isprintable():
             return value
-        # Never let a value break the header block: CR, LF and other controls become spaces.
-        value = "".join(ch if ch.isprintable() else " " for ch in value)
+        # Never let a value break the header block: CR, LF and the other control
+        # characters become spaces. Format characters stay: a zero-width
+        # (non-)joiner is part of many names and of emoji.
+        value = _CONTROL.sub(" ", value)
         return value if utf8_server else value.encode("utf-8").decode("latin-1")
 
     def _warn_once(self, what: str, message: str) -> None:
@@ -227,6 +229,7 @@ class ForwardAuth:
 
 _PROFILE_ATTRIBUTES = ("given_name", "family_name", "title", "department")
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Printable ASCII but "%" (the escape) and "," (the groups separator) stays as it is.
 _PERCENT_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "%,")
 
