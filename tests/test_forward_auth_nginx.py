@@ -114,6 +114,7 @@ def stack(tmp_path, idp, pserve):
                 f"saml.idp_metadata = {idp.write_metadata('nginx-idp.xml')}",
                 f"session.secret = {SESSION_SECRET}",
                 "session.cookie_secure = false",
+                "forward_auth.proxy = nginx",
                 "forward_auth.allowed_hosts = 127.0.0.1",
                 "forward_auth.rules = * / Staff",
                 "[server:main]",
