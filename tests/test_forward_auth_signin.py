@@ -77,12 +77,13 @@ def test_an_explicit_rd_and_a_local_path_come_back_too(make_app, idp):
     assert complete_signin(app, idp, response.headers["Location"]).headers["Location"] == "http://localhost/whoami"
 
 
-def test_without_a_url_from_the_proxy_the_browser_comes_back_to_the_gateway(make_app, idp):
+def test_without_a_url_from_the_proxy_the_browser_comes_back_to_the_gateway(make_app, idp, caplog):
     # No forward_auth.proxy: nobody says which page was asked for.
     app = make_app()
     response = app.get("/auth", {"rd": ""}, headers={"X-Original-URL": "https://app.example.com/x"},
                        extra_environ=PROXY, status=401)
     assert response.headers["Location"] == "http://localhost/saml/login?next=%2F"
+    assert "forward_auth.proxy is not set" in caplog.text
     assert complete_signin(app, idp, response.headers["Location"]).headers["Location"] == "http://localhost/"
 
 

@@ -113,8 +113,9 @@ class ForwardAuth:
                     proto = environ.get("HTTP_X_FORWARDED_PROTO", "https")
                     return self._forwarded(environ.get("HTTP_X_FORWARDED_METHOD") or method, proto, host, uri)
         elif not proxy and ("HTTP_X_ORIGINAL_URL" in environ or "HTTP_X_FORWARDED_URI" in environ):
-            self._warn_once("proxy", "forward-auth: a proxy sends the original URL, but forward_auth.proxy is not set;"
-                            " the rules judge the /auth request itself and signed-out browsers come back to the gateway")
+            if self.is_trusted(environ):
+                self._warn_once("proxy", "forward-auth: a proxy sends the original URL, but forward_auth.proxy is not"
+                                " set; signed-out browsers come back to the gateway, not to the page they asked for")
         # The /auth request itself (WebOb's request.host and request.path).
         return self._itself(method, environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""),
                             environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
