@@ -299,7 +299,7 @@ def parse_host_patterns(raw: str) -> tuple[str, ...]:
     for word in parse_words(raw):
         wildcard = word.startswith("*.")
         host = canonical_host(word[2:] if wildcard else word)
-        if host is None:
+        if host is None or (wildcard and (host.startswith("[") or host.replace(".", "").isdigit())):
             raise ValueError("expected host names or *.domain, without scheme, port or path, such as app.example.com *.example.com")
         patterns.append("*." + host if wildcard else host)
     return tuple(patterns)

@@ -204,6 +204,7 @@ def test_rule_prefixes_are_normalised_too(make_app, idp):
         ({"forward_auth.proxy": "nginx", "forward_auth.allowed_hosts": "app.example.com:8443"},
          "forward_auth.allowed_hosts: expected host names"),
         ({"forward_auth.proxy": "nginx", "forward_auth.allowed_hosts": "*"}, "forward_auth.allowed_hosts: expected"),
+        ({"forward_auth.proxy": "nginx", "forward_auth.allowed_hosts": "*.10.0.0.1"}, "forward_auth.allowed_hosts: expected"),
         ({"forward_auth.proxy": "nginx", "forward_auth.rules": "app.example.com /a//b *"}, "forward_auth.rules: expected"),
         ({"forward_auth.proxy": "nginx", "forward_auth.rules": "app.example.com /a/../b *"}, "forward_auth.rules: expected"),
         ({"forward_auth.proxy": "nginx", "forward_auth.rules": "app.example.com /a%2Fb *"}, "forward_auth.rules: expected"),
