@@ -345,6 +345,16 @@ def test_sign_out_everywhere_deactivate_and_reactivate_a_first_login_user(consol
         assert user.active and user.scim_data["active"] is True and user.version >= 3
 
 
+def test_an_admin_cannot_deactivate_themselves(console, idp):
+    sign_in_admin(console, idp)
+    me = user_id(console, ADMIN)
+    page = console.get(f"/admin/users/{me}")
+    assert page.html.find(id="deactivate") is None
+    refused = console.post(f"/admin/users/{me}/deactivate", {"csrf_token": token_of(page)}, status=409)
+    assert "cannot deactivate yourself" in refused.text
+    assert console.get("/admin").status_int == 200
+
+
 def test_a_scim_user_is_deactivated_in_entra_not_here(console, idp):
     scim = ScimClient(console, make_token(console))
     carol = scim.create_user("carol@example.com", displayName="Carol")

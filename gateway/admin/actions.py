@@ -118,6 +118,8 @@ def _first_login_only(user: User) -> None:
 def deactivate(actor: Actor, user: User) -> int:
     """Deactivate a user created by first sign-in, and end their sessions (returns how many)."""
     _first_login_only(user)
+    if actor.name == f"admin:{user.user_name}":
+        raise ActionRefused("You cannot deactivate yourself: you would lose the console with nobody to reactivate you.")
     if not user.active:
         raise ActionRefused(f"{user.user_name} is already inactive.")
     _set_active(user, False)
