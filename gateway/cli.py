@@ -129,7 +129,11 @@ COMMANDS: dict[str, tuple[Callable, str, Callable[[argparse.ArgumentParser], Non
     "migrate": (cmd_migrate, "create or upgrade the database schema", None),
     "check": (cmd_check, "check settings, plugins, database and IdP metadata", None),
     "token": (cmd_token, "SCIM bearer tokens: token create NAME, token list, token revoke NAME", _token_arguments),
-    "users": (cmd_users, "users list, users show USERNAME (profile, groups, sessions, audit events)", _users_arguments),
+    "users": (
+        cmd_users,
+        "users list, users show USERNAME; users grant-admin|revoke-admin|sign-out|deactivate|reactivate USERNAME",
+        _users_arguments,
+    ),
     "prune": (cmd_prune, "delete expired sign-in traces, provisioning log rows and test sign-ins now", None),
 }
 
