@@ -27,6 +27,7 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.view import view_config
 
 from ..db.models import utcnow
+from ..forward_auth.urls import local_path
 from ..saml import browser
 from ..saml.errors import SamlRejection, rejection_response
 from ..templating import html_page, render_page
@@ -72,13 +73,13 @@ def back_path(request, default: str = "/admin") -> str:
     Only a console path is accepted: it is where the admin is sent after a
     fresh sign-in or an action.
     """
-    from ..saml.views import local_path
-
     value = request.POST.get("back") if request.method == "POST" else request.path_qs
     path = local_path(value) if value else None
-    if path and (path == "/admin" or path.startswith(("/admin/", "/admin?"))):
-        return path
-    return default
+    return path if path and is_console_path(path) else default
+
+
+def is_console_path(path: str) -> bool:
+    return path == "/admin" or path.startswith(("/admin/", "/admin?"))
 
 
 def fresh_signin_url(request, next_path: str) -> str:
@@ -108,10 +109,8 @@ def fresh_signin(request):
     Used for the recent sign-in that sensitive actions need and for "Sign in
     as someone else" on the 403 page; open to anybody, like /saml/login.
     """
-    from ..saml.views import local_path
-
     next_path = local_path(request.GET.get("next") or "/admin")
-    if next_path is None or not (next_path == "/admin" or next_path.startswith(("/admin/", "/admin?"))):
+    if next_path is None or not is_console_path(next_path):
         next_path = "/admin"
     try:
         request_id, location = request.registry.saml_sp.authn_request(force_authn=True)
