@@ -204,13 +204,13 @@ def main() -> int:
     small = measure(args.postgres, args.small, args.repeat)
     large = measure(args.postgres, args.users, args.repeat)
     print(f"GET /admin/users on PostgreSQL, in-process (routing, query, template), {args.repeat} requests a case")
-    print(f"{'case':<34} {'median ms':>9} {'p95 ms':>7} {'x vs ' + format(args.small, ','):>10}  plan")
+    print(f"{'case':<34} {'median ms':>9} {'p95 ms':>7} {'at ' + format(args.small, ','):>9} {'ratio':>6}  plan")
     worst = 0.0
     for label, _ in CASES:
         big, little = large[label], small[label]
         worst = max(worst, big["median"])
         print(
-            f"{label:<34} {big['median']:>9.1f} {big['p95']:>7.1f} {big['median'] / little['median']:>10.2f}"
+            f"{label:<34} {big['median']:>9.1f} {big['p95']:>7.1f} {little['median']:>9.1f} {big['median'] / little['median']:>6.2f}"
             f"  {'SEQ SCAN of users' if big['scan'] else 'indexed'}"
         )
     scans = [label for label, _ in CASES if large[label]["scan"]]

@@ -530,7 +530,8 @@ def test_user_page_shows_profile_claims_scim_resource_groups_and_history(console
     assert "user.signed_in" in page.html.find(id="audit").text
     assert 'member of the admin group "Gateway Admins"' in page.html.find(id="admin-reasons").text
     assert page.html.find(id="user-id").text == me and page.html.find(attrs={"data-copy": "user-id"})
-    console.get(f"/admin/users/{uuid.uuid4()}", status=404)
+    missing = console.get(f"/admin/users/{uuid.uuid4()}", status=404)
+    assert missing.html.find(id="not-found") and missing.headers["Content-Security-Policy"]
     console.post(f"/admin/users/{me}/explode", {"csrf_token": token_of(page)}, status=404)
 
 
@@ -581,7 +582,9 @@ def test_audit_filters_and_exports(console, idp):
     assert rows(correlation_id=cid) == ["scim.token.create"]
     tomorrow = (utcnow() + dt.timedelta(days=1)).date().isoformat()
     assert rows(since=tomorrow) == [] and len(rows(until=tomorrow)) >= 5
-    console.get("/admin/audit", params={"since": "yesterday"}, status=400)
+    bad = console.get("/admin/audit", params={"since": "yesterday"}, status=400)
+    assert "Expected a date" in bad.html.find(id="filter-error").text and bad.headers["X-Frame-Options"] == "DENY"
+    console.get("/admin/audit/export.csv", params={"until": "soon"}, status=400)
 
     exported = console.get("/admin/audit/export.csv", params={"actor": "user:"})
     assert exported.headers["Content-Type"].startswith("text/csv")

@@ -149,9 +149,15 @@ def bad_csrf(exc, request):
     )
 
 
+def not_found(exc, request):
+    """No such console page, user or group: the 404 on the layout, with the headers."""
+    return render_page(request, "admin/not_found.html", {}, status=404)
+
+
 def includeme(config):
     config.add_route("admin.reauth", "/admin/reauth")
     config.add_forbidden_view(refused, path_info=ADMIN_PATHS)
+    config.add_notfound_view(not_found, path_info=ADMIN_PATHS)
     config.add_exception_view(bad_csrf, context=BadCSRFToken, path_info=ADMIN_PATHS)
     config.add_exception_view(bad_csrf, context=BadCSRFOrigin, path_info=ADMIN_PATHS)
     config.scan(__name__)

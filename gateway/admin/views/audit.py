@@ -8,7 +8,7 @@ import io
 import json
 
 import sqlalchemy as sa
-from pyramid.httpexceptions import HTTPBadRequest, HTTPNotFound
+from pyramid.httpexceptions import HTTPNotFound
 from pyramid.response import Response
 
 from ...db.models import AuditEvent, User
@@ -24,12 +24,16 @@ def _prefix(column, value: str):
     return column.like(escaped + "%", escape="\\")
 
 
+class BadFilter(ValueError):
+    """A filter value the page cannot use; the message says what it expected."""
+
+
 def parse_time(value: str, end: bool = False) -> dt.datetime:
     """``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS]``, in UTC; a date alone ``until`` means the end of that day."""
     try:
         parsed = dt.datetime.fromisoformat(value.strip())
     except ValueError:
-        raise HTTPBadRequest(f"expected a date such as 2026-12-06 or 2026-12-06T14:30, got {value!r}") from None
+        raise BadFilter(f"Expected a date such as 2026-12-06 or 2026-12-06T14:30, got {value!r}.") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     if end and len(value.strip()) == 10:
@@ -66,7 +70,13 @@ def _values(request) -> dict:
 @admin_view(route_name="admin.audit", renderer="admin/audit.html")
 def audit(request):
     values = _values(request)
-    where = audit_filters(request, values)
+    keep = {k: v for k, v in values.items() if v}
+    try:
+        where = audit_filters(request, values)
+    except BadFilter as exc:
+        request.response.status_int = 400
+        return {"filters": values, "events": [], "error": str(exc), "first_page": None, "next_page": None,
+                "csv_url": None, "jsonl_url": None}
     before = request.GET.get("before", "")
     if before.isdigit():
         where.append(AuditEvent.id < int(before))
@@ -75,10 +85,10 @@ def audit(request):
     ).all()
     more = len(events) > PAGE_SIZE
     events = events[:PAGE_SIZE]
-    keep = {k: v for k, v in values.items() if v}
     return {
         "filters": values,
         "events": events,
+        "error": None,
         "first_page": request.route_path("admin.audit", _query=keep) if before else None,
         "next_page": request.route_path("admin.audit", _query={**keep, "before": events[-1].id}) if more else None,
         "csv_url": request.route_path("admin.audit.export", format="csv", _query=keep),
@@ -126,7 +136,10 @@ def export(request):
     kind = request.matchdict["format"]
     if kind not in ("csv", "jsonl"):
         raise HTTPNotFound()
-    where = audit_filters(request, _values(request))
+    try:
+        where = audit_filters(request, _values(request))
+    except BadFilter as exc:
+        return Response(str(exc) + "\n", status=400, content_type="text/plain", charset="utf-8")
     statement = sa.select(*[getattr(AuditEvent, c) for c in COLUMNS]).where(*where).order_by(AuditEvent.id)
     if kind == "csv":
         header = [(",".join(COLUMNS) + "\r\n").encode()]
