@@ -242,6 +242,30 @@ def test_the_cli_signs_out_deactivates_and_reactivates(console, console_settings
     ]
 
 
+def test_grants_and_admin_users_survive_writes_to_the_admin_group(make_app, console_settings, idp):
+    app = make_app(**{**console_settings, "gateway.admin_users": "carol@example.com"})
+    scim = ScimClient(app, make_token(app))
+    ids = {name: scim.create_user(f"{name}@example.com")["id"] for name in ("alice", "bob", "carol")}
+    admins = scim.create_group("Gateway Admins", members=[ids["alice"]])
+    with app.app.registry.dbsession_factory() as db, db.begin():
+        db.get(User, ids["bob"]).admin_granted_by = "cli"
+    flags = lambda: {n: db_user(app, i).is_admin for n, i in ids.items()}  # noqa: E731
+    # gateway.admin_users counts from the person's sign-in (the console needs one anyway).
+    sign_in_user(browser(app), idp, name="carol@example.com", oid="55555555-5555-4555-8555-555555555555")
+    scim.patch_ops(f"/Groups/{admins['id']}", {"op": "add", "path": "members", "value": [{"value": ids["bob"]}]}, status=204)
+    assert flags() == {"alice": True, "bob": True, "carol": True}
+    scim.patch_ops(f"/Groups/{admins['id']}", {"op": "remove", "path": f'members[value eq "{ids["bob"]}"]'}, status=204)
+    scim.patch_ops(f"/Groups/{admins['id']}", {"op": "remove", "path": f'members[value eq "{ids["alice"]}"]'}, status=204)
+    assert flags() == {"alice": False, "bob": True, "carol": True}
+    scim.delete(f"/Groups/{admins['id']}")
+    assert flags() == {"alice": False, "bob": True, "carol": True}
+
+
+def db_user(app, id_) -> User:
+    with app.app.registry.dbsession_factory() as db:
+        return db.get(User, id_)
+
+
 # ---------------------------------------------------------------- CSRF and headers
 
 
