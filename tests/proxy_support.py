@@ -399,10 +399,33 @@ class DevIdpServer(_Threaded):
     ``http://idp.example.test:PORT`` that the gateway trusts by metadata.
     """
 
-    def __init__(self, folder: Path, gateway_base_url: str):
+    def __init__(self, folder: Path, gateway_base_url: str, database_url: str):
         from pyramid.config import Configurator
 
         from gateway_devidp.idp import DevIdp
+
+        self._engine = None
+
+        def dbsession(request):
+            # The plugin's sign-in names the groups it puts in a response in the
+            # gateway's database (standing in for SCIM): the same database here.
+            from sqlalchemy.orm import Session
+
+            from gateway.db import create_engine
+
+            if self._engine is None:
+                self._engine = create_engine(database_url)
+            session = Session(self._engine)
+
+            def finish(_request):
+                try:
+                    if _request.exception is None:
+                        session.commit()
+                finally:
+                    session.close()
+
+            request.add_finished_callback(finish)
+            return session
 
         self.port = free_port()
         self.url = f"http://{IDP_HOST}:{self.port}"
@@ -411,6 +434,7 @@ class DevIdpServer(_Threaded):
         config.registry.saml_sp = SimpleNamespace(
             acs_url=gateway_base_url + "/saml/acs", entity_id=gateway_base_url + "/saml/metadata"
         )
+        config.add_request_method(dbsession, "dbsession", reify=True)
         config.add_route("devidp.sso", "/devidp/saml2")
         config.add_route("devidp.signin", "/devidp/signin")
         config.scan("gateway_devidp.views")
@@ -421,6 +445,11 @@ class DevIdpServer(_Threaded):
         )
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def close(self):
+        super().close()
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 # ---------------------------------------------------------------- the gateway
