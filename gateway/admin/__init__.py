@@ -6,7 +6,9 @@ Server-rendered pages under ``/admin`` on the one layout
 - ``access``: :class:`admin_view` (permission, CSRF, security headers,
   recent sign-in for sensitive actions), the 403 and sign-in-again pages;
 - ``actions``: what the console and the CLI change (end sessions,
-  deactivate, grant admin), each an audit row and a user event;
+  deactivate, grant admin, SCIM tokens), each an audit row and a user event;
+- ``cli``: ``gateway CONFIG users grant-admin|sign-out|deactivate ...``;
+- ``health``: what the dashboard says is wrong now;
 - ``search``: the user search, indexed at 100,000 users;
 - ``views``: one module per page.
 
@@ -16,6 +18,7 @@ an :class:`admin_view` and ``config.add_admin_nav(label, route_name)``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -74,8 +77,6 @@ def _template_globals(config) -> None:
 
 
 def includeme(config):
-    import functools
-
     registry = config.registry
     registry.admin_nav = []
     registry.admin_notices = {}
