@@ -668,8 +668,12 @@ def doc_substitutions(*, gateway: str, app_port: int) -> dict[str, str]:
     }
 
 
-def start_nginx(folder: Path, *, gateway: str, app_port: int, tls: Tls, port: int | None = None) -> Proxy:
-    """nginx running ``docs/proxies/nginx.conf`` (its server blocks, in a test-owned http {} block)."""
+def start_nginx(folder: Path, *, gateway: str, app_port: int, tls: Tls, port: int | None = None, edit=None) -> Proxy:
+    """nginx running ``docs/proxies/nginx.conf`` (its server blocks, in a test-owned http {} block).
+
+    ``edit(text) -> text`` changes the rendered file, for a test that shows
+    what a line of it is for.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     site = render(
@@ -681,6 +685,8 @@ def start_nginx(folder: Path, *, gateway: str, app_port: int, tls: Tls, port: in
             "/etc/ssl/example.com/privkey.pem": str(tls.key),
         },
     )
+    if edit is not None:
+        site = edit(site)
     (folder / "site.conf").write_text(site)
     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (folder / name).mkdir(exist_ok=True)
