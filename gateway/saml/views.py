@@ -7,7 +7,6 @@ page with a reason code and the correlation id.
 
 from __future__ import annotations
 
-import html
 import logging
 
 import sqlalchemy as sa
@@ -18,11 +17,13 @@ from pyramid.view import view_config
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import sessions
+from ..templating import html_page
 from ..db.models import SeenAssertion, utcnow
 from ..forward_auth import urls
 from ..provisioning.signin import fire, identity_from_claims, sign_in
 from . import browser
 from . import slo as slo_module
+from . import testsignin
 from .errors import ASK_ADMIN, SamlRejection, rejection_response
 
 log = logging.getLogger("gateway.saml")
@@ -58,33 +59,11 @@ def _no_store(response: Response) -> Response:
 # ---------------------------------------------------------------- pages
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;line-height:1.5}}
-button,.button{{font-size:1rem;padding:.5rem 1rem;cursor:pointer}} dt{{font-weight:600}}</style></head>
-<body>{body}</body></html>
-"""
-
-
-def page(title: str, body: str, status: int = 200) -> Response:
-    response = Response(PAGE.format(title=html.escape(title), body=body), status=status, content_type="text/html")
-    response.charset = "utf-8"
-    return _no_store(response)
-
-
-@view_config(route_name="home", request_method="GET")
+@view_config(route_name="home", request_method="GET", renderer="home.html", decorator=html_page)
 def home(request):
     identity = request.identity
-    esc = html.escape
     if identity is None:
-        label = request.registry.saml_sp.profile.label
-        login = request.route_path("saml.login")
-        body = (
-            "<h1>Identity gateway</h1><p>You are not signed in.</p>"
-            f'<p><a class="button" id="sign-in" href="{esc(login)}">Sign in with {esc(label)}</a></p>'
-        )
-        return page("Sign in", body)
+        return {"identity": None, "label": request.registry.saml_sp.profile.label}
     # The one mapped profile, as /whoami and forward-auth show it.
     profile = identity.as_json()
     rows = [
@@ -94,15 +73,7 @@ def home(request):
         ("Groups", ", ".join(profile["groups"])),
     ]
     rows += [(_label(key), _text(value)) for key, value in sorted(profile["attributes"].items())]
-    details = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows)
-    body = (
-        f'<h1>Signed in as <span id="display-name">{esc(identity.display_name or identity.user_name)}</span></h1>'
-        f"<dl>{details}</dl>"
-        f'<form method="post" action="{esc(request.route_path("logout"))}">'
-        f'<input type="hidden" name="csrf_token" value="{esc(identity.csrf_token)}">'
-        '<button id="sign-out" type="submit">Sign out</button></form>'
-    )
-    return page("Signed in", body)
+    return {"identity": identity, "rows": rows}
 
 
 def _label(key: str) -> str:
@@ -152,7 +123,8 @@ def login(request):
 @view_config(route_name="saml.acs", request_method="POST")
 def acs(request):
     try:
-        return _acs(request)
+        # The answer to a test sign-in (/admin/test) becomes a report, never a session.
+        return testsignin.answer(request) or _acs(request)
     except SamlRejection as exc:
         return rejection_response(request, exc)
 
