@@ -397,6 +397,29 @@ def test_more_spellings_never_reach_the_app(stack, target):
     assert not wrong, "\n".join(wrong)
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "HEAD", "OPTIONS"])
+def test_every_method_is_judged_by_the_same_rules(stack, method):
+    for person, expected in (("oscar@example.com", 403), ("fiona@example.com", 200)):
+        before = len(stack.echo.seen)
+        answer = stack.proxy.request("/reports/q3", cookie=stack.people[person].cookie, method=method,
+                                     body=b"x=1" if method in ("POST", "PUT") else b"")
+        reached = stack.echo.reached(before)
+        assert answer.status == expected, (method, person, answer.status, answer.text)
+        assert [r["method"] for r in reached] == ([method] if expected == 200 else [])
+
+
+def test_an_absolute_request_target_is_no_way_around(stack):
+    port = stack.proxy.port
+    wrong = []
+    for target in (f"https://{APP_HOST}:{port}/reports/q3", f"https://{APP_HOST}/reports/q3",
+                   f"http://{APP_HOST}:{port}/REPORTS/q3", f"https://{APP_HOST}:{port}//reports/q3"):
+        for label, headers in FORGED.items():
+            answer, reached = stack.get(target, "oscar@example.com", headers=headers)
+            if reached or answer.status not in (400, 403):
+                wrong.append(f"{target} {label}: {answer.status}, reached the app: {bool(reached)}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_member_gets_the_protected_page(stack):
     for host, routed in _hosts(stack):
         if not routed:
