@@ -1,5 +1,7 @@
 // Progressive enhancement only: every page works without this file.
 // Copy buttons: <button class="copy" data-copy="ELEMENT-ID" hidden> copies that element's text.
+// <form data-autosubmit> submits itself (an HTTP-POST binding hop), as an IdP's page does; its
+// own button does it without JavaScript.
 (function () {
   "use strict";
   function copy(button) {
@@ -25,6 +27,8 @@
     }
   }
   function ready() {
+    var form = document.querySelector("form[data-autosubmit]");
+    if (form) { form.submit(); }
     var buttons = document.querySelectorAll("button.copy[data-copy]");
     for (var i = 0; i < buttons.length; i++) {
       buttons[i].hidden = false;

@@ -61,6 +61,8 @@ def gateway_pyramid_configure(config):
         "!" * 72,
         "!" * 72,
     )
+    # Its pages extend the gateway's layout: templates/devidp/*.html.
+    config.add_jinja2_search_path("gateway_devidp:templates", name=".html")
     config.add_route("devidp.sso", "/devidp/saml2")
     config.add_route("devidp.signin", "/devidp/signin")
     config.scan("gateway_devidp.views")
