@@ -14,8 +14,8 @@ real processes on free loopback ports under a temporary folder:
   request never reached it;
 - nginx or Caddy with the docs' configuration, over TLS with a certificate
   for ``*.example.test`` (Caddy issues its own from its local CA);
-- for the browser tests, the development IdP's own sign-in pages and
-  signer (``plugins/gateway_devidp``) served on ``idp.example.test``.
+- for the browser tests, a sign-in page like the development IdP's,
+  signing with the test IdP, on ``idp.example.test`` (:class:`IdpServer`).
 
 Requests are sent with :func:`raw_request` (a socket, byte for byte: no
 client library normalises the path or the headers) or from Chromium with
@@ -42,7 +42,6 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
@@ -326,8 +325,8 @@ class _Handler(WSGIRequestHandler):
 
 
 class _Threaded:
-    def __init__(self, app, address: str = "127.0.0.1"):
-        self.port = free_port()
+    def __init__(self, app, address: str = "127.0.0.1", port: int | None = None):
+        self.port = port or free_port()
         self.server = make_server(address, self.port, app, server_class=_ThreadingServer, handler_class=_Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -388,68 +387,72 @@ class Echo(_Threaded):
         return self.seen[since:]
 
 
-class DevIdpServer(_Threaded):
-    """The development IdP's pick page and signer (plugins/gateway_devidp) on a host of its own.
+class IdpServer(_Threaded):
+    """A sign-in page playing Entra's login URL, on a host of its own, signing with the test IdP.
 
-    The devidp plugin refuses to run inside a gateway whose
-    ``gateway.base_url`` is not localhost or 127.0.0.1, while these tests
-    need the gateway on ``auth.example.test`` (so that its cookie, with
-    ``session.cookie_domain = .example.test``, reaches the app). Its own
-    views and signing code run here instead, as a separate IdP at
-    ``http://idp.example.test:PORT`` that the gateway trusts by metadata.
+    Like the development IdP's page (plugins/gateway_devidp), it takes the
+    HTTP-Redirect AuthnRequest, shows "Pick a test user" with a button per
+    person, and answers the pick with an auto-submitting HTTP-POST form to
+    the gateway's ACS carrying a signed Entra-shaped response (the test IdP
+    of saml_support: no groups claim, so SCIM's groups are the truth). The
+    development IdP itself cannot serve these tests: it runs only inside a
+    gateway whose ``gateway.base_url`` is localhost or 127.0.0.1, while the
+    gateway here must be ``auth.example.test`` so that its cookie, for
+    ``.example.test``, reaches the app.
     """
 
-    def __init__(self, folder: Path, gateway_base_url: str, database_url: str):
-        from pyramid.config import Configurator
-
-        from gateway_devidp.idp import DevIdp
-
-        self._engine = None
-
-        def dbsession(request):
-            # The plugin's sign-in names the groups it puts in a response in the
-            # gateway's database (standing in for SCIM): the same database here.
-            from sqlalchemy.orm import Session
-
-            from gateway.db import create_engine
-
-            if self._engine is None:
-                self._engine = create_engine(database_url)
-            session = Session(self._engine)
-
-            def finish(_request):
-                try:
-                    if _request.exception is None:
-                        session.commit()
-                finally:
-                    session.close()
-
-            request.add_finished_callback(finish)
-            return session
-
+    def __init__(self, idp, folder: Path, gateway_base_url: str, people: dict[str, str]):
+        self.idp = idp
+        self.people = people  # email -> display name on the page
+        self.base_url = gateway_base_url
         self.port = free_port()
         self.url = f"http://{IDP_HOST}:{self.port}"
-        config = Configurator()
-        config.registry.devidp = DevIdp(self.url, str(folder))
-        config.registry.saml_sp = SimpleNamespace(
-            acs_url=gateway_base_url + "/saml/acs", entity_id=gateway_base_url + "/saml/metadata"
-        )
-        config.add_request_method(dbsession, "dbsession", reify=True)
-        config.add_route("devidp.sso", "/devidp/saml2")
-        config.add_route("devidp.signin", "/devidp/signin")
-        config.scan("gateway_devidp.views")
-        self.metadata = folder / "devidp-metadata.xml"
-        self.metadata.write_text(config.registry.devidp.metadata())
-        self.server = make_server(
-            "127.0.0.1", self.port, config.make_wsgi_app(), server_class=_ThreadingServer, handler_class=_Handler
-        )
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        from saml_support import IDP_SSO
 
-    def close(self):
-        super().close()
-        if self._engine is not None:
-            self._engine.dispose()
+        self.metadata = folder / "idp-metadata.xml"
+        self.metadata.write_bytes(idp.metadata().replace(IDP_SSO.encode(), f"{self.url}/saml2".encode()))
+        super().__init__(self.app, port=self.port)
+
+    def app(self, environ, start_response):
+        esc = html.escape
+        if environ["PATH_INFO"] == "/saml2" and environ["REQUEST_METHOD"] == "GET":
+            query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+            request_id = authn_request_id("?" + environ.get("QUERY_STRING", "")) if "SAMLRequest" in query else ""
+            relay = query.get("RelayState", [""])[0]
+            forms = "".join(
+                f'<form method="post" action="/signin"><input type="hidden" name="request_id" value="{esc(request_id)}">'
+                f'<input type="hidden" name="RelayState" value="{esc(relay)}">'
+                f'<input type="hidden" name="email" value="{esc(email)}">'
+                f'<button type="submit" data-email="{esc(email)}">{esc(name)} &lt;{esc(email)}&gt;</button></form>'
+                for email, name in self.people.items()
+            )
+            body = f"<h1>Pick a test user</h1>{forms}"
+        elif environ["PATH_INFO"] == "/signin" and environ["REQUEST_METHOD"] == "POST":
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            form = urllib.parse.parse_qs(environ["wsgi.input"].read(size).decode())
+            email = form["email"][0]
+            acs = self.base_url + "/saml/acs"
+            xml = self.idp.response(
+                form.get("request_id", [""])[0] or None, name_id=email,
+                attributes=self.idp.claims(email, oid=str(uuid.uuid5(uuid.NAMESPACE_URL, email)), groups=()),
+                audience=self.base_url + "/saml/metadata", recipient=acs, destination=acs,
+            )
+            relay = form.get("RelayState", [""])[0]
+            relay_input = f'<input type="hidden" name="RelayState" value="{esc(relay)}">' if relay else ""
+            body = (
+                f'<form id="post" method="post" action="{esc(acs)}">'
+                f'<input type="hidden" name="SAMLResponse" value="{b64(xml)}">{relay_input}</form>'
+                "<script>document.getElementById('post').submit()</script>"
+            )
+        else:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found\n"]
+        page = (
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Test IdP</title></head>"
+            f"<body>{body}</body></html>"
+        ).encode()
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(page)))])
+        return [page]
 
 
 # ---------------------------------------------------------------- the gateway

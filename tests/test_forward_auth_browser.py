@@ -3,11 +3,11 @@
 Real host names: Chromium maps ``*.example.test`` to 127.0.0.1
 (``--host-resolver-rules``), the gateway is ``https://auth.example.test:PORT``
 with ``session.cookie_domain = .example.test``, the app
-``https://app.example.test:PORT``, both through the proxy, and the
-development IdP's sign-in page is ``http://idp.example.test:PORT`` (its own
-views and signer from plugins/gateway_devidp, served beside the gateway:
-the plugin itself runs only in a gateway on localhost). People come from
-SCIM, as Entra provisions them.
+``https://app.example.test:PORT``, both through the proxy, and the IdP's
+sign-in page ``http://idp.example.test:PORT`` (a page like the development
+IdP's, "Pick a test user", signing Entra-shaped responses with the test IdP:
+the development IdP plugin runs only in a gateway on localhost, see
+proxy_support.IdpServer). People come from SCIM, as Entra provisions them.
 
 - A signed-out visit to ``/deep/page?x=1`` goes to the IdP's page and,
   after picking a person, ends on that same page of the app, with the
@@ -31,7 +31,7 @@ from conftest import free_port
 from proxy_support import (
     APP_HOST,
     AUTH_HOST,
-    DevIdpServer,
+    IdpServer,
     Echo,
     Gateway,
     Proxy,
@@ -44,7 +44,8 @@ from proxy_support import (
     stop_proxy,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+# One worker runs the whole module (with --dist loadgroup), so each stack starts once.
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.xdist_group("forward-auth-browser")]
 
 RULES = f"""
 {APP_HOST} /reports Finance
@@ -58,7 +59,7 @@ class Stack:
     gateway: Gateway
     proxy: Proxy
     echo: Echo
-    idp: DevIdpServer
+    idp: IdpServer
     folder: Path
     users: dict[str, str]  # user name -> SCIM id
 
@@ -70,17 +71,18 @@ class Stack:
 
 
 @pytest.fixture(scope="module", params=[proxy_param("nginx"), proxy_param("caddy")])
-def stack(request, tmp_path_factory):
+def stack(request, tmp_path_factory, idp):
     (kind,) = request.param
     folder = tmp_path_factory.mktemp(f"{kind}-browser")
     port = free_port()
     base_url = f"https://{AUTH_HOST}:{port}"
-    devidp = DevIdpServer(folder, base_url, f"sqlite:///{folder}/gateway/gateway.sqlite")
+    people = {"bob@example.com": "Bob Bäcker", "carol@example.com": "Carol Contractor"}
+    signin_page = IdpServer(idp, folder, base_url, people)
     echo = Echo()
     gateway = start_gateway(
         folder / "gateway",
         base_url=base_url,
-        idp_metadata=str(devidp.metadata),
+        idp_metadata=str(signin_page.metadata),
         settings={
             "forward_auth.proxy": kind,
             "forward_auth.allowed_hosts": APP_HOST,
@@ -91,7 +93,7 @@ def stack(request, tmp_path_factory):
     try:
         proxy = start_proxy(kind, folder / kind, gateway=f"127.0.0.1:{gateway.port}", app_port=echo.port,
                             tls=make_tls(folder / "tls"), port=port)
-        # The development IdP's people, provisioned over SCIM as Entra would.
+        # The people on the IdP's page, provisioned over SCIM as Entra would.
         users = {}
         for user_name, display_name, group in (
             ("bob@example.com", "Bob Bäcker", "Staff"),
@@ -100,13 +102,13 @@ def stack(request, tmp_path_factory):
             user = gateway.create_user(user_name, display_name, email=user_name)
             gateway.create_group(group, [user["id"]])
             users[user_name] = user["id"]
-        yield Stack(kind, gateway, proxy, echo, devidp, folder, users)
+        yield Stack(kind, gateway, proxy, echo, signin_page, folder, users)
     finally:
         if proxy is not None:
             stop_proxy(proxy)
         stop_gateway(gateway)
         echo.close()
-        devidp.close()
+        signin_page.close()
     log = gateway.log()
     assert "Traceback" not in log, log
 
@@ -133,9 +135,9 @@ def page(chromium):
 
 
 def sign_in_at_the_idp(page, stack, email: str) -> None:
-    """On the development IdP's page (the browser was sent there), pick ``email``."""
+    """On the IdP's page (the browser was sent there), pick ``email``."""
     page.wait_for_selector("text=Pick a test user")
-    assert page.url.startswith(f"{stack.idp.url}/devidp/saml2?"), page.url
+    assert page.url.startswith(f"{stack.idp.url}/saml2?SAMLRequest="), page.url
     page.click(f'button[data-email="{email}"]')
 
 
@@ -199,7 +201,8 @@ def test_a_deactivated_person_is_sent_to_sign_in_again_and_refused(stack, page):
     sign_in_at_the_idp(page, stack, "carol@example.com")  # sent to sign in again
     page.wait_for_url(stack.auth_url("/saml/acs"))
     assert "deactivated" in page.content()
+    page.screenshot(path=str(stack.folder / f"deactivated-{stack.kind}.png"))
     assert stack.echo.reached(before) == []
     response = page.goto(target)  # and still signed out
-    assert page.url.startswith(f"{stack.idp.url}/devidp/saml2?")
+    assert page.url.startswith(f"{stack.idp.url}/saml2?SAMLRequest=")
     assert stack.echo.reached(before) == []

@@ -31,7 +31,12 @@ from proxy_support import (
     stop_proxy,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(NGINX is None, reason=MISSING["nginx"])]
+# One worker runs the whole module (with --dist loadgroup), so each stack starts once.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(NGINX is None, reason=MISSING["nginx"]),
+    pytest.mark.xdist_group("forward-auth-nginx"),
+]
 
 BUFFER_LINES = re.compile(r"^\s*proxy_(buffer_size|buffers|busy_buffers_size)\s.*\n", re.M)
 GROUP = ("Regional Finance and Operations Planning Committee for Europe Middle East and Africa " * 3)[:243] + " WG {:03d}"

@@ -46,7 +46,8 @@ from proxy_support import (
     stop_proxy,
 )
 
-pytestmark = [pytest.mark.slow]
+# One worker runs the whole module (with --dist loadgroup), so each stack starts once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("forward-auth-proxies")]
 
 RULES = f"""
 {APP_HOST} /reports Finance
