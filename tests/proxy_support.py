@@ -57,6 +57,22 @@ CADDY = shutil.which("caddy")
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 HAVE_CHROMIUM = os.path.exists(CHROMIUM) or shutil.which("chromium") is not None
 
+def _have_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+#: Containers often run without IPv6: the tests of a gateway on [::] are then skipped.
+HAVE_IPV6 = _have_ipv6_loopback()
+
+#: A group name of 250 characters (Entra allows 256), numbered; no commas, so a groups header splits back.
+_WORDS = "Regional Finance and Operations Planning Committee for Europe Middle East and Africa "
+LONG_GROUP = (_WORDS * 3)[:243] + " WG {:03d}"
+
 #: Why a proxy's tests are skipped when it is missing.
 MISSING = {
     "nginx": "nginx is not installed and ./dev test could not install it (apt-get install nginx-light)",
@@ -420,7 +436,8 @@ class IdpServer(_Threaded):
             request_id = authn_request_id("?" + environ.get("QUERY_STRING", "")) if "SAMLRequest" in query else ""
             relay = query.get("RelayState", [""])[0]
             forms = "".join(
-                f'<form method="post" action="/signin"><input type="hidden" name="request_id" value="{esc(request_id)}">'
+                '<form method="post" action="/signin">'
+                f'<input type="hidden" name="request_id" value="{esc(request_id)}">'
                 f'<input type="hidden" name="RelayState" value="{esc(relay)}">'
                 f'<input type="hidden" name="email" value="{esc(email)}">'
                 f'<button type="submit" data-email="{esc(email)}">{esc(name)} &lt;{esc(email)}&gt;</button></form>'

@@ -23,6 +23,7 @@ from proxy_support import (
     AUTH_HOST,
     MISSING,
     NGINX,
+    LONG_GROUP,
     Echo,
     make_tls,
     start_gateway,
@@ -39,7 +40,6 @@ pytestmark = [
 ]
 
 BUFFER_LINES = re.compile(r"^\s*proxy_(buffer_size|buffers|busy_buffers_size)\s.*\n", re.M)
-GROUP = ("Regional Finance and Operations Planning Committee for Europe Middle East and Africa " * 3)[:243] + " WG {:03d}"
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def setup(tmp_path_factory, idp, idp_metadata_file):
                                port=defaults_port, edit=without_buffer_lines)
         proxies.append(defaults)
         user = gateway.create_user("mia@example.com", "Mia Many", email="mia@example.com")
-        names = [GROUP.format(i) for i in range(150)]
+        names = [LONG_GROUP.format(i) for i in range(150)]
         for name in names:
             gateway.create_group(name, [user["id"]], external_id=str(uuid.uuid4()))
         cookie = gateway.sign_in(idp, "mia@example.com", via=documented)
