@@ -55,6 +55,25 @@ class GatewayRequest(Request):
         return f"{parts.scheme}://{parts.netloc}"
 
     @reify
+    def client_addr(self) -> str | None:
+        """The browser's address, as recorded on sessions, traces and the provisioning log.
+
+        WebOb believes ``X-Forwarded-For`` from anybody, so a client could
+        write any address there. Here the header counts only when the peer is
+        in ``forward_auth.trusted_proxies``, and then its rightmost address
+        that is not a trusted proxy (what the nearest untrusted hop was).
+        """
+        trusted = self.registry.forward_auth.trusted_address
+        peer = self.environ.get("REMOTE_ADDR")
+        if not peer or not trusted(peer):
+            return peer
+        forwarded = [a.strip() for a in self.environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
+        for address in reversed(forwarded):
+            if not trusted(address):
+                return address
+        return forwarded[0] if forwarded else peer
+
+    @reify
     def hook(self):
         """The plugin manager's hook relay: ``request.hook.gateway_user_event(...)``."""
         return self.registry.pm.hook

@@ -238,3 +238,13 @@ def test_deactivated_user_cannot_sign_in(make_app, idp):
 
     response = post_response(app, idp.response(start_login(app)), status=403)
     assert "deactivated" in response.text
+
+
+def test_the_recorded_address_believes_x_forwarded_for_only_from_a_trusted_proxy(saml_app, idp):
+    # From an address outside forward_auth.trusted_proxies the header is the client's own say-so.
+    saml_app.extra_environ.update(REMOTE_ADDR="203.0.113.5", HTTP_X_FORWARDED_FOR="10.9.8.7")
+    sign_in(saml_app, idp)
+    # From the proxy on loopback: the rightmost hop that is not a trusted proxy.
+    saml_app.extra_environ.update(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="10.9.8.7, 198.51.100.7, 127.0.0.1")
+    sign_in(saml_app, idp)
+    assert [row.remote_addr for row in session_rows(saml_app)] == ["203.0.113.5", "198.51.100.7"]

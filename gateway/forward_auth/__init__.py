@@ -76,10 +76,11 @@ class ForwardAuth:
     # ------------------------------------------------------------------ proxy input
 
     def is_trusted(self, environ) -> bool:
-        return self._trusted_address(environ.get("REMOTE_ADDR") or "")
+        return self.trusted_address(environ.get("REMOTE_ADDR") or "")
 
     @functools.lru_cache(maxsize=1024)  # noqa: B019 - one ForwardAuth per app, few proxy addresses
-    def _trusted_address(self, remote_addr: str) -> bool:
+    def trusted_address(self, remote_addr: str) -> bool:
+        """Whether ``remote_addr`` is in ``forward_auth.trusted_proxies``."""
         try:
             address = ipaddress.ip_address(remote_addr.split("%", 1)[0])
         except ValueError:
