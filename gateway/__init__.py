@@ -50,6 +50,8 @@ def main(global_config, **settings):
         config.include(".saml")
         # The admin console under /admin, for the admins (gateway.admin_groups, gateway.admin_users).
         config.include(".admin")
+        # What the console shows about sign-ins and provisioning: traces, the SCIM log, test sign-ins.
+        config.include(".admin.signins")
 
         # The one bridge to Pyramid for plugins: their routes and views.
         config.registry.pm.hook.gateway_pyramid_configure(config=config)

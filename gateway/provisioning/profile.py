@@ -184,12 +184,16 @@ def transforms(registry) -> tuple[AttributeTransform, ...]:
     return found
 
 
-def apply_transforms(registry, profile: dict, source: str, context_fields: Mapping | None = None) -> dict:
+def apply_transforms(
+    registry, profile: dict, source: str, context_fields: Mapping | None = None, steps: list | None = None
+) -> dict:
     """Run the configured transforms over a copy of ``profile``, in order.
 
     A transform sees the stored fields, ``custom``, and read-only context
     (``subject``, ``tenant_id``, ``groups``); only the stored fields and
-    ``custom`` of its answer are kept.
+    ``custom`` of its answer are kept. ``steps``, when given, receives
+    (transform name, the profile as kept after it) for each transform: the
+    test sign-in's report shows them in order.
     """
     chain = transforms(registry)
     if not chain:
@@ -201,6 +205,13 @@ def apply_transforms(registry, profile: dict, source: str, context_fields: Mappi
         if not isinstance(result, dict):
             raise TypeError(f'attribute transform "{transform.name}" returned {type(result).__name__}, not a dict')
         value = result
+        if steps is not None:
+            steps.append((transform.name, copy.deepcopy(_kept(value))))
+    return _kept(value)
+
+
+def _kept(value: Mapping) -> dict:
+    """What of a transform's answer becomes the profile: the stored fields and ``custom``."""
     out = {name: _text(value.get(name)) for name in STORED_FIELDS}
     out["custom"] = {k: v for k, v in dict(value.get("custom") or {}).items() if _present(v)}
     return out

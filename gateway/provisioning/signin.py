@@ -177,6 +177,10 @@ def fire(
 
 
 def _deny(request, user: User | None, name: str | None, reason: str) -> SignInResult:
+    from ..saml.traces import note_user
+
+    # The refusal's trace shows on this user's page in the console.
+    note_user(request, user.id if user else None, name)
     fire(request, "denied", user.id if user else None, name, reason=reason)
     return SignInResult(user, Decision.deny(reason))
 

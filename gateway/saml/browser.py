@@ -28,7 +28,7 @@ REQUEST_LIFETIME = dt.timedelta(minutes=15)
 KEEP_EXPIRED = dt.timedelta(hours=1)
 _BINDING = re.compile(r"^[A-Za-z0-9_\-]{40,64}$")
 
-_WHAT = {"authn": "sign-in", "logout": "sign-out"}
+_WHAT = {"authn": "sign-in", "logout": "sign-out", "test": "test sign-in"}
 
 
 def cookie_name(request) -> str:

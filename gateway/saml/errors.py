@@ -55,7 +55,11 @@ def rejection_response(request, exc: SamlRejection, title: str = "Sign-in failed
     """Log the refusal and render the plain page (a normal response, so that
     what was recorded before the refusal, such as a used request id or a
     ``denied`` event, is committed)."""
+    from . import traces  # not at the top: traces reads messages with xmlguard, which imports this module
+
     cid = request.correlation_id
+    # The admin finds this refusal by the reference the page shows (/admin/signins).
+    traces.record_refusal(request, exc)
     log.warning(
         "saml refused: reason=%s status=%s correlation_id=%s path=%s detail=%s",
         exc.code,
