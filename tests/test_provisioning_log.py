@@ -136,3 +136,20 @@ def test_the_writer_thread_writes_without_being_asked(scim, scim_app):
                 return
         time.sleep(0.05)
     raise AssertionError("the provisioning log row was not written within 5 s")
+
+
+def test_rows_wait_for_a_database_that_refuses_them(scim, scim_app, caplog, monkeypatch):
+    provisioning_log = scim_app.app.registry.provisioning_log
+    monkeypatch.setattr(provisioning_log, "_start", lambda: None)  # no writer thread: this test flushes
+    scim.create_user("dave@example.com")
+    engine = provisioning_log.engine
+
+    class Down:
+        def begin(self):
+            raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+
+    provisioning_log.engine = Down()
+    assert provisioning_log.flush() == 0
+    assert "could not write 1 rows; will retry" in caplog.text
+    provisioning_log.engine = engine
+    assert [r.resource_name for r in rows(scim_app)] == ["dave@example.com"]

@@ -22,6 +22,7 @@ looks like a secret (``password`` and the like) at any depth.
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import collections
 import logging
 import os
@@ -34,7 +35,8 @@ from urllib.parse import unquote_plus
 import sqlalchemy as sa
 
 from .. import jsoncodec
-from ..db.models import ProvisioningLogEntry, utcnow
+from ..db.models import ProvisioningLogEntry
+from ..db.prepared import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,12 @@ _BODY = "gateway.scim_body"
 _SECRET = re.compile(r"pass(word|phrase)?|secret|token|credential|private|^pwd$", re.I)
 _REDACTED = "(removed)"
 
-_INSERT = sa.insert(ProvisioningLogEntry)
+_COLUMNS = (
+    "at", "token_name", "method", "path", "status", "scim_type", "duration_ms", "correlation_id", "remote_addr",
+    "resource_type", "resource_id", "resource_name", "error", "body",
+)
+#: One prebuilt INSERT, run with the driver's executemany for a whole batch.
+_INSERT = Prepared(sa.insert(ProvisioningLogEntry).values({c: sa.bindparam(c) for c in _COLUMNS}))
 
 
 def redact(value):
@@ -73,10 +80,10 @@ def _short(text, limit: int) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _error_of(response) -> tuple[str | None, str | None]:
+def _error_of(body: bytes) -> tuple[str | None, str | None]:
     """(scimType, detail) of an error response: what the client was told, from the body it got."""
     try:
-        body = jsoncodec.loads(response.body)
+        body = jsoncodec.loads(body)
     except ValueError:
         return None, None
     if not isinstance(body, dict):
@@ -103,6 +110,8 @@ class ProvisioningLog:
 
         self.retention = retention(registry)
         self._queue: collections.deque = collections.deque(maxlen=MAX_QUEUED)
+        #: Rows a failed write left, tried first next time.
+        self._retry: list[dict] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,49 +128,62 @@ class ProvisioningLog:
         request.add_response_callback(self._record)
 
     def _record(self, request, response) -> None:
+        """Response callback: note the raw facts only; :meth:`_row` makes the row in the writer thread."""
         try:
-            self._queue.append(self._row(request, response))
+            environ = request.environ
+            status = response.status_int
+            scim = getattr(request, "scim", None)
+            matchdict = request.matchdict
+            self._queue.append((
+                time.time(),
+                time.perf_counter() - environ[_STARTED],
+                environ["REQUEST_METHOD"],
+                environ.get("PATH_INFO", ""),
+                environ.get("QUERY_STRING", ""),
+                status,
+                scim.actor if scim is not None else None,
+                request.correlation_id,
+                request.client_addr,
+                matchdict.get("resource") if matchdict else None,
+                matchdict.get("id") if matchdict else None,
+                response.headers.get("Location") if status == 201 else None,
+                environ.get(_BODY),
+                response.body if status >= 400 else None,
+            ))
         except Exception:  # noqa: BLE001 - the log must never fail a SCIM request
             log.warning("provisioning log: could not record %s %s", request.method, request.path, exc_info=True)
             return
         if self._thread is None or self._pid != os.getpid():
             self._start()
 
-    def _row(self, request, response) -> dict:
-        environ = request.environ
-        started = environ.get(_STARTED)
-        duration = (time.perf_counter() - started) * 1000 if started is not None else 0.0
-        status = response.status_int
+    def _row(self, raw: tuple) -> dict:
+        """The row of one request, from what :meth:`_record` noted."""
+        (at, duration, method, path_info, query, status, actor, correlation_id, address,
+         resource, resource_id, location, body, error_body) = raw
         scim_type = error = None
-        if status >= 400:
-            scim_type, error = _error_of(response)
-        matchdict = request.matchdict or {}
-        resource = (matchdict.get("resource") or "").lower()
+        if error_body is not None:
+            scim_type, error = _error_of(error_body)
+        resource = (resource or "").lower()
         resource_type = "User" if resource == "users" else "Group" if resource == "groups" else None
-        resource_id = matchdict.get("id")
-        if resource_id is None and status == 201:
-            location = response.headers.get("Location")
-            if location:
-                resource_id = location.rstrip("/").rsplit("/", 1)[-1]
-        body = environ.get(_BODY)
+        if resource_id is None and location:
+            resource_id = location.rstrip("/").rsplit("/", 1)[-1]
         name = None
         if isinstance(body, dict):
             name = body.get("userName") if resource_type == "User" else body.get("displayName")
-        scim = getattr(request, "scim", None)
-        token_name = scim.actor.partition(":")[2] if scim is not None else None
-        path = request.path
-        if request.query_string:
-            path += "?" + unquote_plus(request.query_string)
+        # PATH_INFO is WSGI's latin-1 text of the raw bytes; the query is shown decoded.
+        path = path_info.encode("latin-1", "replace").decode("utf-8", "replace")
+        if query:
+            path += "?" + unquote_plus(query)
         return {
-            "at": utcnow(),
-            "token_name": token_name,
-            "method": request.method[:8],
+            "at": dt.datetime.fromtimestamp(at, dt.timezone.utc),
+            "token_name": actor.partition(":")[2] if actor else None,
+            "method": method[:8],
             "path": _short(path, 512),
             "status": status,
             "scim_type": scim_type,
-            "duration_ms": round(duration, 3),
-            "correlation_id": request.correlation_id,
-            "remote_addr": _short(request.client_addr, 64),
+            "duration_ms": duration * 1000,
+            "correlation_id": correlation_id,
+            "remote_addr": _short(address, 64),
             "resource_type": resource_type,
             "resource_id": _short(resource_id, 64),
             "resource_name": _short(name, 256) if isinstance(name, str) else None,
@@ -191,16 +213,24 @@ class ProvisioningLog:
         """Write every queued row now; the number written. Never raises."""
         written = 0
         with self._flush_lock:
-            while self._queue:
-                rows = []
+            while self._retry or self._queue:
+                rows = self._retry[:BATCH]
+                del self._retry[:BATCH]
                 while self._queue and len(rows) < BATCH:
-                    rows.append(self._queue.popleft())
+                    raw = self._queue.popleft()
+                    try:
+                        rows.append(self._row(raw))
+                    except Exception:  # noqa: BLE001 - one odd request must not block the others
+                        log.warning("provisioning log: could not describe a request: %r", raw[:6], exc_info=True)
+                if not rows:
+                    continue
                 try:
                     with self.engine.begin() as connection:
-                        connection.execute(_INSERT, rows)
+                        _INSERT.execute_many(connection, rows)
                 except Exception:  # noqa: BLE001 - bookkeeping: keep the rows for the next try
                     log.warning("provisioning log: could not write %d rows; will retry", len(rows), exc_info=True)
-                    self._queue.extendleft(reversed(rows))
+                    self._retry[:0] = rows
+                    del self._retry[MAX_QUEUED:]
                     break
                 written += len(rows)
         return written
