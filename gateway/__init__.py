@@ -57,5 +57,7 @@ def main(global_config, **settings):
         config.registry.pm.hook.gateway_pyramid_configure(config=config)
     # Allowed forward-auth checks of cached identities are answered before Pyramid.
     from .forward_auth import fast_path
+    # Unreadable requests (400) and an unreachable database (503), answered for every route.
+    from .guard import Guard
 
-    return fast_path(config.make_wsgi_app(), config.registry)
+    return fast_path(Guard(config.make_wsgi_app(), config.registry), config.registry)

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from pyramid.response import Response
 from webob.request import PATH_SAFE
 
+from ..guard import database_unavailable
 from ..sessions import cached_identity
 from .rules import decide, parse_rules
 from .urls import ReturnTargets, host_without_port, normal_path, parse_url
@@ -303,7 +304,12 @@ class FastPath:
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") == "/auth" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            headers = self._allowed(environ)
+            try:
+                headers = self._allowed(environ)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                headers = None  # the app behind (gateway.guard) answers 503
             if headers is not None:
                 start_response("200 OK", headers)
                 return [b""]

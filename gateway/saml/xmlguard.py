@@ -19,6 +19,7 @@ Two layers:
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ def safe_parse(data: bytes, allow_comments: bool = False) -> ET.Element:
     """
     if len(data) > MAX_XML_BYTES:
         raise _refuse("too_large", "The sign-in message is too large.", f"{len(data)} bytes")
+    _check_encoding(data)
     builder = ET.TreeBuilder()
     parser = xml.parsers.expat.ParserCreate(namespace_separator="}")
 
@@ -99,9 +101,28 @@ def safe_parse(data: bytes, allow_comments: bool = False) -> ET.Element:
         parser.Parse(data, True)
     except SamlRejection:
         raise
-    except xml.parsers.expat.ExpatError as exc:
+    except (xml.parsers.expat.ExpatError, ValueError) as exc:  # ValueError: an encoding expat cannot read
         raise _refuse("malformed", "The sign-in message is not well-formed XML.", str(exc)) from None
     return builder.close()
+
+
+_DECLARED_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?<\?xml[^>]*?\bencoding\s*=\s*["']([^"']*)["']""")
+
+
+def _check_encoding(data: bytes) -> None:
+    """UTF-8 only (SAML messages are; Entra's are): a byte-order mark of
+    UTF-16 or UTF-32, a NUL in the first bytes (UTF-16 or -32 without one)
+    or a declared encoding other than UTF-8 is refused as malformed rather
+    than decoded some other way (expat would read UTF-7 and UTF-16, and
+    raise on UTF-32)."""
+    head = data[:4]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head:
+        raise _refuse("malformed", "The sign-in message is not UTF-8 XML.", "byte-order mark or NUL of UTF-16/32")
+    declared = _DECLARED_ENCODING.match(data[:200])
+    if declared and declared.group(1).lower() not in (b"utf-8", b"utf8"):
+        raise _refuse(
+            "malformed", "The sign-in message is not UTF-8 XML.", f"declared encoding {declared.group(1).decode('ascii', 'replace')}"
+        )
 
 
 def _default_handler(refuse_entity):

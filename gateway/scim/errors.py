@@ -89,21 +89,28 @@ def error_response(status: int, detail: str, scim_type: str | None = None, heade
 
 
 def _scim_error_view(exc, request):
+    request.correlation_id  # noqa: B018  (echoed as X-Request-Id on every SCIM answer, refusals too)
     return error_response(exc.status, exc.detail, exc.scim_type, exc.headers)
 
 
 def _not_found_view(exc, request):
     # No SCIM view ran (nothing matched): the provisioning log still gets its row.
     request.registry.provisioning_log.begin(request)
+    request.correlation_id  # noqa: B018
     return error_response(404, f"no SCIM endpoint at {request.path}")
 
 
 def _method_not_allowed_view(exc, request):
     request.registry.provisioning_log.begin(request)
+    request.correlation_id  # noqa: B018
     return error_response(405, f"{request.method} is not allowed on {request.path}")
 
 
 def _unexpected_view(exc, request):
+    from ..guard import database_unavailable
+
+    if database_unavailable(exc):
+        raise exc  # answered 503 with Retry-After by gateway.guard, for every route alike
     # The traceback goes to the log with the correlation id; the client sees
     # only that id, never internals.
     log.exception("SCIM request failed [%s]", request.correlation_id)

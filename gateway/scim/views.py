@@ -74,8 +74,11 @@ def read_json(request):
         raise ScimError(413, f"request body larger than {limit} bytes")
     try:
         body = jsoncodec.loads(raw)
-    except ValueError as exc:  # UnicodeDecodeError is one
+    except ValueError as exc:  # UnicodeDecodeError is one, and nesting beyond jsoncodec.MAX_DEPTH
         raise bad_request("invalidSyntax", f"the request body is not valid JSON: {exc}") from None
+    if b"\\u0000" in raw and jsoncodec.contains_nul(body):
+        # PostgreSQL cannot store NUL in text; refused on SQLite too, so both behave alike.
+        raise bad_request("invalidValue", "strings must not contain the NUL character (\\u0000)")
     remember_body(request, body)
     return body
 
@@ -100,9 +103,12 @@ class Params:
         if raw is None or raw == "":
             return default
         try:
-            return int(raw)
-        except (TypeError, ValueError):
+            value = int(raw)
+        except (TypeError, ValueError, OverflowError):
             raise bad_request("invalidValue", f"{name} must be an integer, got {raw!r}") from None
+        if not -(2**63) <= value < 2**63:  # what both databases can compare and offset by
+            raise bad_request("invalidValue", f"{name} is out of range")
+        return value
 
 
 def _param(request, name: str) -> str | None:
