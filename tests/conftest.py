@@ -1,5 +1,10 @@
 """The fixture chain: database URL, settings, app, webtest client.
 
+The substance lives in the extension author's kit, ``gateway.testing`` (a
+pytest plugin the package installs): migrated databases, the app maker, the
+test IdP, the SCIM client. The fixtures here give the project's tests their
+own defaults on top of it (both databases, only ``entra`` enabled).
+
 Storage-touching tests take ``database_url``, which runs them once on SQLite
 and once on PostgreSQL. PostgreSQL tests use one schema per test process
 (migrated once with Alembic) and truncate every table after each test;
@@ -11,7 +16,6 @@ that into a failure.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,16 +28,19 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import webtest
 
-from gateway.db import create_engine, migrate
-from gateway.db.models import Base
+from gateway.db import create_engine
+from gateway.testing import SESSION_SECRET  # noqa: F401 - imported from here by tests
+from gateway.testing.app import AppMaker
+from gateway.testing.app import close_app as _close_app
+from gateway.testing.database import PostgresSchema, sqlite_copy, truncate_all
 
-# Fixtures of each domain live in their own module beside this file.
-pytest_plugins = ["saml_support", "scim_support"]
+# The kit is loaded through its pytest11 entry point; naming it here too keeps
+# the suite working where that entry point is missing (same plugin name, so
+# never registered twice). Fixtures of each domain live beside this file.
+pytest_plugins = ["gateway.testing", "saml_support", "scim_support"]
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-SESSION_SECRET = "test-secret-test-secret-test-secret-0123456789"
 
 
 BIN = Path(sys.executable).parent
@@ -119,7 +126,8 @@ def pserve():
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 [str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, cwd=ini.parent,
-                env={**os.environ, **env} if env else None,
+                # Not this test process's metric files (gateway/metrics/directory.py): a server of its own.
+                env={**{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, **(env or {})},
             )
         served = Served(f"http://127.0.0.1:{port}", process, log_path)
         started.append(served)
@@ -154,19 +162,9 @@ def postgres_server_url():
 @pytest.fixture(scope="session")
 def postgres_schema_url(postgres_server_url, worker_id):
     """A migrated schema of its own for this test process, dropped at the end."""
-    schema = f"gw_test_{worker_id}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in postgres_server_url else "?"
-    url = f"{postgres_server_url}{separator}options=-csearch_path%3D{schema}"
-    engine = create_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    schema = PostgresSchema(postgres_server_url, f"gw_test_{worker_id}_{uuid.uuid4().hex[:8]}")
+    yield schema.url
+    schema.drop()
 
 
 @pytest.fixture(scope="session")
@@ -176,35 +174,19 @@ def worker_id(request):
 
 
 @pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sqlite-template") / "template.sqlite"
-    engine = create_engine(f"sqlite:///{path}")
-    migrate.upgrade(engine)
-    with engine.connect() as connection:
-        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    engine.dispose()
-    return path
-
-
-def _truncate_all(url: str) -> None:
-    engine = sa.create_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+def sqlite_template(gateway_sqlite_template):
+    return gateway_sqlite_template
 
 
 @pytest.fixture
 def sqlite_url(sqlite_template, tmp_path):
-    path = tmp_path / "gateway.sqlite"
-    shutil.copy(sqlite_template, path)
-    return f"sqlite:///{path}"
+    return sqlite_copy(sqlite_template, tmp_path / "gateway.sqlite")
 
 
 @pytest.fixture
 def postgres_url(postgres_schema_url):
     yield postgres_schema_url
-    _truncate_all(postgres_schema_url)
+    truncate_all(postgres_schema_url)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -242,27 +224,19 @@ def make_app(base_settings, sqlite_url):
     them as a dict: ``make_app(**{"saml.clock_skew": "10"})``. The database
     defaults to this test's SQLite copy; pass ``sqlalchemy.url`` to change it.
     """
-    from gateway import main
-
-    built = []
+    # base_settings is read when an app is built: tests change it before.
+    maker = AppMaker({})
 
     def factory(**overrides):
-        settings = {"sqlalchemy.url": sqlite_url, **base_settings, **overrides}
-        settings = {k: v for k, v in settings.items() if v is not None}
-        app = webtest.TestApp(main({}, **settings), extra_environ={"HTTP_HOST": "localhost"})
-        built.append(app)
-        return app
+        return maker(**{"sqlalchemy.url": sqlite_url, **base_settings, **overrides})
 
     yield factory
-    for app in built:
-        close_app(app.app)
+    maker.close()
 
 
 def close_app(wsgi_app) -> None:
     """Release what an app holds: pools, and the identity cache's listener connection."""
-    from gateway.serve import close
-
-    close(wsgi_app)
+    _close_app(wsgi_app)
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 """SCIM test support: fixtures for tokens, clients and live servers (owned by the SCIM work).
 
+The client and tokens are the kit's (:mod:`gateway.testing.scim`); their
+names stay importable from here.
+
 - ``scim_app`` / ``scim``: the app with ``sqlstore`` enabled on ``database_url``
   (so SQLite, then PostgreSQL) and a :class:`ScimClient` holding a real token.
 - ``make_token(app, name)``: a token stored the way ``gateway token create`` does.
@@ -19,72 +22,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session
 
-SCIM = "/scim/v2"
-SCIM_JSON = "application/scim+json"
-ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+from gateway.testing.scim import ENTERPRISE, PATCH_OP, SCIM, SCIM_JSON, ScimClient, make_token  # noqa: F401
+
 VENV_BIN = Path(sys.executable).parent
-
-
-def make_token(app, name: str = "entra") -> str:
-    from gateway.scim.tokens import create_token
-
-    with Session(app.app.registry.db_engine) as session, session.begin():
-        return create_token(session, name)
-
-
-class ScimClient:
-    """webtest with the bearer token, SCIM content type and the /scim/v2 prefix."""
-
-    def __init__(self, app, token: str):
-        self.app = app
-        self.token = token
-
-    def headers(self, extra=None):
-        return {"Authorization": f"Bearer {self.token}", **(extra or {})}
-
-    def get(self, path, status=200, headers=None, **params):
-        return self.app.get(SCIM + path, params=params or None, headers=self.headers(headers), status=status)
-
-    def _send(self, method, path, body, status, headers):
-        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-        return getattr(self.app, method)(
-            SCIM + path,
-            params=data,
-            headers=self.headers(headers),
-            content_type=(headers or {}).get("Content-Type", SCIM_JSON),
-            status=status,
-        )
-
-    def post(self, path, body, status=201, headers=None):
-        return self._send("post", path, body, status, headers)
-
-    def put(self, path, body, status=200, headers=None):
-        return self._send("put", path, body, status, headers)
-
-    def patch(self, path, body, status=200, headers=None):
-        return self._send("patch", path, body, status, headers)
-
-    def delete(self, path, status=204, headers=None):
-        return self.app.delete(SCIM + path, headers=self.headers(headers), status=status)
-
-    # conveniences
-    def create_user(self, user_name, **attributes):
-        body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name, **attributes}
-        return self.post("/Users", body).json
-
-    def create_group(self, display_name, members=()):
-        body = {
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-            "displayName": display_name,
-            "members": [{"value": m} for m in members],
-        }
-        return self.post("/Groups", body).json
-
-    def patch_ops(self, path, *operations, status=200):
-        return self.patch(path, {"schemas": [PATCH_OP], "Operations": list(operations)}, status=status)
 
 
 @pytest.fixture
