@@ -355,7 +355,7 @@ class ScimSettings:
     storage: str = setting("sqlstore", parse_name)
     custom_schemas: tuple[str, ...] = setting((), parse_urns)
     max_body_bytes: int = setting(1_048_576, integer(1024, 100 * 1_048_576, "bytes"))
-    allow_username_change: bool = setting(False, parse_bool)
+    allow_username_change: bool = setting(True, parse_bool)
     max_page_size: int = setting(1000, integer(1, 10_000))
 
 

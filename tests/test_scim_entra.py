@@ -211,19 +211,21 @@ def test_deactivate_keeps_the_user_and_delete_removes_it(scim, ms_user):
     scim.delete(f"/Users/{uid}", status=404)
 
 
-def test_username_rename_is_refused_unless_allowed(make_app, scim_settings):
+def test_username_rename_is_accepted_by_default_and_refused_when_switched_off(make_app, scim_settings):
     from scim_support import ScimClient, make_token
 
-    rename = ops({"op": "Replace", "path": "userName", "value": "5b50642d-79fc-4410-9e90-4c077cdd1a59@testuser.com"})
-    for allowed, status in (("false", 400), ("true", 200)):
-        app = make_app(**scim_settings, **{"scim.allow_username_change": allowed})
+    for allowed, status in ((None, 200), ("false", 400), ("true", 200)):
+        new_name = f"5b50642d-79fc-4410-9e90-4c077cdd1a59-{allowed}@testuser.com"
+        rename = ops({"op": "Replace", "path": "userName", "value": new_name})
+        setting = {} if allowed is None else {"scim.allow_username_change": allowed}
+        app = make_app(**scim_settings, **setting)
         client = ScimClient(app, make_token(app, f"t-{allowed}"))
         uid = client.post("/Users", {**MS_CREATE_USER, "userName": f"u-{allowed}"}).json["id"]
         body = client.patch(f"/Users/{uid}", rename, status=status).json
         if status == 400:
             assert body["scimType"] == "mutability"
         else:
-            assert body["userName"] == "5b50642d-79fc-4410-9e90-4c077cdd1a59@testuser.com"
+            assert body["userName"] == new_name
         # The same value again is not a change.
         client.patch(f"/Users/{uid}", ops({"op": "Replace", "path": "userName", "value": client.get(f"/Users/{uid}").json["userName"]}))
 
