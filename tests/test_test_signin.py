@@ -176,3 +176,36 @@ def test_only_admins_start_tests(make_app, database_url, idp):
     sign_in(app, idp, name="eve@example.com")
     app.post("/admin/test/start", status=403)
 
+
+
+def test_a_report_that_cannot_be_finished_is_still_a_report(admin_app, idp, monkeypatch):
+    from gateway.saml import testsignin
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(testsignin, "diagnose", broken)
+    location = start_test(admin_app)
+    report = admin_app.get(post_response(admin_app, idp.response(authn_request_id(location)), status=303).headers["Location"])
+    assert "report_failed" in report.html.find(id="verdict").text
+    assert "could not finish this report" in report.text or "could not be finished" in report.text
+
+
+def test_each_transform_is_shown_in_order_with_what_it_changed(make_app, database_url, idp):
+    app = make_app(**{
+        "sqlalchemy.url": database_url,
+        "gateway.admin_groups": "Staff",
+        "gateway.plugins": "entra transforms",
+        "attributes.transforms": "lowercase_email compose_display_name",
+    })
+    sign_in(app, idp, name="admin@example.com")
+    location = start_test(app)
+    claims = bob(idp)
+    claims["http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress"] = ["Bob.Builder@Example.COM"]
+    report = app.get(post_response(app, idp.response(authn_request_id(location), name_id="bob@example.com",
+                                                     attributes=claims), status=303).headers["Location"])
+    steps = [" ".join(li.get_text(" ", strip=True).split("{")[0].split()) for li in report.html.find(id="transforms").find_all("li")]
+    assert steps[0] == "claims mapped and merged"
+    assert steps[1] == "lowercase_email : changed email"
+    assert steps[2] == "compose_display_name : no change"  # Entra sent a display name
+    assert '"email": "bob.builder@example.com"' in report.html.find(id="transforms").text

@@ -31,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..db.models import SeenAssertion
+from ..interfaces import HookContext
 from ..provisioning.policy import DEACTIVATED
 from ..provisioning.profile import apply_transforms, authority, merge, profile_from_saml, profile_from_scim
 from ..provisioning.signin import NO_ACCOUNT, SUBJECT_TAKEN, find_user, identity_from_claims, user_as_dict
@@ -416,9 +417,11 @@ class Diagnosis:
             apply_transforms(registry, merged, "saml", context, steps=steps)
         except Exception as exc:  # noqa: BLE001 - a failing transform is part of the report
             steps.append(("(error)", {"error": f"{exc.__class__.__name__}: {exc}"}))
-        report.transforms = [{"name": "claims mapped and merged", "profile": _plain(merged)}] + [
-            {"name": name, "profile": _plain(profile)} for name, profile in steps
-        ]
+        report.transforms = [{"name": "claims mapped and merged", "profile": _plain(merged), "changed": None}]
+        previous = merged
+        for name, profile in steps:
+            report.transforms.append({"name": name, "profile": _plain(profile), "changed": _changed(previous, profile)})
+            previous = profile
 
         # What sign_in() would decide, step by step, without doing it.
         if user is None and taken is not None:
@@ -426,7 +429,7 @@ class Diagnosis:
                         "why": f"{taken.user_name} matches by name or email but belongs to another IdP subject"}
         else:
             answer = registry.pm.hook.gateway_provisioning_decide(
-                identity=identity, user=user_as_dict(user, dbsession), source="saml"
+                context=HookContext.of(request), identity=identity, user=user_as_dict(user, dbsession), source="saml"
             )
             modes = " ".join(sorted(registry.gateway_settings.provisioning.mode))
             if answer is None or answer.action == "deny":
@@ -438,7 +441,8 @@ class Diagnosis:
                 decision = {"action": "deny", "reason": NO_ACCOUNT, "why": "no stored user, and the policy does not create one"}
             elif user is None:
                 decision = {"action": "create", "reason": "",
-                            "why": f"no stored user matches; provisioning.mode = {modes} creates {identity.user_name} at first sign-in"}
+                            "why": f"no stored user matches, and provisioning.mode ({modes}) creates"
+                                   f" {identity.user_name} at the first sign-in"}
             else:
                 link = "" if user.idp_subject else "; the IdP subject would be linked to the user"
                 decision = {"action": "allow", "reason": "",
@@ -457,6 +461,13 @@ def diagnose(request, provider, saml_response: str, now: dt.datetime, in_respons
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _changed(before: dict, after: dict) -> list[str]:
+    """The profile fields a transform changed (custom ones as ``custom.<name>``)."""
+    changed = [k for k in after if k != "custom" and before.get(k) != after.get(k)]
+    old, new = before.get("custom") or {}, after.get("custom") or {}
+    return changed + [f"custom.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
 def _raise(exc: Exception):

@@ -30,7 +30,7 @@ from pyramid.view import view_config
 from ..db.models import SamlRequest, SigninTest, new_id, utcnow
 from ..templating import html_page, render_page
 from . import browser, traces
-from .diagnose import Check, diagnose
+from .diagnose import Check, Report, diagnose
 from .errors import SamlRejection
 
 log = logging.getLogger("gateway.saml.testsignin")
@@ -169,7 +169,12 @@ def answer(request):
         browser.use(request, in_response_to, KIND, now)
     except SamlRejection as exc:
         binding = exc
-    report = diagnose(request, provider, saml_response, now, in_response_to)
+    try:
+        report = diagnose(request, provider, saml_response, now, in_response_to)
+    except Exception:  # noqa: BLE001 - a report that could not be finished is still a report
+        log.exception("test sign-in: the report could not be made; correlation_id=%s", request.correlation_id)
+        report = Report(summary="The gateway could not finish this report: the log has the error, under the reference below.",
+                        reason="report_failed", message="The report could not be finished.")
     if binding is not None:
         # The browser check is the view's, not the SP's: put it where InResponseTo is checked.
         position = next((i for i, c in enumerate(report.checks) if c.key == "in_response_to"), len(report.checks))
@@ -191,7 +196,7 @@ def answer(request):
             status=None,
             id=trace_id,
             user_id=matched.get("id"),
-            user_name=matched.get("userName") or report.name_id,
+            user_name=matched.get("userName"),
             started_by=test.created_by if test is not None else None,
             report=report.as_json(),
         ),
