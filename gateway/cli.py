@@ -134,7 +134,7 @@ COMMANDS: dict[str, tuple[Callable, str, Callable[[argparse.ArgumentParser], Non
         "users list, users show USERNAME; users grant-admin|revoke-admin|sign-out|deactivate|reactivate USERNAME",
         _users_arguments,
     ),
-    "prune": (cmd_prune, "delete expired sign-in traces, provisioning log rows and test sign-ins now", None),
+    "prune": (cmd_prune, "delete expired sign-in traces, provisioning log rows, test sign-ins, sessions and audit events now", None),
 }
 
 

@@ -1,4 +1,5 @@
-"""Expired sign-in traces, provisioning log rows and test sign-ins are deleted.
+"""Expired sign-in traces, provisioning log rows, test sign-ins, ended or
+expired sessions and old audit events are deleted.
 
 Nothing grows without something being written, so the processes that write
 new rows also delete the expired ones: at most once a minute per process
@@ -7,9 +8,12 @@ transaction of its own, so no request ever waits on it. ``gateway CONFIG
 prune`` deletes everything expired at once (for a cron job, or after a
 retention was shortened).
 
-The windows are ``admin.trace_retention_days`` and
-``admin.provisioning_log_retention_days``; a test sign-in row goes an hour
-after its link or request expired.
+The windows are ``admin.trace_retention_days``,
+``admin.provisioning_log_retention_days``,
+``admin.session_retention_days`` (counted from the session's expiry, so a
+session that was signed out early goes no later than one that ran out) and
+``admin.audit_retention_days``; a test sign-in row goes an hour after its
+link or request expired.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 
 import sqlalchemy as sa
 
-from .db.models import ProvisioningLogEntry, SigninTest, SigninTrace, utcnow
+from .db.models import AuditEvent, ProvisioningLogEntry, SigninTest, SigninTrace, SsoSession, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +39,40 @@ KEEP_TESTS = dt.timedelta(hours=1)
 
 
 def cutoffs(settings, now: dt.datetime | None = None) -> dict:
-    """(table, time column, oldest time kept) for each pruned table."""
+    """(table, condition of the rows to delete) for each pruned table; every
+    condition can be found through an index."""
     now = now or utcnow()
     admin = settings.admin
+    sessions = SsoSession.__table__
+    session_oldest = now - dt.timedelta(days=admin.session_retention_days)
     return {
-        "signin_traces": (SigninTrace.__table__, "at", now - dt.timedelta(days=admin.trace_retention_days)),
+        "signin_traces": (SigninTrace.__table__, SigninTrace.__table__.c.at < now - dt.timedelta(days=admin.trace_retention_days)),
         "provisioning_log": (
             ProvisioningLogEntry.__table__,
-            "at",
-            now - dt.timedelta(days=admin.provisioning_log_retention_days),
+            ProvisioningLogEntry.__table__.c.at < now - dt.timedelta(days=admin.provisioning_log_retention_days),
         ),
-        "signin_tests": (SigninTest.__table__, "expires_at", now - KEEP_TESTS),
+        "signin_tests": (SigninTest.__table__, SigninTest.__table__.c.expires_at < now - KEEP_TESTS),
+        # Only created_at is indexed: a session created more than session.max_age
+        # before the cut-off cannot have expired after it, so that bound finds
+        # the candidates and expires_at decides (a session made under a longer
+        # max_age waits until it has expired long enough).
+        "sessions": (
+            sessions,
+            sa.and_(
+                sessions.c.created_at < session_oldest - dt.timedelta(seconds=settings.session.max_age),
+                sessions.c.expires_at < session_oldest,
+            ),
+        ),
+        "audit_events": (AuditEvent.__table__, AuditEvent.__table__.c.at < now - dt.timedelta(days=admin.audit_retention_days)),
     }
 
 
 def prune_batch(connection: sa.Connection, settings, now: dt.datetime | None = None, batch: int = BATCH) -> dict[str, int]:
     """Delete up to ``batch`` expired rows of each table; the counts deleted."""
     deleted = {}
-    for name, (table, column, oldest) in cutoffs(settings, now).items():
+    for name, (table, condition) in cutoffs(settings, now).items():
         key = list(table.primary_key.columns)[0]
-        expired = sa.select(key).where(table.c[column] < oldest).limit(batch)
+        expired = sa.select(key).where(condition).limit(batch)
         deleted[name] = connection.execute(sa.delete(table).where(key.in_(expired.scalar_subquery()))).rowcount
     return deleted
 
@@ -112,7 +130,7 @@ def retention(registry) -> Retention:
 
 
 def cmd_prune(args) -> int:
-    """``gateway CONFIG prune``: delete every expired trace, log row and test sign-in now."""
+    """``gateway CONFIG prune``: delete every expired trace, log row, test sign-in, session and audit event now."""
     from .cli import load_raw_settings
     from .db import create_engine
     from .settings import parse_settings
@@ -127,6 +145,8 @@ def cmd_prune(args) -> int:
     print(
         f"deleted {deleted['signin_traces']} sign-in traces older than {admin.trace_retention_days} days,"
         f" {deleted['provisioning_log']} provisioning log rows older than"
-        f" {admin.provisioning_log_retention_days} days, {deleted['signin_tests']} expired test sign-ins"
+        f" {admin.provisioning_log_retention_days} days, {deleted['signin_tests']} expired test sign-ins,"
+        f" {deleted['sessions']} sessions expired more than {admin.session_retention_days} days ago,"
+        f" {deleted['audit_events']} audit events older than {admin.audit_retention_days} days"
     )
     return 0

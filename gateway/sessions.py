@@ -276,7 +276,16 @@ def start_session(request, user_id: str, *, name_id: str | None = None, session_
         )
 
     request.add_response_callback(set_cookie)
+    # Every sign-in adds a row: the processes that add them delete the old
+    # ones (gateway.retention; after the commit, at most once a minute).
+    request.add_response_callback(_maybe_prune)
     return token
+
+
+def _maybe_prune(request, _response) -> None:
+    from .retention import retention
+
+    retention(request.registry).maybe_prune()
 
 
 def end_session(request) -> SessionIdentity | None:

@@ -416,6 +416,8 @@ class AdminSettings:
     trace_keep_responses: bool = setting(True, parse_bool)
     provisioning_log_retention_days: int = setting(7, integer(1, 365, "days"))
     provisioning_log_bodies: bool = setting(False, parse_bool)
+    session_retention_days: int = setting(30, integer(1, 3650, "days"))
+    audit_retention_days: int = setting(365, integer(1, 3650, "days"))
 
 
 @dataclass(frozen=True)

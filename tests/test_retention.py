@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from gateway import retention
 from gateway.db import create_engine
-from gateway.db.models import ProvisioningLogEntry, SigninTest, SigninTrace, utcnow
+from gateway.db.models import AuditEvent, ProvisioningLogEntry, SigninTest, SigninTrace, SsoSession, User, utcnow
 from gateway.settings import parse_settings
 
 
@@ -46,11 +46,47 @@ def test_prune_deletes_what_is_older_than_each_retention(database_url):
     fill(engine, now, [0, 2, 6.9, 7.1, 30])
     # Traces kept 7 days, the log 3: each table by its own setting.
     deleted = retention.prune_all(engine, settings(database_url, provisioning_log_retention_days="3"), now)
-    assert deleted == {"signin_traces": 2, "provisioning_log": 3, "signin_tests": 4}
+    assert deleted == {"signin_traces": 2, "provisioning_log": 3, "signin_tests": 4, "sessions": 0, "audit_events": 0}
     with engine.connect() as connection:
         reasons = connection.scalars(sa.select(SigninTrace.reason).order_by(SigninTrace.at)).all()
     assert reasons == ["age6.9", "age2", "age0"]
     assert counts(engine) == (3, 2, 1)
+    engine.dispose()
+
+
+def test_sessions_go_some_days_after_they_expired_and_audit_events_after_a_year(database_url):
+    engine = create_engine(database_url)
+    now = utcnow()
+    day = dt.timedelta(days=1)
+    with Session(engine) as session, session.begin():
+        user = User(user_name="alice@example.com", user_name_key="alice@example.com", active=True)
+        session.add(user)
+        session.flush()
+        # (name, created, expires, ended): max_age is 8 hours by default.
+        for name, created, ended in (
+            ("live", now - dt.timedelta(hours=1), None),
+            ("ended-yesterday", now - day, now - day),
+            ("expired-29-days", now - 29 * day, None),
+            ("expired-31-days", now - 31 * day, None),
+            ("signed-out-40-days", now - 40 * day, now - 40 * day),
+        ):
+            session.add(SsoSession(
+                id_hash=name.ljust(64, "x"), user_id=user.id, created_at=created, last_seen_at=created,
+                expires_at=created + dt.timedelta(hours=8), ended_at=ended, csrf_token="t",
+            ))
+        for age in (1, 364, 366, 1000):
+            session.add(AuditEvent(at=now - age * day, actor="scim:entra", action="user.update", target_type="user",
+                                   source="scim", details={"age": age}))
+    deleted = retention.prune_all(engine, settings(database_url), now)
+    assert (deleted["sessions"], deleted["audit_events"]) == (2, 2)
+    with engine.connect() as connection:
+        kept = connection.scalars(sa.select(SsoSession.id_hash).order_by(SsoSession.created_at)).all()
+        ages = connection.scalars(sa.select(AuditEvent.details)).all()
+    assert [k.rstrip("x") for k in kept] == ["expired-29-days", "ended-yesterday", "live"]
+    assert sorted(a["age"] for a in ages) == [1, 364]
+    # Both windows are settings.
+    deleted = retention.prune_all(engine, settings(database_url, session_retention_days="1", audit_retention_days="30"), now)
+    assert (deleted["sessions"], deleted["audit_events"]) == (1, 1)
     engine.dispose()
 
 
