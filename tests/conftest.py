@@ -217,7 +217,7 @@ def base_settings():
 
 
 @pytest.fixture
-def make_app(base_settings, sqlite_url):
+def make_app(base_settings, sqlite_url, request):
     """``make_app(**settings)`` builds the WSGI app and wraps it in webtest.
 
     Keys use underscores for dots after the first part is split off, so pass
@@ -228,7 +228,12 @@ def make_app(base_settings, sqlite_url):
     maker = AppMaker({})
 
     def factory(**overrides):
-        return maker(**{"sqlalchemy.url": sqlite_url, **base_settings, **overrides})
+        app = maker(**{"sqlalchemy.url": sqlite_url, **base_settings, **overrides})
+        # Closed before the database fixtures' teardown (a finalizer added during the
+        # test runs first), so that what an app writes as it closes (the provisioning
+        # log's last queued rows) lands before PostgreSQL's truncation, not after it.
+        request.node.addfinalizer(maker.close)
+        return app
 
     yield factory
     maker.close()

@@ -153,3 +153,40 @@ def test_rows_wait_for_a_database_that_refuses_them(scim, scim_app, caplog, monk
     assert "could not write 1 rows; will retry" in caplog.text
     provisioning_log.engine = engine
     assert [r.resource_name for r in rows(scim_app)] == ["dave@example.com"]
+
+
+def test_the_provisioning_page_filters_by_status_token_user_and_time(make_app, database_url, idp, monkeypatch):
+    from saml_support import sign_in
+
+    from gateway.admin import signins
+
+    app = make_app(**{"sqlalchemy.url": database_url, "gateway.plugins": "entra sqlstore", "gateway.admin_groups": "Staff"})
+    sign_in(app, idp, name="admin@example.com")
+    entra, other = ScimClient(app, make_token(app, "entra")), ScimClient(app, make_token(app, "other"))
+    alice = entra.create_user("alice@example.com")
+    entra.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice@example.com"}, status=409)
+    other.get("/Users", filter='userName eq "bob@example.com"')
+    entra.patch_ops(f"/Users/{alice['id']}", {"op": "replace", "path": "active", "value": False}, status=200)
+
+    def listed(**params):
+        page = app.get("/admin/provisioning", params)
+        table = page.html.find(id="requests")
+        return [tr.find_all("td")[3].get_text(" ", strip=True).split()[0] for tr in table.find("tbody").find_all("tr")] if table else []
+
+    assert listed() == ["200", "200", "409", "201"]
+    assert listed(status="errors") == ["409"] and listed(status="2xx") == ["200", "200", "201"]
+    assert listed(status="409") == ["409"] and listed(token="other") == ["200"]
+    # A user by userName: the create, the refused duplicate (by the name it carried) and the PATCH (by id).
+    assert listed(user="Alice@Example.com") == ["200", "409", "201"]
+    assert listed(user=alice["id"]) == ["200", "201"]
+    assert listed(since="2000-01-01T00:00", until="2000-01-02T00:00") == []
+    page = app.get("/admin/provisioning")
+    failures = page.html.find(id="failures").text
+    assert "409" in failures and "uniqueness" in failures
+    assert "4 requests" in " ".join(page.html.find(id="last-day").text.split()) or "4" in page.html.find(id="last-day").text
+    # Paged, newest first.
+    monkeypatch.setattr(signins, "PAGE_SIZE", 3)
+    first = app.get("/admin/provisioning")
+    assert len(first.html.find(id="requests").find("tbody").find_all("tr")) == 3
+    older = app.get(first.html.find(id="older")["href"])
+    assert len(older.html.find(id="requests").find("tbody").find_all("tr")) == 1
