@@ -189,3 +189,11 @@ def test_non_admins_get_403_on_the_sign_in_pages(make_app, database_url, idp):
         app.get(path, status=403)
     for path in ("/admin/test/start", "/admin/test/link"):
         app.post(path, status=403)
+
+
+def test_a_flood_of_refusals_keeps_its_traces_but_not_every_message(saml_app, idp, monkeypatch):
+    monkeypatch.setattr(traces, "_bodies", traces._Budget(2, clock=lambda: 600.0))  # all in one minute
+    for _ in range(3):
+        refused(post_response(saml_app, idp.response(start_login(saml_app), audience="https://x/"), status=403), "audience")
+    kept = [t.response_xml is not None for t in all_traces(saml_app)]
+    assert kept == [True, True, False]

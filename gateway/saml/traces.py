@@ -20,6 +20,8 @@ import base64
 import datetime as dt
 import logging
 import re
+import threading
+import time
 import zlib
 from typing import Any
 
@@ -33,6 +35,10 @@ log = logging.getLogger("gateway.saml.traces")
 
 #: Longest decoded message kept in a trace.
 MAX_KEPT_CHARS = 200_000
+#: Refusals a minute, per process, whose message is kept: /saml/acs is open to
+#: anybody, and a flood of junk must not fill the database with 200 KB bodies
+#: (the traces themselves are kept; past the budget without their message).
+BODIES_PER_MINUTE = 120
 #: request.environ key: (user id, userName) of the stored user a refused sign-in was about.
 SIGNIN_USER = "gateway.signin_user"
 
@@ -118,6 +124,30 @@ def identifiers(xml: str | None) -> dict[str, str | None]:
     return found
 
 
+class _Budget:
+    """At most ``per_minute`` takes in any calendar minute (per process)."""
+
+    def __init__(self, per_minute: int, clock=time.monotonic):
+        self.per_minute = per_minute
+        self.clock = clock
+        self.minute = -1
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        minute = int(self.clock() // 60)
+        with self.lock:
+            if minute != self.minute:
+                self.minute, self.used = minute, 0
+            if self.used >= self.per_minute:
+                return False
+            self.used += 1
+            return True
+
+
+_bodies = _Budget(BODIES_PER_MINUTE)
+
+
 def note_user(request, user_id: str | None, user_name: str | None) -> None:
     """Say which stored user a refused sign-in was about (its trace then shows on their page)."""
     request.environ[SIGNIN_USER] = (user_id, user_name)
@@ -149,7 +179,7 @@ def trace_values(request, *, kind: str, outcome: str, reason: str | None, messag
         "remote_addr": (request.client_addr or "")[:64] or None,
         "user_agent": (request.user_agent or "")[:512] or None,
         "started_by": None,
-        "response_xml": shorten_key_material(xml)[:MAX_KEPT_CHARS] if keep and xml else None,
+        "response_xml": shorten_key_material(xml)[:MAX_KEPT_CHARS] if keep and xml and _bodies.take() else None,
         "report": None,
     }
     values.update(extra)
