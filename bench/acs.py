@@ -6,20 +6,26 @@ Builds the app in-process (webtest, a fresh SQLite database in a temporary
 folder), starts N SP-initiated sign-ins (each in its own "browser", so each
 response answers a fresh, browser-bound request id) and has the Entra-shaped
 test IdP of the test suite sign the N responses (assertion signed,
-RSA-SHA256). Then, in the same run, it times
+RSA-SHA256), once for each ``saml.crypto_backend``. Then, in the same run,
+interleaved (one of each per round, so load on the machine hits all alike),
+it times
 
-* pysaml2's ``Saml2Client.parse_authn_request_response`` on the N responses,
-  configured as the gateway configures it (the floor: signature checks with
-  xmlsec1 and schema validation), and
-* the whole gateway: ``POST /saml/acs`` with every check, the database
+* stock pysaml2: ``Saml2Client.parse_authn_request_response`` configured as a
+  stock SP configures it (signature checks with the xmlsec1 program, schema
+  validation with the pure-Python xmlschema);
+* the same pysaml2 with the gateway's in-process verifier and libxml2 schema
+  validation (what ``crypto_backend = inprocess`` runs inside pysaml2);
+* the whole gateway, ``POST /saml/acs`` with every check, the database
   (request id, replay cache, user lookup/creation, session row) and the
-  redirect.
+  redirect, with ``crypto_backend = xmlsec1`` and with ``inprocess``.
 
-It prints sign-ins per second for both, the ratio, and p50/p99 per sign-in.
+It prints rates and p50/p99 per sign-in, and the ratios. In-process, through
+webtest: no HTTP server, no browser round trips.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -42,68 +48,91 @@ def main(n: int = 200) -> None:
     from saml_support import TestIdp, b64, make_keypair, start_login
 
     from gateway import main as make_wsgi
+    from gateway.saml.pysaml2_crypto import lxml_schema
     from gateway.db import create_engine, migrate
 
     folder = Path(tempfile.mkdtemp(prefix="bench-acs-"))
     keys = make_keypair(folder, "idp")
     idp = TestIdp(folder, keys, keys, keys)
-    database = f"sqlite:///{folder}/bench.sqlite"
-    engine = create_engine(database)
-    migrate.upgrade(engine)
-    engine.dispose()
-    app = make_wsgi(
-        {},
-        **{
-            "gateway.base_url": "http://localhost",
-            "gateway.plugins": "entra",
-            "sqlalchemy.url": database,
-            "session.secret": "bench-secret-bench-secret-bench-secret-0123",
-            "session.cookie_secure": "false",
-            "saml.idp_metadata": idp.write_metadata(),
-        },
-    )
-
-    print(f"preparing {n} SP-initiated sign-ins ...", file=sys.stderr)
-    browsers, responses, request_ids = [], [], []
-    for i in range(n):
-        browser = webtest.TestApp(app, extra_environ={"HTTP_HOST": "localhost"})
-        request_id = start_login(browser)
-        responses.append(b64(idp.response(request_id, name_id=f"user{i % 50}@example.com")))
-        browsers.append(browser)
-        request_ids.append(request_id)
-
-    provider = app.registry.saml_sp
-    client = Saml2Client(provider.pysaml2_config(provider.store.current()))
-    # Warm both paths once (imports, schema loading) outside the timings.
-    client.parse_authn_request_response(responses[0], BINDING_HTTP_POST, outstanding={request_ids[0]: "/"})
-
-    pysaml2_times = []
-    for request_id, response in zip(request_ids, responses):
-        start = time.perf_counter()
-        parsed = client.parse_authn_request_response(response, BINDING_HTTP_POST, outstanding={request_id: "/"})
-        pysaml2_times.append(time.perf_counter() - start)
-        assert parsed is not None and parsed.assertion is not None
-
-    gateway_times = []
-    for browser, response in zip(browsers, responses):
-        start = time.perf_counter()
-        browser.post("/saml/acs", {"SAMLResponse": response}, status=303)
-        gateway_times.append(time.perf_counter() - start)
-
-    def line(name, times):
-        rate = len(times) / sum(times)
-        return rate, (
-            f"{name:<40} {rate:7.1f} sign-ins/s   p50 {statistics.median(times) * 1000:6.1f} ms"
-            f"   p99 {percentile(times, 99) * 1000:6.1f} ms"
+    def build(backend):
+        database = f"sqlite:///{folder}/bench-{backend}.sqlite"
+        engine = create_engine(database)
+        migrate.upgrade(engine)
+        engine.dispose()
+        return make_wsgi(
+            {},
+            **{
+                "gateway.base_url": "http://localhost",
+                "gateway.plugins": "entra",
+                "sqlalchemy.url": database,
+                "session.secret": "bench-secret-bench-secret-bench-secret-0123",
+                "session.cookie_secure": "false",
+                "saml.idp_metadata": idp.write_metadata(),
+                "saml.crypto_backend": backend,
+            },
         )
 
-    base_rate, base_line = line("pysaml2 parse_authn_request_response", pysaml2_times)
-    gw_rate, gw_line = line("gateway POST /saml/acs (all checks + DB)", gateway_times)
-    print(f"{n} valid SP-initiated responses (Entra-shaped, assertion signed RSA-SHA256), SQLite")
-    print(base_line)
-    print(gw_line)
-    print(f"ratio gateway / pysaml2: {gw_rate / base_rate:.2f} (sign-ins/s)")
-    app.registry.db_engine.dispose()
+    apps = {backend: build(backend) for backend in ("inprocess", "xmlsec1")}
+
+    print(f"preparing {n} SP-initiated sign-ins per backend ...", file=sys.stderr)
+    prepared = {}
+    for backend, app in apps.items():
+        rows = []
+        for i in range(n):
+            browser = webtest.TestApp(app, extra_environ={"HTTP_HOST": "localhost"})
+            request_id = start_login(browser)
+            rows.append((browser, request_id, b64(idp.response(request_id, name_id=f"user{i % 50}@example.com"))))
+        prepared[backend] = rows
+
+    # pysaml2 as a stock SP configures it (xmlsec1, its own schema validation),
+    # and the same pysaml2 with the gateway's in-process verifier.
+    stock = Saml2Client(apps["xmlsec1"].registry.saml_sp.pysaml2_config(apps["xmlsec1"].registry.saml_sp.store.current()))
+    inproc_sp = apps["inprocess"].registry.saml_sp
+    inproc = inproc_sp.client(inproc_sp.store.current())
+    _browser, rid, resp = prepared["xmlsec1"][0]
+    stock.parse_authn_request_response(resp, BINDING_HTTP_POST, outstanding={rid: "/"})
+    with lxml_schema():
+        inproc.parse_authn_request_response(resp, BINDING_HTTP_POST, outstanding={rid: "/"})
+
+    times = {"stock": [], "pysaml2_inprocess": [], "inprocess": [], "xmlsec1": []}
+    # Interleaved: one of each per round, so machine noise hits all alike.
+    for i in range(n):
+        _browser, rid, resp = prepared["xmlsec1"][i]
+        for name, client in (("stock", stock), ("pysaml2_inprocess", inproc)):
+            start = time.perf_counter()
+            # The gateway runs pysaml2 with libxml2's schema validation (lxml_schema); stock pysaml2 without.
+            with lxml_schema() if name == "pysaml2_inprocess" else contextlib.nullcontext():
+                parsed = client.parse_authn_request_response(resp, BINDING_HTTP_POST, outstanding={rid: "/"})
+            times[name].append(time.perf_counter() - start)
+            assert parsed is not None and parsed.assertion is not None
+        for backend in ("inprocess", "xmlsec1"):
+            browser, _rid, response = prepared[backend][i]
+            start = time.perf_counter()
+            browser.post("/saml/acs", {"SAMLResponse": response}, status=303)
+            times[backend].append(time.perf_counter() - start)
+
+    def line(name, values):
+        rate = len(values) / sum(values)
+        return rate, (
+            f"{name:<52} {rate:7.1f} /s   p50 {statistics.median(values) * 1000:6.1f} ms"
+            f"   p99 {percentile(values, 99) * 1000:6.1f} ms"
+        )
+
+    print(f"{n} valid SP-initiated responses (Entra-shaped, assertion signed RSA-SHA256), SQLite, interleaved")
+    rates = {}
+    for name, label in (
+        ("stock", "stock pysaml2 parse (xmlsec1 + xmlschema)"),
+        ("pysaml2_inprocess", "pysaml2 parse, gateway's in-process verifier"),
+        ("xmlsec1", "gateway POST /saml/acs, crypto_backend=xmlsec1"),
+        ("inprocess", "gateway POST /saml/acs, crypto_backend=inprocess"),
+    ):
+        rates[name], text = line(label, times[name])
+        print(text)
+    print(f"ratio pysaml2 in-process / stock parse: {rates['pysaml2_inprocess'] / rates['stock']:.2f}")
+    print(f"ratio gateway inprocess / stock parse:  {rates['inprocess'] / rates['stock']:.2f}")
+    print(f"ratio gateway inprocess / xmlsec1:      {rates['inprocess'] / rates['xmlsec1']:.2f}")
+    for app in apps.values():
+        app.registry.db_engine.dispose()
 
 
 if __name__ == "__main__":

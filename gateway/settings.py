@@ -344,6 +344,8 @@ class SamlSettings:
     clock_skew: int = setting(180, integer(0, 600, "seconds"))
     require_signed: str = setting("either", choice("assertion", "response", "either", "both"))
     allow_idp_initiated: bool = setting(False, parse_bool)
+    #: Who verifies SAML signatures: ``inprocess`` (lxml + cryptography) or the ``xmlsec1`` program.
+    crypto_backend: str = setting("inprocess", choice("inprocess", "xmlsec1"))
     allowed_signature_algorithms: tuple[str, ...] = setting(
         ("rsa-sha256", "rsa-sha384", "rsa-sha512", "ecdsa-sha256", "ecdsa-sha384", "ecdsa-sha512"),
         parse_signature_algorithms,

@@ -26,6 +26,10 @@ from saml_support import (
 from gateway.db.models import SeenAssertion, User
 
 
+#: Every response here goes through both signature verifiers.
+pytestmark = pytest.mark.usefixtures("crypto_backend")
+
+
 def signed_in_as(app):
     return app.get("/whoami").json["userName"]
 

@@ -35,6 +35,10 @@ from saml_support import (
 from gateway.db.models import SamlRequest, SsoSession
 
 
+#: Every response here goes through both signature verifiers.
+pytestmark = pytest.mark.usefixtures("crypto_backend")
+
+
 def open_sessions(app):
     with app.app.registry.dbsession_factory() as db:
         return db.scalar(sa.select(sa.func.count()).select_from(SsoSession).where(SsoSession.ended_at.is_(None)))

@@ -305,7 +305,7 @@ class Diagnosis:
         issued = assertion.get("IssueInstant")
         if issued:
             offset = (parse_instant(issued) - self.now).total_seconds()
-            parts.append(f"issued {issued} ({offset:+.0f} s from this server's clock)")
+            parts.append(f"issued {issued} ({round(offset):+d} s from this server's clock)")
         if conditions is not None:
             parts.append(f"valid from {conditions.get('NotBefore')} until {conditions.get('NotOnOrAfter')}")
         return "; ".join(parts)

@@ -7,8 +7,8 @@ signatures. So the signed octets are rebuilt from the raw query string.
 
 A POSTed message (other IdPs; Entra never POSTs logout) carries an enveloped
 XML signature instead, checked like a Response's: one signature, on the root,
-covering the root by ID, allowed algorithms, verified by xmlsec1 with the IdP
-metadata's certificates.
+covering the root by ID, allowed algorithms, verified (in-process, or by
+xmlsec1 with saml.crypto_backend = xmlsec1) with the IdP metadata's certificates.
 
 A LogoutRequest whose signature verifies with an IdP certificate ends every
 session of that NameID (and SessionIndex, when given), on every instance. An
@@ -48,7 +48,7 @@ from xml.sax.saxutils import escape, quoteattr
 from .. import sessions
 from ..db.models import utcnow
 from ..provisioning.signin import fire
-from . import browser
+from . import browser, verify
 from .errors import SamlRejection
 from .sp import STATUS_SUCCESS, parse_instant
 from .xmlguard import SAML, SAMLP, SIGNATURE, check_enveloped_signature, check_unique_ids, safe_parse
@@ -143,8 +143,9 @@ def verify_post_signature(provider, root, xml: bytes, certs) -> bool:
 
     The structure is pinned first (as for a Response): every ID unique, at
     most one Signature in the document, a child of the root, covering the
-    root by its ID with allowed algorithms only. xmlsec1 then verifies that
-    one signature over that one element, with the IdP metadata's
+    root by its ID with allowed algorithms only. The configured backend
+    (gateway/saml/verify.py, or xmlsec1) then verifies that one signature
+    over that one element, with the IdP metadata's
     certificates only (never a KeyInfo in the message).
     """
     check_unique_ids(root)
@@ -154,6 +155,19 @@ def verify_post_signature(provider, root, xml: bytes, certs) -> bool:
     if len(signatures) > 1 or signatures[0] not in list(root):
         raise SamlRejection("signature_location", "A signature is in a place the SAML profile does not allow.")
     check_enveloped_signature(signatures[0], root, provider.allowed_signature_uris, provider.allowed_digest_uris)
+    if provider.verifier is not None:  # saml.crypto_backend = inprocess
+        try:
+            verify.verify(
+                xml,
+                root.get("ID"),
+                [x509.load_der_x509_certificate(cert.der) for cert in certs],
+                provider.allowed_signature_uris,
+                provider.allowed_digest_uris,
+            )
+        except verify.VerificationError as exc:
+            log.info("sign-out message signature refused: %s", exc)
+            raise SamlRejection("signature_invalid", "The sign-out message's signature does not verify.", status=403) from None
+        return True
     backend = CryptoBackendXmlSec1(provider.xmlsec, delete_tmpfiles=True)
     node_name = root.tag[1:].replace("}", ":")  # pysaml2's "namespace:Name"
     for cert in certs:

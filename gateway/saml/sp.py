@@ -42,6 +42,15 @@ from ..errors import ConfigError
 from ..settings import SIGNATURE_ALGORITHMS
 from .errors import ASK_ADMIN, SamlRejection
 from .metadata import IdpInfo, MetadataStore
+from .pysaml2_crypto import (
+    PLACEHOLDER_BACKEND,
+    InProcessBackend,
+    check_seam,
+    install,
+    install_schema_validation,
+    lxml_schema,
+)
+from .verify import self_test
 from .xmlguard import SAML, SAMLP, check_structure, safe_parse
 
 log = logging.getLogger("gateway.saml")
@@ -144,9 +153,22 @@ class ServiceProvider:
             self.saml.metadata_refresh,
             default=profile.default_metadata,
         )
+        self.crypto_backend = self.saml.crypto_backend
         self.xmlsec = shutil.which("xmlsec1")
-        if not self.xmlsec:
-            raise ConfigError("saml: the xmlsec1 program is needed to check SAML signatures; install xmlsec1")
+        self.verifier = None
+        if self.crypto_backend == "xmlsec1":
+            if not self.xmlsec:
+                raise ConfigError(
+                    "saml: crypto_backend = xmlsec1 needs the xmlsec1 program; install xmlsec1 or use inprocess"
+                )
+        else:
+            try:
+                check_seam()
+                self_test()
+            except RuntimeError as exc:
+                raise ConfigError(f"saml: the in-process signature verifier fails its self-test: {exc}") from None
+            self.verifier = InProcessBackend(self.allowed_signature_uris, self.allowed_digest_uris)
+            install_schema_validation()
         self._clients: dict[tuple[str, str], Saml2Client] = {}
         self._lock = threading.Lock()
 
@@ -180,11 +202,14 @@ class ServiceProvider:
             "entityid": entity_id or self.entity_id,
             "service": {"sp": sp},
             "accepted_time_diff": self.saml.clock_skew,
-            "xmlsec_binary": self.xmlsec,
             "signing_algorithm": self.sign_alg,
             "digest_algorithm": self.digest_alg,
             "delete_tmpfiles": True,
         }
+        if self.crypto_backend == "xmlsec1":
+            config["xmlsec_binary"] = self.xmlsec
+        else:
+            config["crypto_backend"] = PLACEHOLDER_BACKEND
         if self.saml.key_file and self.saml.cert_file:
             config["key_file"] = self.saml.key_file
             config["cert_file"] = self.saml.cert_file
@@ -208,6 +233,8 @@ class ServiceProvider:
                         identity_cache=_NoIdentityCache(),
                         state_cache=_NoState(),
                     )
+                    if self.verifier is not None:
+                        install(client, self.verifier)
                     self._clients[key] = client
         return client
 
@@ -224,7 +251,12 @@ class ServiceProvider:
         return info
 
     def sp_metadata(self) -> str:
-        return create_metadata_string(None, self.pysaml2_config(None), valid=None, sign=False).decode("utf-8")
+        config = self.pysaml2_config(None)
+        # Without an xmlsec1 path pysaml2 leaves out its algorithm-support
+        # extension, which would list what xmlsec1 can do (MD5, SHA-1, DSA...),
+        # not what the gateway accepts (saml.allowed_signature_algorithms).
+        config.xmlsec_binary = None
+        return create_metadata_string(None, config, valid=None, sign=False).decode("utf-8")
 
     # ------------------------------------------------------------ sign-in
 
@@ -273,7 +305,13 @@ class ServiceProvider:
         client = self.client(idp, audience)
         outstanding = {in_response_to: "/"} if in_response_to else {}
         try:
-            response = client.parse_authn_request_response(saml_response, BINDING_HTTP_POST, outstanding=outstanding)
+            if self.verifier is not None:
+                with lxml_schema():
+                    response = client.parse_authn_request_response(
+                        saml_response, BINDING_HTTP_POST, outstanding=outstanding
+                    )
+            else:
+                response = client.parse_authn_request_response(saml_response, BINDING_HTTP_POST, outstanding=outstanding)
         except saml2.response.StatusError as exc:  # pragma: no cover - refused above with the message
             raise SamlRejection("idp_status", "The identity provider refused the sign-in.", detail=str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - any pysaml2 failure is a refusal, never a traceback

@@ -164,10 +164,12 @@ class DevIdp:
         )
 
     def _sign(self, assertion: str, assertion_id: str) -> str:
-        from saml2.sigver import CryptoBackendXmlSec1, get_xmlsec_binary
+        """Sign in-process (lxml + cryptography): the development IdP needs no xmlsec1 program either."""
+        from cryptography.hazmat.primitives import serialization
 
-        signed = CryptoBackendXmlSec1(get_xmlsec_binary()).sign_statement(
-            assertion, f"{SAML}:Assertion", self.key_file, assertion_id
-        )
-        signed = signed if isinstance(signed, str) else signed.decode()
-        return signed.split("?>", 1)[1].strip() if signed.startswith("<?xml") else signed
+        from gateway.saml import verify
+
+        with open(self.key_file, "rb") as handle:
+            key = serialization.load_pem_private_key(handle.read(), None)
+        unsigned = assertion.replace(self._signature_template(assertion_id), "", 1)
+        return verify.sign(unsigned.encode(), assertion_id, key, RSA_SHA256, SHA256).decode()

@@ -1,0 +1,141 @@
+"""The one place that plugs the in-process verifier into pysaml2 (STYLE rule 17).
+
+pysaml2 7.5 offers a ``CryptoBackend`` base class (public) but no public way
+to hand one to a client: ``saml2.sigver.security_context`` builds either the
+``xmlsec1`` backend or pyXMLSecurity's from ``crypto_backend`` in the config.
+The gateway therefore configures ``crypto_backend = "XMLSecurity"`` (whose
+constructor needs nothing installed) and replaces ``client.sec.crypto``, the
+attribute through which ``SecurityContext.verify_signature`` calls
+``validate_signature(signedtext, cert_file, cert_type, node_name, node_id)``.
+
+The schema validation pysaml2 runs before each signature check
+(``saml2.sigver.validate_doc_with_schema``, the pure-Python ``xmlschema``,
+several ms per element) is replaced by libxml2's (:mod:`.schema`, the same
+XSD files) while :func:`lxml_schema` is active, which the gateway's own
+``check_response`` sets; any other pysaml2 user in the process keeps
+``xmlschema``.
+
+tests/test_saml_crypto_backend.py fails loudly when pysaml2 changes any of
+these names or that signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from pathlib import Path
+
+import contextlib
+import contextvars
+
+import saml2.sigver
+from saml2.sigver import CryptoBackend, SecurityContext
+from saml2.xml.schema import XMLSchemaError
+
+from . import schema, verify
+
+log = logging.getLogger("gateway.saml")
+
+#: The pysaml2 config value whose constructor needs nothing installed.
+PLACEHOLDER_BACKEND = "XMLSecurity"
+
+
+class InProcessBackend(CryptoBackend):
+    """pysaml2 CryptoBackend verifying with :mod:`gateway.saml.verify` (verification only)."""
+
+    def __init__(self, signature_uris: set[str], digest_uris: set[str]):
+        super().__init__()
+        self.signature_uris = frozenset(signature_uris)
+        self.digest_uris = frozenset(digest_uris)
+        self._certs: dict[bytes, object] = {}
+        self._lock = threading.Lock()
+        #: The last refusal's reason (read by tests and logs).
+        self.last_error: str | None = None
+
+    @property
+    def version(self):
+        return "0.0.0"
+
+    def _certificate(self, cert_file: str):
+        data = Path(cert_file).read_bytes()
+        cert = self._certs.get(data)
+        if cert is None:
+            cert = verify.load_certificate(data)
+            with self._lock:
+                if len(self._certs) > 64:
+                    self._certs.clear()
+                self._certs[data] = cert
+        return cert
+
+    def validate_signature(self, signedtext, cert_file, cert_type, node_name, node_id):
+        """True when the signature of ``node_id`` verifies with the certificate in ``cert_file``; else False.
+
+        ``cert_file`` is the file pysaml2 wrote from the IdP metadata (never a
+        KeyInfo); ``node_name`` is not needed: the element is found by its ID.
+        """
+        try:
+            verify.verify(signedtext, node_id, [self._certificate(cert_file)], self.signature_uris, self.digest_uris)
+        except verify.VerificationError as exc:
+            self.last_error = str(exc)
+            log.info("signature refused: %s", exc)
+            return False
+        return True
+
+
+def install(client, backend: InProcessBackend) -> None:
+    """Make ``client`` (a pysaml2 Entity) verify signatures with ``backend``."""
+    sec = client.sec
+    if not isinstance(sec, SecurityContext) or not hasattr(sec, "crypto"):
+        raise RuntimeError("pysaml2 changed: Entity.sec is no SecurityContext with a crypto backend")
+    sec.crypto = backend
+
+
+def check_seam() -> None:
+    """Fail at start when pysaml2's seam is not the one this module was written for."""
+    # The text is passed by position (named enctext in the base class), the rest by keyword.
+    expected = ["cert_file", "cert_type", "node_name", "node_id"]
+    found = list(inspect.signature(CryptoBackend.validate_signature).parameters)
+    if len(found) != 6 or found[2:] != expected:
+        raise RuntimeError(f"pysaml2 changed CryptoBackend.validate_signature: {found}")
+    source = inspect.getsource(SecurityContext.verify_signature)
+    if "self.crypto.validate_signature(" not in source:
+        raise RuntimeError("pysaml2 changed SecurityContext.verify_signature: it no longer calls self.crypto")
+    if "validate_doc_with_schema(" not in inspect.getsource(SecurityContext._check_signature):
+        raise RuntimeError("pysaml2 changed SecurityContext._check_signature: it no longer calls validate_doc_with_schema")
+    schema.schema()  # the XSD files compile
+
+
+_use_lxml_schema = contextvars.ContextVar("gateway_lxml_schema", default=False)
+_original_schema_validate = saml2.sigver.validate_doc_with_schema
+
+
+def _validate_doc_with_schema(doc, validator=None):
+    if validator is not None or not _use_lxml_schema.get():
+        return _original_schema_validate(doc, validator) if validator is not None else _original_schema_validate(doc)
+    try:
+        schema.validate(doc)
+    except (schema.SchemaError, verify.VerificationError) as exc:
+        raise XMLSchemaError({"doc": doc, "error": str(exc)}) from None
+    return None
+
+
+@contextlib.contextmanager
+def lxml_schema():
+    """Within this block, pysaml2's schema validation runs on libxml2 (this thread or task only)."""
+    token = _use_lxml_schema.set(True)
+    try:
+        yield
+    finally:
+        _use_lxml_schema.reset(token)
+
+
+def install_schema_validation() -> None:
+    """Put the dispatcher in place of pysaml2's validator (idempotent)."""
+    current = getattr(saml2.sigver, "validate_doc_with_schema", None)
+    if current is None:
+        raise RuntimeError("pysaml2 changed: saml2.sigver.validate_doc_with_schema is gone")
+    if current is not _validate_doc_with_schema:
+        if current is not _original_schema_validate:
+            raise RuntimeError("saml2.sigver.validate_doc_with_schema was replaced by someone else")
+        saml2.sigver.validate_doc_with_schema = _validate_doc_with_schema
