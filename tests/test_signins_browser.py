@@ -238,6 +238,8 @@ def test_a_refusal_found_by_its_reference_a_test_and_entras_failed_scim_requests
     page.screenshot(path=str(screenshots / "admin-signin-trace.png"), full_page=True)
 
     # A test sign-in through "Entra", answered by someone with a hostile display name and a rolled-over key.
+    database = f"sqlite:///{ini.parent}/gateway.sqlite"
+    before = counts(database)
     entra.person = ("mallory@example.com", "22222222-2222-4222-8222-222222222222", (HOSTILE,))
     entra.knobs = {"key": entra.idp.rollover}
     page.goto(base + "/admin/test")
@@ -251,6 +253,14 @@ def test_a_refusal_found_by_its_reference_a_test_and_entras_failed_scim_requests
     page.hover("#claims")
     check_accessibility(page, "failed test report")
     entra.person, entra.knobs = None, {}
+    # And one that passes, as the admin: no session, no user changed.
+    page.goto(base + "/admin/test")
+    page.click("#start-test")
+    page.click("#continue")
+    page.wait_for_url(re.compile(r".*/admin/signins/[0-9a-f-]+$"))
+    assert "Passed" in page.inner_text("#verdict") and "Sign in" in page.inner_text("#decision")
+    assert page.inner_text("#matched-user") == "admin@example.com"
+    assert counts(database) == before
 
     # Entra's provisioning fails: a duplicate user and a filter it cannot parse.
     out = run_cli(ini, "token", "create", "entra").stdout
