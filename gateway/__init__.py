@@ -42,6 +42,8 @@ def main(global_config, **settings):
         config.include(".forward_auth")
         # Liveness and readiness probes for load balancers and orchestrators.
         config.include(".health")
+        # GET /metrics for Prometheus: counters added up over the worker processes.
+        config.include(".metrics")
         # Provisioning: the attribute transforms attributes.transforms names.
         config.include(".provisioning")
         # SCIM 2.0 for Entra provisioning, on the storage backend scim.storage names.

@@ -84,6 +84,10 @@ def granian(app, global_conf, **settings):
     # ``pserve INI name=value`` variables, for the workers' own load of the ini.
     variables = {k: v for k, v in global_conf.items() if k not in ("__file__", "here")}
     close(app, wait=True)
+    # The workers' metric files start empty: what an earlier run counted is not this run's.
+    from .metrics.directory import wipe
+
+    wipe()
     _no_threads_before_fork()
     server = Granian(
         ini,

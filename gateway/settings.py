@@ -422,6 +422,21 @@ class AdminSettings:
     audit_retention_days: int = setting(365, integer(1, 3650, "days"))
 
 
+def parse_token(raw: str) -> str:
+    value = raw.strip()
+    if value and (len(value) < 16 or any(c.isspace() for c in value)):
+        raise ValueError("expected a random token of at least 16 characters without spaces, or nothing")
+    return value
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    #: Who may scrape /metrics: the client's own address, never a forwarded header.
+    allow: tuple[str, ...] = setting(("127.0.0.1", "::1"), parse_proxies)
+    #: When set, a scrape must also send it as ``Authorization: Bearer TOKEN``.
+    token: str = setting("", parse_token)
+
+
 @dataclass(frozen=True)
 class Settings:
     """All core settings; ``registry.gateway_settings`` holds the one instance."""
@@ -435,6 +450,7 @@ class Settings:
     attributes: AttributesSettings
     forward_auth: ForwardAuthSettings
     admin: AdminSettings
+    metrics: MetricsSettings
 
     @property
     def sp_entity_id(self) -> str:
@@ -450,6 +466,7 @@ SECTIONS: dict[str, type] = {
     "attributes": AttributesSettings,
     "forward_auth": ForwardAuthSettings,
     "admin": AdminSettings,
+    "metrics": MetricsSettings,
 }
 
 DATABASE_KEY = "sqlalchemy.url"
@@ -468,7 +485,7 @@ def _parse_value(key: str, raw: Any, parse: Callable[[str], Any]) -> Any:
         return parse(str(raw))
     except ValueError as exc:
         shown = str(raw).strip()
-        if "secret" in key:
+        if "secret" in key or "token" in key:
             shown = f"{len(shown)} characters"
         # A password in a URL (sqlalchemy.url) stays out of the message.
         shown = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", shown)

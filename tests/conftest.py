@@ -111,6 +111,13 @@ class Served:
     log_path: Path
 
 
+def pytest_configure(config):
+    # An xdist controller never scrapes; its workers must not inherit its metrics
+    # directory (gateway/metrics/directory.py), or each scrape would add up all of them.
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
 @pytest.fixture
 def pserve():
     """``pserve(ini, port, env=None)`` migrates the ini's database, serves it, and waits for /healthz.

@@ -20,6 +20,7 @@ from pyramid.response import Response
 from webob.request import PATH_SAFE
 
 from ..guard import database_unavailable
+from ..metrics import instruments
 from ..sessions import cached_identity
 from .rules import decide, parse_rules
 from .urls import ReturnTargets, host_without_port, normal_path, parse_url
@@ -272,11 +273,14 @@ def auth_view(request):
                 log.warning("forward-auth: refused redirect to %r (not a URL on an allowed host)",
                             (request.params["rd"] or original.url or "")[:200])
         response.headers["Cache-Control"] = "no-store"
+        instruments.FORWARD_AUTH_UNAUTHENTICATED.inc()
         return response
 
     if not fa.allows(original, identity):
+        instruments.FORWARD_AUTH_DENY.inc()
         return Response(status=403, content_type="text/plain", body=b"forbidden\n",
                         headers={"Cache-Control": "no-store"})
+    instruments.FORWARD_AUTH_ALLOW.inc()
     return Response(status=200, headerlist=fa.allowed_headers(identity, request.environ))
 
 
@@ -311,6 +315,7 @@ class FastPath:
                     raise
                 headers = None  # the app behind (gateway.guard) answers 503
             if headers is not None:
+                instruments.FORWARD_AUTH_ALLOW.inc()
                 start_response("200 OK", headers)
                 return [b""]
         return self.app(environ, start_response)

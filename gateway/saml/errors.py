@@ -60,6 +60,12 @@ def rejection_response(request, exc: SamlRejection, title: str = "Sign-in failed
     cid = request.correlation_id
     # The admin finds this refusal by the reference the page shows (/admin/signins).
     traces.record_refusal(request, exc)
+    route = request.matched_route
+    if route is not None and route.name == "saml.acs":
+        # A sign-in is an ACS request: refusals elsewhere (login, logout) are not counted as one.
+        from ..metrics import instruments
+
+        instruments.signin_refused(exc.code)
     log.warning(
         "saml refused: reason=%s status=%s correlation_id=%s path=%s detail=%s",
         exc.code,

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from cryptography import x509
 
 from ..db.models import IdpMetadata, utcnow
+from ..metrics import instruments
 from .errors import SamlRejection
 from .xmlguard import safe_parse
 
@@ -193,6 +194,7 @@ class MetadataStore:
                 info = parse_idp_metadata(xml)
                 origin = "profile"
         except MetadataError as exc:
+            instruments.METADATA_FAILURES.inc()
             self.last_error = str(exc)
             log.error("IdP metadata refresh from %s failed: %s", self.source or "the IdP profile", exc)
             if self.source:
@@ -208,6 +210,7 @@ class MetadataStore:
                 len(info.certs),
             )
         self.info, self.origin, self.fetched_at, self.last_error = info, origin, utcnow(), None
+        instruments.METADATA_REFRESHED.set(self.fetched_at.timestamp())
         if self.source:
             self._save(info)
 

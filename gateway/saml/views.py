@@ -8,6 +8,7 @@ page with a reason code and the correlation id.
 from __future__ import annotations
 
 import logging
+import time
 
 import sqlalchemy as sa
 import zope.sqlalchemy
@@ -20,6 +21,7 @@ from .. import sessions
 from ..templating import html_page
 from ..db.models import SeenAssertion, utcnow
 from ..forward_auth import urls
+from ..metrics import instruments
 from ..provisioning.signin import fire, identity_from_claims, sign_in
 from . import browser
 from . import slo as slo_module
@@ -122,11 +124,14 @@ def login(request):
 
 @view_config(route_name="saml.acs", request_method="POST")
 def acs(request):
+    started = time.perf_counter()
     try:
         # The answer to a test sign-in (/admin/test) becomes a report, never a session.
         return testsignin.answer(request) or _acs(request)
     except SamlRejection as exc:
         return rejection_response(request, exc)
+    finally:
+        instruments.SIGNIN_DURATION.observe(time.perf_counter() - started)
 
 
 def _acs(request):
@@ -173,6 +178,7 @@ def _acs(request):
     sessions.start_session(
         request, result.user.id, name_id=verified.name_id, session_index=verified.session_index
     )
+    instruments.SIGNIN_SUCCESS.inc()
     log.info(
         "signed in user=%s created=%s assertion=%s correlation_id=%s",
         result.user.user_name,

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from .. import jsoncodec
 from ..db.models import ProvisioningLogEntry
 from ..db.prepared import Prepared
+from ..metrics import instruments
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +137,14 @@ class ProvisioningLog:
             status = response.status_int
             scim = getattr(request, "scim", None)
             matchdict = request.matchdict
+            duration = time.perf_counter() - environ[_STARTED]
+            route = request.matched_route
+            # The same callback counts it for /metrics: no second one per request.
+            instruments.scim_request(environ["REQUEST_METHOD"], matchdict.get("resource") if matchdict else None,
+                                     route.name if route is not None else None, status, duration)
             self._queue.append((
                 time.time(),
-                time.perf_counter() - environ[_STARTED],
+                duration,
                 environ["REQUEST_METHOD"],
                 environ.get("PATH_INFO", ""),
                 environ.get("QUERY_STRING", ""),
