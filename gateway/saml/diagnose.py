@@ -28,8 +28,6 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
-
 from ..db.models import SeenAssertion
 from ..provisioning.policy import DEACTIVATED
 from ..provisioning.profile import apply_transforms, authority, merge, profile_from_saml, profile_from_scim
@@ -37,7 +35,7 @@ from ..provisioning.signin import NO_ACCOUNT, SUBJECT_TAKEN, find_user, identity
 from ..settings import SIGNATURE_ALGORITHMS
 from .errors import SamlRejection
 from .fixes import likely_fix
-from .xmlguard import DS, SAML, SAMLP, check_structure, safe_parse
+from .xmlguard import DS, SAML, check_structure, safe_parse
 
 log = logging.getLogger("gateway.saml.diagnose")
 

@@ -11,10 +11,17 @@ covering the root by ID, allowed algorithms, verified (in-process, or by
 xmlsec1 with saml.crypto_backend = xmlsec1) with the IdP metadata's certificates.
 
 A LogoutRequest whose signature verifies with an IdP certificate ends every
-session of that NameID (and SessionIndex, when given), on every instance. An
-unsigned one can only end the session of the browser that carries it, and only
-when that session belongs to the NameID it names: forging it gains nothing.
-A signature that is present but does not verify is always a refusal.
+session of that NameID (and SessionIndex, when given), on every instance. It
+is accepted once (its ID goes into the replay cache, gateway/saml/replay.py)
+and only while fresh: IssueInstant not in the future beyond the clock skew,
+and not past NotOnOrAfter, or :data:`LOGOUT_REQUEST_LIFETIME` after
+IssueInstant when it has none; so a captured logout URL cannot end the
+person's later sessions. An unsigned one can only end the session of the
+browser that carries it, and only when that session belongs to the NameID it
+names; and not when it arrives by a GET from another site (a link anywhere,
+which the SameSite=Lax cookie follows): that browser gets a page with a Sign
+out button (a CSRF-checked POST) instead. A signature that is present but
+does not verify is always a refusal.
 
 A LogoutResponse must come from the IdP (Entra writes
 ``https://login.microsoftonline.com/{tenant}/`` there, not the assertion
@@ -48,7 +55,8 @@ from xml.sax.saxutils import escape, quoteattr
 from .. import sessions
 from ..db.models import utcnow
 from ..provisioning.signin import fire
-from . import browser, verify
+from ..templating import render_page
+from . import browser, replay, verify
 from .errors import SamlRejection
 from .sp import STATUS_SUCCESS, parse_instant
 from .xmlguard import SAML, SAMLP, SIGNATURE, check_enveloped_signature, check_unique_ids, safe_parse
@@ -56,6 +64,8 @@ from .xmlguard import SAML, SAMLP, SIGNATURE, check_enveloped_signature, check_u
 log = logging.getLogger("gateway.saml")
 
 MAX_INFLATED = 256 * 1024
+#: How long a LogoutRequest without NotOnOrAfter is accepted after its IssueInstant.
+LOGOUT_REQUEST_LIFETIME = dt.timedelta(minutes=5)
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
 ENTRA_ISSUER = re.compile(r"^https://sts\.windows\.net/([0-9a-fA-F-]{36})/$")
@@ -279,8 +289,14 @@ def _logout_request(provider, idp, request, root, signed: bool, now, raw):
     if root.tag != f"{{{SAMLP}}}LogoutRequest":
         raise SamlRejection("not_a_logout_request", "The sign-out message is not a LogoutRequest.")
     _check_envelope(provider, idp, root, now, "LogoutRequest")
-    not_on_or_after = parse_instant(root.get("NotOnOrAfter"))
-    if not_on_or_after and now - dt.timedelta(seconds=provider.saml.clock_skew) >= not_on_or_after:
+    skew = dt.timedelta(seconds=provider.saml.clock_skew)
+    issued = parse_instant(root.get("IssueInstant"))
+    if issued is None or issued > now + skew:
+        raise SamlRejection(
+            "issue_instant", "The sign-out message's time is missing or in the future.", detail=f"IssueInstant {root.get('IssueInstant')!r}"
+        )
+    not_on_or_after = parse_instant(root.get("NotOnOrAfter")) or issued + LOGOUT_REQUEST_LIFETIME
+    if now - skew >= not_on_or_after:
         raise SamlRejection("expired", "The sign-out message has expired.")
     name_id = (root.findtext(f"{{{SAML}}}NameID") or "").strip()
     if not name_id:
@@ -289,10 +305,17 @@ def _logout_request(provider, idp, request, root, signed: bool, now, raw):
 
     ended = 0
     if signed:
+        message_id = root.get("ID") or ""
+        if not message_id or not replay.first_use(request.dbsession, message_id, not_on_or_after + skew, now):
+            raise SamlRejection("replay", "This sign-out message was already used.", detail=f"ID {message_id!r}", status=403)
         for index in indexes or [None]:
             ended += sessions.end_sessions_by_name_id(request.dbsession, name_id, index)
     identity = request.identity
     if identity is not None and identity.name_id == name_id and (not indexes or identity.session_index in indexes):
+        if not signed and request.method == "GET" and request.headers.get("Sec-Fetch-Site") != "same-origin":
+            # Logout CSRF: anyone can link here. Browsers without Sec-Fetch-Site count as cross-site.
+            log.info("single logout: unsigned cross-site request for name_id=%s not acted on", name_id)
+            return render_page(request, "logout_confirm.html", {})
         sessions.end_session(request)
         fire(request, "signed_out", identity.user_id, identity.user_name, actor="idp")
         ended += 1

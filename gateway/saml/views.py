@@ -10,20 +10,17 @@ from __future__ import annotations
 import logging
 import time
 
-import sqlalchemy as sa
-import zope.sqlalchemy
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.response import Response
 from pyramid.view import view_config
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import sessions
 from ..templating import html_page
-from ..db.models import SeenAssertion, utcnow
+from ..db.models import utcnow
 from ..forward_auth import urls
 from ..metrics import instruments
 from ..provisioning.signin import fire, identity_from_claims, sign_in
-from . import browser
+from . import browser, replay
 from . import slo as slo_module
 from . import testsignin
 from .errors import ASK_ADMIN, SamlRejection, rejection_response
@@ -194,21 +191,8 @@ def _acs(request):
 
 
 def _remember_assertion(request, assertion_id: str, expires_at, now) -> None:
-    """Replay cache shared by every instance: an id is refused until it expires."""
-    dbsession = request.dbsession
-    table = SeenAssertion.__table__
-    # Drop expired ids first, so that an id past its NotOnOrAfter (refused
-    # anyway by the time checks) does not block the table forever.
-    dbsession.execute(sa.delete(table).where(table.c.expires_at <= now))
-    dialect = dbsession.get_bind().dialect.name
-    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
-    inserted = dbsession.execute(
-        insert.values(assertion_id=assertion_id[:256], expires_at=expires_at)
-        .on_conflict_do_nothing()
-        .returning(table.c.assertion_id)
-    ).first()
-    zope.sqlalchemy.mark_changed(dbsession)
-    if inserted is None:
+    """Replay cache shared by every instance (gateway/saml/replay.py): an id is refused until it expires."""
+    if not replay.first_use(request.dbsession, assertion_id, expires_at, now):
         raise SamlRejection("replay", "This sign-in answer was already used.", status=403)
 
 
