@@ -389,3 +389,11 @@ def test_signed_but_schema_invalid_assertion_is_refused_on_both(saml_app, idp):
     assert response.status_int in (400, 403)
     assert response.headers["X-Reason"] in ("signature_invalid", "response_invalid", "no_subject", "malformed")
     saml_app.get("/whoami", status=401)
+
+
+@pytest.mark.usefixtures("crypto_backend")
+def test_sp_metadata_does_not_advertise_weak_algorithms(saml_app):
+    """pysaml2's algorithm-support extension (xmlsec1's list: MD5, SHA-1, DSA...) is left out."""
+    text = saml_app.get("/saml/metadata").text
+    assert "SigningMethod" not in text and "DigestMethod" not in text
+    assert "md5" not in text.lower()
