@@ -190,3 +190,19 @@ def test_the_provisioning_page_filters_by_status_token_user_and_time(make_app, d
     assert len(first.html.find(id="requests").find("tbody").find_all("tr")) == 3
     older = app.get(first.html.find(id="older")["href"])
     assert len(older.html.find(id="requests").find("tbody").find_all("tr")) == 1
+
+
+def test_the_dashboard_says_when_scim_requests_fail(make_app, database_url, idp):
+    from saml_support import sign_in
+
+    app = make_app(**{"sqlalchemy.url": database_url, "gateway.plugins": "entra sqlstore", "gateway.admin_groups": "Staff"})
+    sign_in(app, idp, name="admin@example.com")
+    entra = ScimClient(app, make_token(app, "entra"))
+    assert "SCIM requests failed" not in app.get("/admin").html.find(id="problems").text
+    entra.create_user("alice@example.com")
+    for _ in range(2):
+        entra.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice@example.com"},
+                   status=409)
+    app.app.registry.provisioning_log.flush()
+    problems = app.get("/admin").html.find(id="problems").text
+    assert "2 SCIM requests failed in the last hour; most often 409 uniqueness" in " ".join(problems.split())

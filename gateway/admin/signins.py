@@ -220,6 +220,24 @@ def provisioning(request):
     }
 
 
+def provisioning_problems(request) -> list:
+    """The dashboard's "what is wrong now": SCIM requests that failed in the last hour, by the most frequent cause."""
+    from .health import Problem
+
+    failures = failure_summary(request.dbsession, utcnow() - dt.timedelta(hours=1), limit=1)
+    if not failures:
+        return []
+    total = request.dbsession.scalar(
+        sa.select(sa.func.count()).where(
+            ProvisioningLogEntry.at >= utcnow() - dt.timedelta(hours=1), ProvisioningLogEntry.status >= 400
+        )
+    )
+    top = failures[0]
+    cause = f"{top.status}{' ' + top.scim_type if top.scim_type else ''}: {top.error or 'no detail'}"
+    severity = "bad" if top.status >= 500 or top.status == 401 else "warn"
+    return [Problem(severity, f"{total} SCIM requests failed in the last hour; most often {cause}", "admin.provisioning")]
+
+
 # ------------------------------------------------------------------ wiring
 
 
@@ -237,6 +255,7 @@ def includeme(config):
     config.add_admin_nav("Sign-ins", "admin.signins", order=70)
     config.add_admin_nav("Provisioning", "admin.provisioning", order=80)
     config.registry.admin_refusal_sources.append(_refusals_but_policy_denials)
+    config.registry.admin_problem_checks.append(provisioning_problems)
     config.scan(__name__)
     # Test sign-ins: /admin/test, the one-time links, and their answer at the ACS.
     config.include(".testsignin")
