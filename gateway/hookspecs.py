@@ -11,6 +11,13 @@ Registration hooks (``gateway_idp_profiles``, ``gateway_scim_storage_backends``,
 picks by the names the ini gives, in the order the ini gives them, so the
 order plugins are loaded in never matters. Decision hooks are ``firstresult``.
 Shipped defaults are ``trylast`` so a site plugin answers before them.
+
+Hooks that act within a request or a change receive ``context``, a
+:class:`gateway.interfaces.HookContext` (``registry``, ``dbsession``,
+``request`` or None, ``settings``, ``ini``), never thread-locals. As pluggy
+allows, an implementation takes only the arguments it names, so
+``def gateway_user_event(event)`` is as valid as
+``def gateway_user_event(context, event)``.
 """
 
 from __future__ import annotations
@@ -41,6 +48,23 @@ def gateway_pyramid_configure(config):
 
 
 @hookspec
+def gateway_plugin_settings():
+    """Declare the settings of your plugin.
+
+    Return a list of :class:`gateway.interfaces.PluginSetting` (name, parser,
+    default, help). Called once at start-up, before
+    :func:`gateway_pyramid_configure`. The prefixes of the declared names
+    become the plugin's own: a key under one of them that no declaration
+    names stops start-up (and ``gateway CONFIG check``) with a clear error,
+    as a misspelt core key does; so does a missing required key or a value
+    the parser refuses. The parsed values are in
+    ``registry.plugin_settings`` (a dict by key; for a ``.*`` declaration,
+    every such key present). A prefix of the core (``saml``, ``scim``, ...)
+    or one declared by two plugins stops start-up.
+    """
+
+
+@hookspec
 def gateway_idp_profiles():
     """Register identity provider profiles.
 
@@ -52,14 +76,39 @@ def gateway_idp_profiles():
 
 
 @hookspec(firstresult=True)
-def gateway_provisioning_decide(identity, user, source):
+def gateway_provisioning_decide(context, identity, user, source):
     """Decide whether a person may sign in, be created, or be refused.
 
     Called for every SAML sign-in (``source == "saml"``) before a user is
-    signed in or created, and for every SCIM create (``source == "scim"``).
-    ``identity`` is a :class:`gateway.interfaces.Identity`; ``user`` is the
-    matching stored user as a dict (``id``, ``userName``, ``active``,
-    ``provisioned_by``, ...) or None when nobody matches.
+    signed in or created, for every SCIM create (``source == "scim"``), and
+    by the admin console's test sign-in (which changes nothing).
+
+    ``context`` is the :class:`gateway.interfaces.HookContext` of the request:
+    read your settings from ``context.registry`` (as your
+    ``gateway_pyramid_configure`` stored them) or ``context.ini``, and query
+    with ``context.dbsession`` (the request's transaction).
+
+    ``identity`` is a :class:`gateway.interfaces.Identity`:
+
+    - SAML: ``subject`` (the IdP profile's lasting claim, Entra's object id),
+      ``user_name`` (the NameID), ``email``, ``groups`` (the groups claim,
+      empty when Entra sent the overage link instead), ``issuer``, and
+      ``profile``: the claims mapped by the profile's claim map
+      (``display_name``, ``given_name``, ``family_name``, ``email``,
+      ``title``, ``department``, ... as mapped), ``subject``, ``custom``
+      (a dict) and ``groups_link`` on overage.
+    - SCIM: ``subject`` and ``issuer`` None, ``user_name`` (userName),
+      ``email`` (the primary email), ``groups`` empty (memberships arrive
+      later, through /Groups), and ``profile`` with ``email``,
+      ``given_name``, ``family_name``, ``display_name``, ``title``,
+      ``department``.
+
+    ``user`` is the matching stored user as a dict or None when nobody
+    matches (always None for a SCIM create): ``id``, ``userName``,
+    ``externalId``, ``idp_subject``, ``active``, ``email``, ``displayName``,
+    ``givenName``, ``familyName``, ``title``, ``department``,
+    ``provisioned_by`` (``scim`` or ``first_login``) and ``groups`` (the
+    display names and external ids of their stored groups).
 
     Return a :class:`gateway.interfaces.Decision`: ``allow``, ``create`` or
     ``deny(reason)``; the reason is shown to the person (SAML) or returned as
@@ -92,13 +141,51 @@ def gateway_attribute_transforms():
 
 
 @hookspec
-def gateway_user_event(event):
+def gateway_user_event(context, event):
     """Observe a user lifecycle change.
 
-    ``event`` is a :class:`gateway.interfaces.UserEvent` whose ``type`` is one
-    of created, updated, deactivated, reactivated, deleted, signed_in,
-    signed_out, denied. Called inside the request's transaction after the
-    change was made: write to ``event.dbsession`` to record it atomically, or
-    hand it to a queue. An exception aborts the change. Return value is
+    ``event`` is a :class:`gateway.interfaces.UserEvent`: ``type`` (created,
+    updated, deactivated, reactivated, deleted, signed_in, signed_out,
+    denied), ``user_id``, ``user_name``, ``actor``, ``source`` (``saml``,
+    ``scim``, ``admin`` or ``cli``), ``correlation_id``, ``changed`` (the
+    fields an ``updated`` event touched) and ``reason`` (of a ``denied``).
+    ``context`` is the :class:`gateway.interfaces.HookContext` of the change;
+    ``context.request`` is None for a change made by the ``gateway`` CLI.
+
+    Called inside the transaction after the change was made: write with
+    ``context.dbsession`` to record it atomically. An exception aborts the
+    change. It runs again if the request is retried, and for changes that are
+    later rolled back: anything that leaves the database (a file, a webhook,
+    a queue) belongs in :func:`gateway_event_committed`. Return value is
     ignored.
+    """
+
+
+@hookspec
+def gateway_group_event(context, event):
+    """Observe a group change made over SCIM.
+
+    ``event`` is a :class:`gateway.interfaces.GroupEvent`: ``type``
+    (created, updated, deleted, members_added, members_removed),
+    ``group_id``, ``display_name``, ``user_ids`` (the users added or
+    removed), ``changed``, ``actor``, ``source`` and ``correlation_id``. A
+    create or a PUT with members fires ``created`` or ``updated`` and then
+    ``members_added`` / ``members_removed``. ``context`` and the transaction
+    are as for :func:`gateway_user_event`. Return value is ignored.
+    """
+
+
+@hookspec
+def gateway_event_committed(context, event):
+    """Observe a change after its transaction committed.
+
+    ``event`` is a :class:`gateway.interfaces.UserEvent` or
+    :class:`gateway.interfaces.GroupEvent`, the same object the
+    in-transaction hook saw. Called once per committed change, in the order
+    the changes were made: never for a change that was rolled back, nor
+    twice when pyramid_retry retried the request. The transaction is over:
+    ``context.dbsession`` is None (open a session of your own from
+    ``context.registry.dbsession_factory`` if you must read). Send to the
+    outside world here: files, webhooks, queues. An exception is logged and
+    does not change the answer to the request. Return value is ignored.
     """

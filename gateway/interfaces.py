@@ -132,12 +132,48 @@ EVENT_TYPES = (
 
 
 @dataclass(frozen=True)
+class HookContext:
+    """What a hook may need besides its subject, passed as ``context`` (never through thread-locals).
+
+    ``registry`` is the Pyramid registry (``registry.pm``, and what your
+    ``gateway_pyramid_configure`` put there); ``dbsession`` the SQLAlchemy
+    session of the transaction the change is made in; ``request`` the Pyramid
+    request, or None outside one (the ``gateway`` CLI).
+    """
+
+    registry: Any
+    dbsession: Any = None
+    request: Any = None
+
+    @classmethod
+    def of(cls, request) -> "HookContext":
+        return cls(request.registry, request.dbsession, request)
+
+    @property
+    def settings(self):
+        """The parsed core settings (:class:`gateway.settings.Settings`)."""
+        return self.registry.gateway_settings
+
+    @property
+    def ini(self) -> Mapping[str, str]:
+        """The raw ``[app:main]`` settings, for keys under your plugin's prefix."""
+        return self.registry.settings
+
+
+@dataclass(frozen=True)
 class UserEvent:
     """One lifecycle change of a user, passed to ``gateway_user_event``.
 
-    ``actor`` is ``scim:<token name>``, ``user:<userName>`` or ``system``;
+    ``type`` is one of :data:`EVENT_TYPES`; ``user_id`` the user's SCIM id
+    (None for a refusal of somebody unknown); ``user_name`` their userName
+    (or the name they tried); ``actor`` is ``scim:<token name>``,
+    ``user:<userName>``, ``idp`` (single logout), ``admin:<userName>``,
+    ``cli`` or ``system``; ``source`` is where the change came from:
+    ``saml``, ``scim``, ``admin`` or ``cli``; ``correlation_id`` the
+    request's id (None from the CLI);
     ``changed`` lists the profile fields an ``updated`` event touched;
-    ``reason`` explains a ``denied`` event.
+    ``reason`` explains a ``denied`` event. The transaction's session is the
+    hook's ``context.dbsession``, not part of the event.
     """
 
     type: str
@@ -148,4 +184,55 @@ class UserEvent:
     correlation_id: str | None = None
     changed: tuple[str, ...] = ()
     reason: str = ""
-    dbsession: Any = None  # the request's SQLAlchemy session, to write in the same transaction
+
+
+GROUP_EVENT_TYPES = ("created", "updated", "deleted", "members_added", "members_removed")
+
+
+@dataclass(frozen=True)
+class GroupEvent:
+    """One change of a group, passed to ``gateway_group_event`` and ``gateway_event_committed``.
+
+    ``type`` is one of :data:`GROUP_EVENT_TYPES`; ``group_id`` the group's
+    SCIM id; ``display_name`` its name (before a delete); ``user_ids`` the
+    SCIM ids of the users a ``members_added`` or ``members_removed`` event
+    concerns; ``changed`` the attributes an ``updated`` event touched;
+    ``actor``, ``source`` and ``correlation_id`` as in :class:`UserEvent`.
+    """
+
+    type: str
+    group_id: str
+    display_name: str | None
+    actor: str
+    source: str
+    correlation_id: str | None = None
+    user_ids: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: The default of a :class:`PluginSetting` that must be set.
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class PluginSetting:
+    """One setting a plugin declares through ``gateway_plugin_settings``.
+
+    ``name`` is the whole key, ``<prefix>.<name>`` under a prefix of the
+    plugin's own (``acme.events_file``); a name ending in ``.*`` declares every
+    key under it (``map_values.*``). ``parse`` turns the raw text into the
+    value, raising ``ValueError("expected ...")`` for a bad one (the parsers of
+    :mod:`gateway.settings` serve); ``default`` is the value when the key is
+    absent or empty (:data:`REQUIRED`: it must be set); ``help`` is the line
+    the configuration reference shows.
+    """
+
+    name: str
+    parse: Callable[[str], Any] = str.strip
+    default: Any = REQUIRED
+    help: str = ""

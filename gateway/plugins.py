@@ -96,3 +96,7 @@ def includeme(config):
     settings = config.registry.gateway_settings
     pm = build_plugin_manager(settings)
     config.registry.pm = pm
+    # The settings plugins declare, checked like the core's before any plugin configures itself.
+    from .plugin_settings import parse_plugin_settings
+
+    config.registry.plugin_settings = parse_plugin_settings(pm, config.registry.settings)

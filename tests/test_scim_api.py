@@ -370,6 +370,8 @@ def test_events_audit_and_provisioning_decisions(make_app, scim_settings, record
     scim.patch_ops(f"/Users/{uid}", {"op": "replace", "path": "active", "value": "True"})
     scim.delete(f"/Users/{uid}")
     assert events == [
+        # A refusal is an event too (gateway_event_committed announces it though the request is rolled back).
+        ("denied", "c@blocked.test", "scim:entra-prod", "scim", (), True),
         ("created", "ev@example.com", "scim:entra-prod", "scim", (), True),
         ("updated", "ev@example.com", "scim:entra-prod", "scim", ("title",), True),
         ("deactivated", "ev@example.com", "scim:entra-prod", "scim", (), True),

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 
 from .. import audit
 from ..db.models import SsoSession, User, utcnow
-from ..interfaces import UserEvent
+from ..events import fire_user
+from ..interfaces import HookContext, UserEvent
 from ..provisioning.groups import admin_reasons, refresh_admin_flag
 from ..sessions import end_session_by_hash, end_sessions_for_user
 
@@ -42,10 +43,12 @@ class Actor:
     name: str
     source: str
     correlation_id: str | None = None
+    request: Any = None  # None from the CLI
 
     @classmethod
     def from_request(cls, request) -> "Actor":
-        return cls(request.dbsession, request.registry, f"admin:{request.identity.user_name}", "admin", request.correlation_id)
+        return cls(request.dbsession, request.registry, f"admin:{request.identity.user_name}", "admin",
+                   request.correlation_id, request)
 
     @property
     def settings(self):
@@ -68,8 +71,9 @@ def record(actor: Actor, action: str, target_type: str, target_id=None, target_n
 
 
 def user_event(actor: Actor, type_: str, user: User, changed: tuple[str, ...] = (), reason: str = "") -> None:
-    actor.registry.pm.hook.gateway_user_event(
-        event=UserEvent(
+    fire_user(
+        HookContext(actor.registry, actor.dbsession, actor.request),
+        UserEvent(
             type=type_,
             user_id=user.id,
             user_name=user.user_name,
@@ -78,7 +82,6 @@ def user_event(actor: Actor, type_: str, user: User, changed: tuple[str, ...] = 
             correlation_id=actor.correlation_id,
             changed=changed,
             reason=reason,
-            dbsession=actor.dbsession,
         )
     )
 

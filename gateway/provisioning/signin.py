@@ -25,7 +25,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..db.models import Group, GroupMember, User, utcnow
-from ..interfaces import Decision, Identity, UserEvent
+from ..events import fire_user
+from ..interfaces import Decision, HookContext, Identity, UserEvent
 from .groups import refresh_admin, sync_groups_from_claims
 from .policy import DEACTIVATED
 from .profile import profile_from_saml, scim_resource_from_saml, sync_profile_from_saml
@@ -143,6 +144,10 @@ def user_as_dict(user: User | None, dbsession=None) -> dict | None:
         "active": user.active,
         "email": user.email,
         "displayName": user.display_name,
+        "givenName": user.given_name,
+        "familyName": user.family_name,
+        "title": user.title,
+        "department": user.department,
         "provisioned_by": user.provisioned_by,
     }
     if dbsession is not None:
@@ -161,8 +166,9 @@ def fire(
     changed: tuple[str, ...] = (),
     source: str = "saml",
 ) -> None:
-    request.registry.pm.hook.gateway_user_event(
-        event=UserEvent(
+    fire_user(
+        HookContext.of(request),
+        UserEvent(
             type=type_,
             user_id=user_id,
             user_name=user_name,
@@ -171,7 +177,6 @@ def fire(
             correlation_id=request.correlation_id,
             changed=tuple(changed),
             reason=reason,
-            dbsession=request.dbsession,
         )
     )
 
@@ -202,7 +207,7 @@ def sign_in(request, identity: Identity) -> SignInResult:
         )
         return _deny(request, match.taken, match.taken.user_name, SUBJECT_TAKEN)
     decision = request.registry.pm.hook.gateway_provisioning_decide(
-        identity=identity, user=user_as_dict(user, dbsession), source="saml"
+        context=HookContext.of(request), identity=identity, user=user_as_dict(user, dbsession), source="saml"
     )
     if decision is None:  # pragma: no cover - the shipped default always answers
         decision = Decision.deny("No provisioning policy answered.")

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..db.models import SeenAssertion
+from ..interfaces import HookContext
 from ..provisioning.policy import DEACTIVATED
 from ..provisioning.profile import apply_transforms, authority, merge, profile_from_saml, profile_from_scim
 from ..provisioning.signin import NO_ACCOUNT, SUBJECT_TAKEN, find_user, identity_from_claims, user_as_dict
@@ -426,7 +427,7 @@ class Diagnosis:
                         "why": f"{taken.user_name} matches by name or email but belongs to another IdP subject"}
         else:
             answer = registry.pm.hook.gateway_provisioning_decide(
-                identity=identity, user=user_as_dict(user, dbsession), source="saml"
+                context=HookContext.of(request), identity=identity, user=user_as_dict(user, dbsession), source="saml"
             )
             modes = " ".join(sorted(registry.gateway_settings.provisioning.mode))
             if answer is None or answer.action == "deny":

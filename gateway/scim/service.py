@@ -15,7 +15,8 @@ from typing import Any
 from .. import audit
 from ..provisioning import refresh_admins_after_group_write, sync_profile_from_scim
 from ..sessions import end_sessions_for_user
-from ..interfaces import Identity, UserEvent
+from ..events import fire_group, fire_user
+from ..interfaces import GroupEvent, HookContext, Identity, UserEvent
 from .errors import ScimError, bad_request, conflict, not_found
 from .patch import adds_or_removes_members_only, apply_patch
 from .resources import normalize
@@ -122,9 +123,11 @@ class ScimService:
             details={k: v for k, v in details.items() if v not in (None, (), [])},
         )
 
-    def _event(self, type_: str, user_id: str, user_name: str | None, changed: tuple[str, ...] = ()) -> None:
-        self.request.registry.pm.hook.gateway_user_event(
-            event=UserEvent(
+    def _event(self, type_: str, user_id: str | None, user_name: str | None, changed: tuple[str, ...] = (),
+               reason: str = "") -> None:
+        fire_user(
+            HookContext.of(self.request),
+            UserEvent(
                 type=type_,
                 user_id=user_id,
                 user_name=user_name,
@@ -132,9 +135,35 @@ class ScimService:
                 source="scim",
                 correlation_id=self.request.correlation_id,
                 changed=changed,
-                dbsession=self.request.dbsession,
+                reason=reason,
             )
         )
+
+    def _group_listeners(self) -> bool:
+        """Whether any plugin listens to group events (membership diffs cost a read otherwise saved)."""
+        hook = self.request.registry.pm.hook
+        return bool(hook.gateway_group_event.get_hookimpls() or hook.gateway_event_committed.get_hookimpls())
+
+    def _group_event(self, type_: str, group_id: str, display_name: str | None, user_ids=(), changed=()) -> None:
+        if type_ in ("members_added", "members_removed") and not user_ids:
+            return
+        fire_group(
+            HookContext.of(self.request),
+            GroupEvent(
+                type=type_,
+                group_id=group_id,
+                display_name=display_name,
+                actor=self.actor,
+                source="scim",
+                correlation_id=self.request.correlation_id,
+                user_ids=tuple(user_ids),
+                changed=tuple(changed),
+            ),
+        )
+
+    def _member_ids(self, group_id: str) -> list[str]:
+        record = self._storage(self.storage.get_group, group_id)
+        return [m.value for m in (record.members if record is not None else ())]
 
     def _storage(self, call, *args, **kwargs):
         """Call the backend, turning its errors into SCIM errors."""
@@ -170,10 +199,12 @@ class ScimService:
         data, _ = normalize(body, self.types["User"])
         check_limits(data, "User")
         decision = self.request.registry.pm.hook.gateway_provisioning_decide(
-            identity=identity_from(data), user=None, source="scim"
+            context=HookContext.of(self.request), identity=identity_from(data), user=None, source="scim"
         )
         if decision is not None and decision.action == "deny":
-            raise ScimError(403, decision.reason or "provisioning refused by policy")
+            reason = decision.reason or "provisioning refused by policy"
+            self._event("denied", None, data.get("userName"), reason=reason)
+            raise ScimError(403, reason)
         record = self._storage(self.storage.create_user, data)
         # The mapped profile (authority, transforms) is kept by provisioning.
         sync_profile_from_scim(self.request, record.id, data, stored=record.stored_profile)
@@ -241,6 +272,8 @@ class ScimService:
         record = self._storage(self.storage.create_group, data, members or [])
         self._audit("scim.group.create", "group", record.id, data["displayName"], members=len(members or []))
         refresh_admins_after_group_write(self.request, record.id, None, data)
+        self._group_event("created", record.id, data["displayName"])
+        self._group_event("members_added", record.id, data["displayName"], dict.fromkeys(members or []))
         return record
 
     def _locked_group(self, group_id: str) -> Record:
@@ -256,11 +289,17 @@ class ScimService:
         check_limits(data, "Group")
         if data != old.data:
             self._storage(self.storage.replace_group, group_id, data)
+            self._group_event("updated", group_id, data["displayName"], changed=changed_attributes(old.data, data))
         # PUT replaces the whole resource: members not sent are removed.
-        self._storage(self.storage.set_members, group_id, members or [])
+        added, removed = self._change_members(group_id, [("set", members or [])])
         self._audit("scim.group.replace", "group", group_id, data["displayName"], members=len(members or []))
         refresh_admins_after_group_write(self.request, group_id, old.data, data)
+        self._member_events(group_id, data["displayName"], added, removed)
         return self.get("Group", group_id)
+
+    def _member_events(self, group_id: str, display_name: str | None, added: list[str], removed: list[str]) -> None:
+        self._group_event("members_added", group_id, display_name, added)
+        self._group_event("members_removed", group_id, display_name, removed)
 
     def patch_group(self, group_id: str, body: Any) -> Record:
         """Apply a group PATCH; the group after it (members not loaded)."""
@@ -276,6 +315,8 @@ class ScimService:
         check_limits(result.data, "Group")
         if result.data != old.data:
             self._storage(self.storage.replace_group, group_id, result.data)
+            self._group_event("updated", group_id, result.data.get("displayName"),
+                              changed=changed_attributes(old.data, result.data))
         added, removed = self._change_members(group_id, result.member_changes)
         self._audit(
             "scim.group.patch",
@@ -283,11 +324,12 @@ class ScimService:
             group_id,
             result.data.get("displayName"),
             changed=list(changed_attributes(old.data, result.data)),
-            members_added=added or None,
-            members_removed=removed or None,
+            members_added=len(added) or None,
+            members_removed=len(removed) or None,
             members_replaced=any(c == "set" for c, _ in result.member_changes) or None,
         )
         refresh_admins_after_group_write(self.request, group_id, old.data, result.data)
+        self._member_events(group_id, result.data.get("displayName"), added, removed)
         return self.get("Group", group_id, with_members=False)
 
     def _patch_members(self, group_id: str, member_changes) -> Record:
@@ -305,26 +347,48 @@ class ScimService:
             group_id,
             record.data.get("displayName"),
             changed=[],
-            members_added=added or None,
-            members_removed=removed or None,
+            members_added=len(added) or None,
+            members_removed=len(removed) or None,
         )
         refresh_admins_after_group_write(self.request, group_id, record.data, record.data)
+        self._member_events(group_id, record.data.get("displayName"), added, removed)
         return record
 
-    def _change_members(self, group_id: str, member_changes) -> tuple[int, int]:
-        """Apply the changes in request order; (members added, members removed)."""
-        added = removed = 0
+    def _change_members(self, group_id: str, member_changes) -> tuple[list[str], list[str]]:
+        """Apply the changes in request order; (ids added, ids removed).
+
+        A replacement of all members is counted as neither, unless a plugin
+        listens to group events: then the members before it are read, so
+        that its events name who came and who went.
+        """
+        added: dict[str, None] = {}
+        removed: dict[str, None] = {}
+
+        def note(into, out, ids):
+            for user_id in ids:
+                if user_id in out:
+                    del out[user_id]  # added, then removed (or back): no net change
+                else:
+                    into[user_id] = None
+
         for change, ids in member_changes:
             if change == "add":
-                added += len(self._storage(self.storage.add_members, group_id, ids))
+                note(added, removed, self._storage(self.storage.add_members, group_id, ids))
             elif change == "remove":
-                removed += len(self._storage(self.storage.remove_members, group_id, ids))
+                note(removed, added, self._storage(self.storage.remove_members, group_id, ids))
+            elif self._group_listeners():
+                before = self._member_ids(group_id)
+                self._storage(self.storage.set_members, group_id, ids)
+                after = dict.fromkeys(ids)
+                note(added, removed, [i for i in after if i not in set(before)])
+                note(removed, added, [i for i in before if i not in after])
             else:
                 self._storage(self.storage.set_members, group_id, ids)
-        return added, removed
+        return list(added), list(removed)
 
     def delete_group(self, group_id: str) -> None:
         old = self._locked_group(group_id)
         self._storage(self.storage.delete_group, group_id)
         self._audit("scim.group.delete", "group", group_id, old.data.get("displayName"))
         refresh_admins_after_group_write(self.request, group_id, old.data, None)
+        self._group_event("deleted", group_id, old.data.get("displayName"))

@@ -1,4 +1,4 @@
-"""An event recorder: a plugin object that keeps every user event an app fires."""
+"""An event recorder: a plugin object that keeps every event an app fires."""
 
 from __future__ import annotations
 
@@ -8,14 +8,20 @@ from .app import registry_of
 
 
 class EventRecorder:
-    """Registered on an app with :meth:`attach`; ``events`` holds what ``gateway_user_event`` received.
+    """Registered on an app with :meth:`attach`; keeps what the event hooks received.
 
-    Each entry is the :class:`gateway.interfaces.UserEvent` itself; read its
-    fields (``type``, ``user_name``, ``changed``, ``reason``, ...) in the test.
+    ``events``: the :class:`gateway.interfaces.UserEvent` objects of
+    ``gateway_user_event`` (in the transaction, so also those of attempts
+    later rolled back or retried); ``group_events``: the
+    :class:`gateway.interfaces.GroupEvent` objects of ``gateway_group_event``;
+    ``committed``: user and group events as ``gateway_event_committed``
+    announced them, after their transaction committed.
     """
 
     def __init__(self):
         self.events: list = []
+        self.group_events: list = []
+        self.committed: list = []
 
     def attach(self, app) -> "EventRecorder":
         registry_of(app).pm.register(self)
@@ -25,9 +31,23 @@ class EventRecorder:
     def gateway_user_event(self, event):
         self.events.append(event)
 
+    @hookimpl
+    def gateway_group_event(self, event):
+        self.group_events.append(event)
+
+    @hookimpl
+    def gateway_event_committed(self, event):
+        self.committed.append(event)
+
     def types(self) -> list[str]:
-        """The events' types in the order they fired."""
+        """The in-transaction user events' types, in the order they fired."""
         return [event.type for event in self.events]
+
+    def committed_types(self) -> list[str]:
+        """The committed events' types (a group event's prefixed ``group.``), in order."""
+        return [("group." if hasattr(e, "group_id") else "") + e.type for e in self.committed]
 
     def clear(self) -> None:
         self.events.clear()
+        self.group_events.clear()
+        self.committed.clear()

@@ -9,11 +9,9 @@ next policy (None), so the provisioning mode still applies.
 
 from __future__ import annotations
 
-from pyramid.threadlocal import get_current_request
 
 from gateway import hookimpl
-from gateway.interfaces import Decision
-from gateway.settings import read_setting
+from gateway.interfaces import Decision, PluginSetting
 
 KEY = "allowed_domains.domains"
 
@@ -27,8 +25,13 @@ def parse_domains(raw: str) -> frozenset[str]:
 
 
 @hookimpl
+def gateway_plugin_settings():
+    return [PluginSetting(KEY, parse_domains, help="the email domains whose people may sign in or be created")]
+
+
+@hookimpl
 def gateway_pyramid_configure(config):
-    config.registry.allowed_domains = read_setting(config.registry.settings, KEY, parse_domains)
+    config.registry.allowed_domains = config.registry.plugin_settings[KEY]
 
 
 def _address(identity, user) -> str | None:
@@ -39,8 +42,8 @@ def _address(identity, user) -> str | None:
 
 
 @hookimpl
-def gateway_provisioning_decide(identity, user, source):
-    domains = get_current_request().registry.allowed_domains
+def gateway_provisioning_decide(context, identity, user, source):
+    domains = context.registry.allowed_domains
     address = _address(identity, user)
     if address is not None and address.rsplit("@", 1)[1].lower() in domains:
         return None

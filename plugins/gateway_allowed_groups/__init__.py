@@ -15,11 +15,9 @@ memberships count.
 
 from __future__ import annotations
 
-from pyramid.threadlocal import get_current_request
-
 from gateway import hookimpl
-from gateway.interfaces import Decision
-from gateway.settings import parse_names, read_setting
+from gateway.interfaces import Decision, PluginSetting
+from gateway.settings import parse_names
 
 KEY = "allowed_groups.groups"
 DENIED = "You are not in a group that may use this application. Ask your administrator to add you to one."
@@ -33,14 +31,19 @@ def parse_groups(raw: str) -> frozenset[str]:
 
 
 @hookimpl
-def gateway_pyramid_configure(config):
-    config.registry.allowed_groups = read_setting(config.registry.settings, KEY, parse_groups)
+def gateway_plugin_settings():
+    return [PluginSetting(KEY, parse_groups, help="group display names or object ids whose members may sign in")]
 
 
 @hookimpl
-def gateway_provisioning_decide(identity, user, source):
+def gateway_pyramid_configure(config):
+    config.registry.allowed_groups = config.registry.plugin_settings[KEY]
+
+
+@hookimpl
+def gateway_provisioning_decide(context, identity, user, source):
     if source != "saml":
         return None
-    allowed = get_current_request().registry.allowed_groups
+    allowed = context.registry.allowed_groups
     theirs = {g.lower() for g in identity.groups} | {g.lower() for g in (user or {}).get("groups", ())}
     return None if theirs & allowed else Decision.deny(DENIED)

@@ -22,8 +22,8 @@ SELF_RECORDED = frozenset({"scim", "admin", "cli"})
 
 
 @hookimpl
-def gateway_user_event(event):
-    if event.source in SELF_RECORDED or event.dbsession is None:
+def gateway_user_event(context, event):
+    if event.source in SELF_RECORDED or context.dbsession is None:
         return
     details = {}
     if event.changed:
@@ -31,7 +31,7 @@ def gateway_user_event(event):
     if event.reason:
         details["reason"] = event.reason
     audit.record(
-        event.dbsession,
+        context.dbsession,
         actor=event.actor,
         action=f"user.{event.type}",
         target_type="user",

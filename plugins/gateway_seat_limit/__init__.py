@@ -14,12 +14,11 @@ database, not in a policy hook.
 from __future__ import annotations
 
 import sqlalchemy as sa
-from pyramid.threadlocal import get_current_request
 
 from gateway import hookimpl
 from gateway.db.models import User
-from gateway.interfaces import Decision
-from gateway.settings import integer, read_setting
+from gateway.interfaces import Decision, PluginSetting
+from gateway.settings import integer
 
 KEY = "seat_limit.max_users"
 
@@ -32,18 +31,22 @@ def message(limit: int) -> str:
 
 
 @hookimpl
+def gateway_plugin_settings():
+    return [PluginSetting(KEY, integer(1, 10_000_000, "users"), help="the most active users there may be")]
+
+
+@hookimpl
 def gateway_pyramid_configure(config):
-    config.registry.seat_limit_max_users = read_setting(config.registry.settings, KEY, integer(1, 10_000_000, "users"))
+    config.registry.seat_limit_max_users = config.registry.plugin_settings[KEY]
 
 
 @hookimpl(wrapper=True)
-def gateway_provisioning_decide(identity, user, source):
+def gateway_provisioning_decide(context, identity, user, source):
     decision = yield
     if decision is None or decision.action != "create":
         return decision
-    request = get_current_request()
-    limit = request.registry.seat_limit_max_users
-    active = request.dbsession.scalar(sa.select(sa.func.count()).select_from(User).where(User.active.is_(True)))
+    limit = context.registry.seat_limit_max_users
+    active = context.dbsession.scalar(sa.select(sa.func.count()).select_from(User).where(User.active.is_(True)))
     if active >= limit:
         return Decision.deny(message(limit))
     return decision

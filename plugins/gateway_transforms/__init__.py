@@ -26,7 +26,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from gateway import ConfigError, hookimpl
-from gateway.interfaces import AttributeTransform
+from gateway.interfaces import AttributeTransform, PluginSetting
 
 PREFIX = "map_values."
 FIELDS = ("display_name", "given_name", "family_name", "email", "title", "department")
@@ -97,6 +97,12 @@ def gateway_attribute_transforms():
         AttributeTransform("map_values", map_values),
         AttributeTransform("compose_display_name", compose_display_name),
     ]
+
+
+@hookimpl
+def gateway_plugin_settings():
+    # Each table is checked below, where its field is known.
+    return [PluginSetting(PREFIX + "*", default=None, help="the map_values table of one profile field: from = to pairs")]
 
 
 @hookimpl
