@@ -3,7 +3,7 @@
 Recording in the same transaction as the change means the trail never shows
 a write that was rolled back, nor misses one that was committed. The SCIM
 server calls :func:`record` for every write; an audit plugin fed by
-``gateway_user_event`` can call it with ``event.dbsession`` as well.
+``gateway_user_event`` can call it with ``context.dbsession`` as well.
 """
 
 from __future__ import annotations

@@ -35,7 +35,9 @@ name starts with ``gateway_``:
     fresh token.
 ``gateway_events``
     an :class:`gateway.testing.events.EventRecorder` attached to
-    ``gateway_app``.
+    ``gateway_app``: ``events`` (user events in the transaction),
+    ``group_events``, ``committed`` (what ``gateway_event_committed``
+    announced), ``types()``, ``committed_types()``.
 
 The storage contract suite is :class:`gateway.testing.storage.ScimStorageContract`.
 """
