@@ -228,3 +228,71 @@ def test_postgresql_stopped_under_load_is_503_then_recovers_with_every_write_onc
     assert set(acknowledged) <= set(stored)
     assert set(stored) <= set(attempted) | {"held@fault.example"}
     assert len(acknowledged) > 20
+
+
+def _workers(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.postgres
+def test_a_worker_killed_under_scim_load_loses_no_acknowledged_write(postgres_url, live_gateway):
+    import signal
+
+    gateway = live_gateway(postgres_url, server={"workers": "2"})
+    token = gateway.token("kill")
+    acknowledged: list[str] = []
+    attempted: list[str] = []
+    refused: list[str] = []
+    stop = threading.Event()
+
+    def creates(worker: int):
+        n = 0
+        while not stop.is_set():
+            name = f"k{worker}-{n}@kill.example"
+            n += 1
+            attempted.append(name)
+            try:
+                status, body = http("POST", gateway.scim_url + "/Users", token, {"schemas": [USER], "userName": name})
+            except OSError:
+                continue  # the connection died with its worker: not acknowledged, maybe written
+            if status == 201:
+                acknowledged.append(name)
+            else:
+                refused.append(f"{name}: {status} {body}")
+
+    threads = [threading.Thread(target=creates, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(2):
+            time.sleep(1.5)
+            workers = _workers(gateway.process.pid)
+            assert len(workers) == 2, workers
+            os.kill(min(workers), signal.SIGKILL)
+        before = len(acknowledged)
+        deadline = time.monotonic() + 15
+        while len(acknowledged) <= before + 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(acknowledged) > before + 10, "the service did not continue after the kills"
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+
+    assert len(_workers(gateway.process.pid)) == 2  # replaced
+    assert not refused, refused[:10]
+    status, page = http("GET", f"{gateway.scim_url}/Users?attributes=userName&count=1000", token)
+    assert status == 200 and page["totalResults"] <= 1000
+    stored = [r["userName"] for r in page["Resources"]]
+    assert len(stored) == len(set(stored))
+    assert set(acknowledged) <= set(stored) <= set(attempted)
