@@ -1,4 +1,4 @@
-"""Why a SAML message was refused: one exception, one plain page.
+"""Why a SAML message was refused: one exception, one page (templates/refusal.html).
 
 Every refusal carries a short reason code (stable, for logs, tests and
 support) and a sentence for the person. The page shows both with the
@@ -8,10 +8,11 @@ pysaml2 traceback never reaches the browser.
 
 from __future__ import annotations
 
-import html
 import logging
 
 from pyramid.response import Response
+
+from ..templating import render_page
 
 log = logging.getLogger("gateway.saml")
 
@@ -37,22 +38,8 @@ class SamlRejection(Exception):
         self.hint = hint
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;line-height:1.5}}
-code{{background:#f2f2f2;padding:.1rem .3rem}}</style></head>
-<body><h1>{title}</h1>
-<p>{message}</p>
-<p>{hint}</p>
-<p>Reason: <code id="reason">{code}</code><br>Reference: <code id="correlation-id">{cid}</code></p>
-<p><a href="{start}">Sign in again</a> &middot; <a href="/">Home</a></p>
-</body></html>
-"""
-
-
 def rejection_response(request, exc: SamlRejection, title: str = "Sign-in failed") -> Response:
-    """Log the refusal and render the plain page (a normal response, so that
+    """Log the refusal and render its page (a normal response, so that
     what was recorded before the refusal, such as a used request id or a
     ``denied`` event, is committed)."""
     from . import traces  # not at the top: traces reads messages with xmlguard, which imports this module
@@ -74,15 +61,7 @@ def rejection_response(request, exc: SamlRejection, title: str = "Sign-in failed
         request.path,
         exc.detail or exc.message,
     )
-    body = PAGE.format(
-        title=html.escape(title),
-        message=html.escape(exc.message),
-        hint=html.escape(exc.hint),
-        code=html.escape(exc.code),
-        cid=html.escape(cid),
-        start=html.escape(request.route_path("saml.login")),
-    )
-    response = Response(body, status=exc.status, content_type="text/html", charset="utf-8")
-    response.headers["Cache-Control"] = "no-store"
+    values = {"title": title, "message": exc.message, "hint": exc.hint, "code": exc.code}
+    response = render_page(request, "refusal.html", values, status=exc.status)
     response.headers["X-Reason"] = exc.code
     return response
