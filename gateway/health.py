@@ -5,14 +5,23 @@ SCIM: the database answers and its schema is at the migration head. Other
 parts (the SAML SP) add their own readiness checks to
 ``registry.readiness_checks``: callables that take the request and return
 ``None`` when ready or a short reason when not.
+
+``/readyz`` is public (load balancers probe it unauthenticated), so it says
+only ready or not; the reasons (which name the metadata source, the
+database error) go to the log when they change, and ``gateway CONFIG
+check`` prints them.
 """
 
 from __future__ import annotations
+
+import logging
 
 import sqlalchemy as sa
 from pyramid.view import view_config
 
 from .db import migrate
+
+log = logging.getLogger(__name__)
 
 
 def check_database(request) -> str | None:
@@ -39,9 +48,15 @@ def readyz(request):
         reason = check(request)
         if reason:
             problems[name] = reason
+    if problems != getattr(request.registry, "readiness_problems", {}):
+        request.registry.readiness_problems = problems
+        if problems:
+            log.warning("not ready: %s", "; ".join(f"{name}: {reason}" for name, reason in problems.items()))
+        else:
+            log.info("ready")
     if problems:
         request.response.status_int = 503
-        return {"status": "unavailable", "problems": problems}
+        return {"status": "unavailable"}
     return {"status": "ok"}
 
 
