@@ -100,3 +100,13 @@ def test_a_scim_refusal_fires_denied_and_announces_it(gateway_app, gateway_scim,
     assert denied.user_id is None and denied.reason == "Contractors are provisioned elsewhere"
     assert denied.reason in response.text
     assert gateway_events.committed == [denied]  # announced, though the refused request was rolled back
+
+
+def test_a_retried_scim_write_reads_its_body_again(gateway_app, gateway_scim, gateway_events):
+    # pyramid_retry copies the body before the first attempt; each attempt must read it from the start.
+    gateway_app.app.registry.pm.register(FailOnce("created", transaction.interfaces.TransientError("conflict")))
+    created = gateway_scim.post(
+        "/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "ret@example.com"}
+    ).json
+    assert created["userName"] == "ret@example.com"
+    assert gateway_events.committed_types() == ["created"]

@@ -69,6 +69,9 @@ def read_json(request):
     media_type = (request.content_type or "").lower()
     if media_type and media_type not in ACCEPTED_TYPES:
         raise ScimError(415, f"send application/scim+json or application/json, not {media_type}")
+    if request.is_body_seekable:
+        # pyramid_retry copied the body before the first attempt: each attempt reads it from the start.
+        request.body_file_raw.seek(0)
     raw = request.body_file.read(limit + 1)
     if len(raw) > limit:
         raise ScimError(413, f"request body larger than {limit} bytes")
