@@ -693,6 +693,7 @@ def test_development_idp_alice_is_an_admin(make_app):
         "gateway.plugins": "entra devidp sqlstore audit", "saml.idp_profile": "devidp", "saml.idp_metadata": None,
         "gateway.admin_groups": '"Gateway Admins"', "provisioning.mode": "scim first_login",
     })
+    app.extra_environ["REMOTE_ADDR"] = "127.0.0.1"  # the development IdP answers only this machine
     to_idp = app.get("/admin", status=303).headers["Location"]
     to_devidp = app.get(to_idp.replace("http://localhost", ""), status=303).headers["Location"]
     pick = app.get(to_devidp.replace("http://localhost", ""))

@@ -11,7 +11,19 @@ from gateway import ConfigError
 
 @pytest.fixture
 def dev_app(make_app):
-    return make_app(**{"gateway.plugins": "entra devidp", "saml.idp_profile": "devidp", "saml.idp_metadata": None})
+    app = make_app(**{"gateway.plugins": "entra devidp", "saml.idp_profile": "devidp", "saml.idp_metadata": None})
+    app.extra_environ["REMOTE_ADDR"] = "127.0.0.1"
+    return app
+
+
+def test_only_clients_on_this_machine_reach_it(dev_app):
+    for address in ("10.0.0.5", "192.168.1.20", "2001:db8::1", ""):
+        environ = {"REMOTE_ADDR": address}
+        assert dev_app.get("/devidp/saml2", extra_environ=environ, status=403).content_type == "text/plain"
+        dev_app.post("/devidp/signin", {"email": "alice@example.com"}, extra_environ=environ, status=403)
+    # A forwarded-for header claiming loopback does not help.
+    dev_app.get("/devidp/saml2", headers={"X-Forwarded-For": "127.0.0.1"}, extra_environ={"REMOTE_ADDR": "10.0.0.5"}, status=403)
+    dev_app.get("/devidp/saml2", extra_environ={"REMOTE_ADDR": "::1"}, status=200)
 
 
 def test_refused_unless_base_url_is_local(make_app):

@@ -7,7 +7,8 @@ like Entra's (same claim URIs, object ids, group object ids, issuer
 ``https://sts.windows.net/<tenant>/``, assertion-only RSA-SHA256 signature).
 Its key and certificate are made at first start next to the SQLite database
 (or under ``./var``). It refuses to start unless ``gateway.base_url`` is
-http(s)://localhost or 127.0.0.1, and it says so loudly in the log.
+http(s)://localhost or 127.0.0.1, says so loudly in the log, and answers only
+clients on this machine (``views.loopback_only``).
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import functools
+import ipaddress
 import re
 import zlib
 
+from pyramid.response import Response
 from pyramid.view import view_config
 
 from gateway.saml.xmlguard import safe_parse
@@ -21,7 +24,26 @@ def _page(request, error: str, status: int = 400):
     return render_page(request, "devidp/pick.html", {"error": error}, status=status)
 
 
-@view_config(route_name="devidp.sso", request_method="GET")
+def loopback_only(view):
+    """The development IdP signs anybody in as anybody: only clients on this
+    machine may use it, whatever the base URL says (development.ini in a
+    container listens on every interface). The peer's own address counts,
+    never X-Forwarded-For."""
+
+    @functools.wraps(view)
+    def wrapper(context, request):
+        try:
+            loopback = ipaddress.ip_address(request.environ.get("REMOTE_ADDR") or "").is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            return Response("The development IdP answers only clients on this machine.\n", status=403, content_type="text/plain")
+        return view(context, request)
+
+    return wrapper
+
+
+@view_config(route_name="devidp.sso", request_method="GET", decorator=loopback_only)
 def sso(request):
     """Entra's login URL look-alike: takes the HTTP-Redirect AuthnRequest."""
     request_id = ""
@@ -36,7 +58,7 @@ def sso(request):
     return render_page(request, "devidp/pick.html", values)
 
 
-@view_config(route_name="devidp.signin", request_method="POST")
+@view_config(route_name="devidp.signin", request_method="POST", decorator=loopback_only)
 def signin(request):
     email = (request.POST.get("email") or "").strip()
     if not _EMAIL.match(email):
