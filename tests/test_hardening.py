@@ -222,3 +222,22 @@ def test_any_patch_body_is_answered_without_500(scim, database_url, operations):
 def test_any_create_body_is_answered_without_500(scim, database_url, body):
     for path in ("/Users", "/Groups"):
         _no_500(scim.post(path, json.dumps(body), status="*"))
+
+
+# ---------------------------------------------------------------- schema-strict responses
+
+
+@pytest.mark.parametrize("element", ["Status", "Issuer"])
+def test_a_response_with_a_duplicated_status_or_issuer_is_malformed_and_signs_nobody_in(saml_app, idp, element):
+    import re
+
+    from saml_support import post_response, start_login
+
+    xml = idp.response(start_login(saml_app))
+    # The Response's own child (the assertion is signed; the Response around it is not).
+    found = re.search(rf"<(\w+:)?{element}\b.*?</(\w+:)?{element}>", xml.split("Assertion", 1)[0], re.S)
+    assert found, xml[:500]
+    doubled = xml.replace(found.group(0), found.group(0) * 2, 1)
+    response = post_response(saml_app, doubled, status=400)
+    assert response.headers["X-Reason"] == "malformed"
+    saml_app.get("/whoami", status=401)

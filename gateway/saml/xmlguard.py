@@ -34,6 +34,8 @@ RESPONSE = f"{{{SAMLP}}}Response"
 ASSERTION = f"{{{SAML}}}Assertion"
 ENCRYPTED_ASSERTION = f"{{{SAML}}}EncryptedAssertion"
 SIGNATURE = f"{{{DS}}}Signature"
+STATUS = f"{{{SAMLP}}}Status"
+ISSUER = f"{{{SAML}}}Issuer"
 
 #: Canonicalization and transforms of SAML's signature profile; the
 #: "#WithComments" variants are left out on purpose.
@@ -157,6 +159,15 @@ def check_structure(root: ET.Element, allowed_signature_uris: set[str], allowed_
         raise _refuse("not_a_response", "The message is not a SAML Response.", root.tag)
 
     check_unique_ids(root)
+    # The schema (saml-schema-protocol-2.0, StatusResponseType) allows one
+    # Status and at most one Issuer: a second one is a place for a reader and
+    # a checker to disagree.
+    children = [child.tag for child in root]
+    if children.count(STATUS) != 1 or children.count(ISSUER) > 1:
+        raise _refuse(
+            "malformed", "The sign-in message is not a valid SAML Response.",
+            f"{children.count(STATUS)} Status and {children.count(ISSUER)} Issuer elements in the Response",
+        )
 
     assertions = [e for e in root.iter() if e.tag in (ASSERTION, ENCRYPTED_ASSERTION)]
     if any(e.tag == ENCRYPTED_ASSERTION for e in assertions):
