@@ -113,10 +113,9 @@ class ChangeCache:
             self._generation += 1
             self._entries.clear()
 
-    def close(self, wait: bool = False) -> None:
-        """Stop watching; ``wait``: until the watcher's thread has ended (before a fork)."""
+    def close(self) -> None:
         if self.detector is not None:
-            self.detector.close(wait)
+            self.detector.close()
             self.detector = None
         self.clear()
 
@@ -176,7 +175,7 @@ class SqliteDataVersion(_Detector):
             self.clear()
         return True
 
-    def close(self, wait: bool = False) -> None:
+    def close(self) -> None:
         cursor = getattr(self._local, "cursor", None)
         if cursor is not None:
             cursor.connection.close()
@@ -223,12 +222,8 @@ class PostgresNotifications(_Detector):
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 30.0)
 
-    def close(self, wait: bool = False) -> None:
+    def close(self) -> None:
         self._stop.set()
-        if wait:
-            # It sees the stop within a second (its wait for notifications),
-            # or when a connection attempt gives up (connect_timeout).
-            self._thread.join(timeout=10)
 
 
 def attach(cache: ChangeCache, engine: sa.Engine, session_factory, detector=None) -> None:

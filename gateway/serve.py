@@ -31,9 +31,10 @@ answered from memory, lost a fifth of its requests per second (26,000-29,000
 against 34,000). So one thread stays the default; ``threads = 2`` suits a
 PostgreSQL deployment whose load is mostly SCIM.
 
-Each worker loads the app from the ini itself (the copy pserve loaded first
-only checked the settings, and is released before the workers start), so no
-database connection or listener thread is ever shared across a fork.
+Each worker is a spawned process (not forked) that loads the app from the
+ini itself (the copy pserve loaded first only checked the settings, and is
+released before the workers start), so nothing is shared with the master:
+no database connection, no thread, no lock.
 
 On Linux each Granian worker opens its own listening socket (SO_REUSEPORT)
 once its app is loaded, and the kernel spreads new connections over the
@@ -48,6 +49,7 @@ each worker waits for the others to load (:class:`_StartLine`, at most
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import signal
 import sys
@@ -83,12 +85,18 @@ def granian(app, global_conf, **settings):
     ini = global_conf["__file__"]
     # ``pserve INI name=value`` variables, for the workers' own load of the ini.
     variables = {k: v for k, v in global_conf.items() if k not in ("__file__", "here")}
-    close(app, wait=True)
+    close(app)
     # The workers' metric files start empty: what an earlier run counted is not this run's.
     from .metrics.directory import wipe
 
     wipe()
-    _no_threads_before_fork()
+    # Workers are spawned, not forked. Granian starts a thread per worker
+    # to watch it, so the master is multi-threaded when it starts the next
+    # one (and when it replaces one), and a forked child could inherit a
+    # lock another thread held (Python 3.12 and later warn). A spawned
+    # worker is a fresh interpreter that loads the app from the ini, as
+    # each worker did anyway; Python 3.14 spawns by default.
+    multiprocessing.set_start_method("spawn", force=True)
     server = Granian(
         ini,
         address=options["host"],
@@ -174,9 +182,7 @@ class _StartLine:
     """
 
     def __init__(self, workers: int):
-        import multiprocessing
-
-        # The start method Granian uses for its workers (granian.server.mp).
+        # The start method Granian uses for its workers (granian.server.mp): spawn, see granian().
         method = multiprocessing.get_start_method()
         context = multiprocessing.get_context(method if method in ("fork", "spawn") else "spawn")
         self.workers = workers
@@ -199,34 +205,13 @@ class _StartLine:
             time.sleep(0.005)
 
 
-def _no_threads_before_fork() -> None:
-    """Say so if a thread outlived ``close(app)``: the workers are forked next.
-
-    A forked child gets copies of every lock but only the forking thread, so
-    a lock another thread held at that moment (the logging module's, a
-    database pool's) stays locked in the worker forever; Python 3.12 and
-    later warn about exactly this. ``close`` ends the threads the app
-    starts (the PostgreSQL change listener, the SQLite checkpointer); this
-    catches one that a plugin or a later change leaves behind.
-    """
-    import logging
-    import threading
-
-    left = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
-    if left:
-        logging.getLogger(__name__).warning(
-            "threads still running before the workers fork: %s; a worker may hang on a lock one of them held",
-            ", ".join(left),
-        )
-
-
 def _stop_with_master(master: int) -> None:
     """Never outlive the master, nor ignore its stop while loading.
 
-    A forked worker inherits the master's Python signal handlers, which
-    would take a SIGTERM that arrives while the app loads as the master's
-    own and drop it; the defaults apply until Granian installs the worker's
-    handlers. And should the master die without stopping its workers
+    A worker must not take a SIGTERM that arrives while the app loads for
+    anything but a stop (a forked one would inherit the master's Python
+    handlers and drop it); the defaults apply until Granian installs the
+    worker's handlers. And should the master die without stopping its workers
     (SIGKILL), Linux sends them SIGTERM.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -262,17 +247,14 @@ def _hide_request_variables() -> None:
             os.environ.setdefault(name.lower(), value)
 
 
-def close(app, wait: bool = False) -> None:
-    """Release what an app holds: its database pools, its change listener, its log writer.
-
-    ``wait``: until the listener's thread has ended too, as before a fork.
-    """
+def close(app) -> None:
+    """Release what an app holds: its database pools, its change listener, its log writer."""
     registry = getattr(app, "registry", None)
     if registry is None:
         return
     cache = getattr(registry, "identity_cache", None)
     if cache is not None:
-        cache.close(wait)
+        cache.close()
     # Its queued rows are written before the pools go.
     provisioning_log = getattr(registry, "provisioning_log", None)
     if provisioning_log is not None:

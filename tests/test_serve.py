@@ -75,14 +75,17 @@ def test_auto_runs_one_worker_per_cpu_and_at_least_two(monkeypatch, cpus, worker
 
 
 def _children(pid: int) -> set[int]:
+    """The worker processes of pserve ``pid``: spawned children (multiprocessing's
+    resource tracker, its other child, is not a worker)."""
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in command:
                 found.add(int(entry.name))
     return found
 
