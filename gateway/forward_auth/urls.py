@@ -66,6 +66,25 @@ def parse_url(value: str) -> Url | None:
     return Url(value, scheme, host, port, rest)
 
 
+def _ipv6_text(address: ipaddress.IPv6Address) -> str:
+    """``address`` as the WHATWG URL standard writes it: hex groups, the first
+    longest run of two or more zero groups as ``::``. (Python 3.13 writes an
+    IPv4-mapped address with a dotted tail, which browsers never do.)"""
+    groups = [int.from_bytes(address.packed[i : i + 2], "big") for i in range(0, 16, 2)]
+    best_start, best_length, start = -1, 1, None
+    for index, group in enumerate([*groups, 1]):
+        if group == 0 and start is None:
+            start = index
+        elif group != 0 and start is not None:
+            if index - start > best_length:
+                best_start, best_length = start, index - start
+            start = None
+    text = [f"{g:x}" for g in groups]
+    if best_start < 0:
+        return ":".join(text)
+    return ":".join(text[:best_start]) + "::" + ":".join(text[best_start + best_length :])
+
+
 def canonical_host(value: str) -> str | None:
     """A host name as a browser reads it (lower case, no trailing dot), or None when odd.
 
@@ -78,7 +97,7 @@ def canonical_host(value: str) -> str | None:
         if not value.endswith("]"):
             return None
         try:
-            return f"[{ipaddress.IPv6Address(value[1:-1]).compressed}]"
+            return f"[{_ipv6_text(ipaddress.IPv6Address(value[1:-1]))}]"
         except ValueError:
             return None
     host = value.lower()
