@@ -179,7 +179,8 @@ def test_a_group_added_to_a_signed_in_user_reaches_another_instance(make_app, id
     first = make_app(**{"sqlalchemy.url": postgres_url})
     second = make_app(**{"sqlalchemy.url": postgres_url})
     assert wait_until_listening(cache_of(first))
-    sign_in(first, idp)
+    # No groups claim: a first-login user's groups come from the claim, and this test adds them itself.
+    sign_in(first, idp, attributes=idp.claims("alice@example.com", groups=()))
     assert _groups_header(first) == ""
     assert _groups_header(first) == ""  # now from memory
     _add_member(second, "alice@example.com", "Finance")
@@ -325,7 +326,8 @@ def test_a_sign_in_waits_for_a_membership_change_in_progress(make_app, idp, post
     from gateway.db.models import GroupMember
 
     app = make_app(**{"sqlalchemy.url": postgres_url})
-    sign_in(app, idp)  # alice exists now
+    no_groups = idp.claims("alice@example.com", groups=())  # the groups come from the change below
+    sign_in(app, idp, attributes=no_groups)  # alice exists now
     engine = app.app.registry.db_engine
     with engine.begin() as connection:
         alice = connection.scalar(sa.select(User.id).where(User.user_name == "alice@example.com"))
@@ -335,7 +337,7 @@ def test_a_sign_in_waits_for_a_membership_change_in_progress(make_app, idp, post
         transaction = changing.begin()
         changing.execute(sa.insert(GroupMember.__table__).values(group_id=group, user_id=alice, created_at=utcnow()))
         done = threading.Event()
-        worker = threading.Thread(target=lambda: (sign_in(app, idp), done.set()))
+        worker = threading.Thread(target=lambda: (sign_in(app, idp, attributes=no_groups), done.set()))
         worker.start()
         assert not done.wait(0.3), "the sign-in did not wait for the membership change in progress"
         transaction.commit()
