@@ -102,6 +102,19 @@ def get(url: str, cookie: str | None = None):
         return exc.code, exc.headers, exc.read()
 
 
+def user_names(gateway, token: str) -> list[str]:
+    """Every stored userName, page by page."""
+    stored: list[str] = []
+    start_index = 1
+    while True:
+        status, page = http("GET", f"{gateway.scim_url}/Users?attributes=userName&count=500&startIndex={start_index}", token)
+        assert status == 200
+        stored += [r["userName"] for r in page["Resources"]]
+        start_index += len(page["Resources"])
+        if not page["Resources"] or start_index > page["totalResults"]:
+            return stored
+
+
 def signed_in_cookie(gateway, url: str, token: str) -> str:
     """A session as a sign-in makes it, written straight into the database:
     so /auth has a person whose identity the gateway also keeps in memory."""
@@ -191,9 +204,9 @@ def test_postgresql_stopped_under_load_is_503_then_recovers_with_every_write_onc
         assert status == 503
         assert get(gateway.url + "/healthz")[0] == 200
         time.sleep(3)
+        up_at = time.monotonic()  # before: the server may accept connections before pg_ctl returns
         cluster.start()
-        up_at = time.monotonic()
-        deadline = up_at + 10
+        deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             recent = [o for o in outcomes if o[0] > time.monotonic() - 0.5]
             if any(kind == "scim" and status == 201 for _, kind, status in recent) and any(
@@ -215,15 +228,7 @@ def test_postgresql_stopped_under_load_is_503_then_recovers_with_every_write_onc
     assert get(gateway.url + "/readyz")[0] == 200
 
     # Every acknowledged create is there exactly once; nothing appeared that was not attempted.
-    stored = []
-    start_index = 1
-    while True:
-        status, page = http("GET", f"{gateway.scim_url}/Users?attributes=userName&count=500&startIndex={start_index}", token)
-        assert status == 200
-        stored += [r["userName"] for r in page["Resources"]]
-        start_index += len(page["Resources"])
-        if not page["Resources"] or start_index > page["totalResults"]:
-            break
+    stored = user_names(gateway, token)
     assert len(stored) == len(set(stored))
     assert set(acknowledged) <= set(stored)
     assert set(stored) <= set(attempted) | {"held@fault.example"}
@@ -242,6 +247,15 @@ def _workers(pid: int) -> set[int]:
             if int(fields[1]) == pid and fields[0] != "Z":
                 found.add(int(entry.name))
     return found
+
+
+def _wait_for_workers(pid: int, count: int, within: float = 30.0) -> set[int]:
+    """The worker processes once there are ``count`` (a replacement loads the app first)."""
+    deadline = time.monotonic() + within
+    while len(workers := _workers(pid)) != count:
+        assert time.monotonic() < deadline, workers
+        time.sleep(0.1)
+    return workers
 
 
 @pytest.mark.postgres
@@ -276,11 +290,10 @@ def test_a_worker_killed_under_scim_load_loses_no_acknowledged_write(postgres_ur
     try:
         for _ in range(2):
             time.sleep(1.5)
-            workers = _workers(gateway.process.pid)
-            assert len(workers) == 2, workers
+            workers = _wait_for_workers(gateway.process.pid, 2)
             os.kill(min(workers), signal.SIGKILL)
         before = len(acknowledged)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30
         while len(acknowledged) <= before + 10 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(acknowledged) > before + 10, "the service did not continue after the kills"
@@ -289,10 +302,8 @@ def test_a_worker_killed_under_scim_load_loses_no_acknowledged_write(postgres_ur
         for thread in threads:
             thread.join(60)
 
-    assert len(_workers(gateway.process.pid)) == 2  # replaced
+    _wait_for_workers(gateway.process.pid, 2)  # replaced
     assert not refused, refused[:10]
-    status, page = http("GET", f"{gateway.scim_url}/Users?attributes=userName&count=1000", token)
-    assert status == 200 and page["totalResults"] <= 1000
-    stored = [r["userName"] for r in page["Resources"]]
+    stored = user_names(gateway, token)
     assert len(stored) == len(set(stored))
     assert set(acknowledged) <= set(stored) <= set(attempted)
