@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 from scim_support import http
+from test_serve import _children
 
 pytestmark = [pytest.mark.slow]
 
@@ -235,24 +236,10 @@ def test_postgresql_stopped_under_load_is_503_then_recovers_with_every_write_onc
     assert len(acknowledged) > 20
 
 
-def _workers(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.add(int(entry.name))
-    return found
-
-
 def _wait_for_workers(pid: int, count: int, within: float = 30.0) -> set[int]:
     """The worker processes once there are ``count`` (a replacement loads the app first)."""
     deadline = time.monotonic() + within
-    while len(workers := _workers(pid)) != count:
+    while len(workers := _children(pid)) != count:
         assert time.monotonic() < deadline, workers
         time.sleep(0.1)
     return workers
