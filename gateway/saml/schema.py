@@ -1,11 +1,14 @@
-"""SAML schema validation on libxml2 (lxml's XMLSchema), compiled once per thread.
+"""SAML schema validation on libxml2 (lxml's XMLSchema), compiled once per process.
 
 The same XSD files pysaml2 validates with (``saml2/data/schemas``), resolved
 locally (no network): the protocol schema and what it imports (assertion,
 XML-DSig, XML-Enc). libxml2 validates an assertion in well under a
 millisecond where pysaml2's pure-Python ``xmlschema`` takes several.
-Compiled per thread (one thread at a time): validation contexts are per call,
-but a schema's error log is per object.
+Compiled once, at start-up (``check_seam`` asks for it before any request):
+libxml2 failed now and then to resolve an import when a schema was compiled
+while other threads parsed. Validations take turns on one lock: a schema's
+error log is per object, and a validation takes well under a tenth of a
+millisecond.
 """
 
 from __future__ import annotations
@@ -18,10 +21,8 @@ from lxml import etree
 import saml2.data.schemas
 
 _DIR = files(saml2.data.schemas)
-_local = threading.local()
-#: libxml2 fails now and then when two threads compile these schemas at once
-#: (an import left unresolved): compile one at a time.
-_compile_lock = threading.Lock()
+_schema: etree.XMLSchema | None = None
+_lock = threading.Lock()
 
 
 class SchemaError(Exception):
@@ -48,11 +49,12 @@ def compile_schema() -> etree.XMLSchema:
 
 
 def schema() -> etree.XMLSchema:
-    compiled = getattr(_local, "schema", None)
-    if compiled is None:
-        with _compile_lock:
-            compiled = _local.schema = compile_schema()
-    return compiled
+    """The process's compiled schema (compiled at the first call)."""
+    global _schema
+    with _lock:
+        if _schema is None:
+            _schema = compile_schema()
+        return _schema
 
 
 def validate(xml: str | bytes | etree._Element) -> None:
@@ -64,5 +66,8 @@ def validate(xml: str | bytes | etree._Element) -> None:
 
         root = parse(xml)
     compiled = schema()
-    if not compiled.validate(root):
-        raise SchemaError(str(compiled.error_log.last_error))
+    with _lock:
+        if compiled.validate(root):
+            return
+        error = str(compiled.error_log.last_error)
+    raise SchemaError(error)
