@@ -41,8 +41,9 @@ def run(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def clean_environment() -> dict:
-    """This process's environment without any GATEWAY_* variable (CI may set its own)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    """This process's environment without any GATEWAY_* variable (CI may set its own), nor
+    this test process's metrics directory (the server would empty it at start)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k != "PROMETHEUS_MULTIPROC_DIR"}
 
 
 @pytest.fixture
