@@ -71,9 +71,10 @@ def deployment_warnings(request) -> list[str]:
         )
     if not settings.session.cookie_secure:
         warnings.append("session.cookie_secure is false: the session cookie also travels over plain http; set it to true")
-    if not settings.gateway.admin_groups:
+    if not settings.gateway.admin_groups and not settings.gateway.admin_users:
         warnings.append(
-            "nobody can open the admin console: set gateway.admin_groups to the Entra group of your admins"
+            "no admin configured: set gateway.admin_groups to the Entra group of your admins"
+            " (gateway.admin_users names the first admin until that group is provisioned)"
         )
     return warnings
 

@@ -109,3 +109,23 @@ def test_a_key_set_twice_is_one_line(tmp_path, sqlite_url):
     assert result.stderr.strip() == (
         f"error: While reading from '{ini}' [line 9]: option 'session.cookie_secure' in section 'app:main' already exists"
     )
+
+
+def test_check_says_what_a_deployer_still_has_to_fix(tmp_path, fresh_sqlite):
+    def with_scim(path, **extra):
+        ini = write_ini(path, fresh_sqlite, **extra)
+        Path(ini).write_text(Path(ini).read_text().replace("gateway.plugins = entra\n", "gateway.plugins = entra sqlstore\n"))
+        return ini
+
+    ini = with_scim(tmp_path / "gw.ini")
+    assert run(ini, "migrate").returncode == 0
+    result = run(ini, "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("WARN")]
+    assert any("WARN deployment: gateway.base_url is http://127.0.0.1:6543" in w for w in warnings), warnings
+    assert any("WARN deployment: session.cookie_secure is false" in w for w in warnings), warnings
+    assert any("WARN deployment: no admin configured" in w for w in warnings), warnings
+    assert any(w.startswith("WARN scim: no SCIM token") for w in warnings), warnings
+
+    ini = with_scim(tmp_path / "gw2.ini", **{"gateway.admin_users": "first@example.com"})
+    assert "no admin configured" not in run(ini, "check").stdout
