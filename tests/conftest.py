@@ -118,6 +118,13 @@ def pytest_configure(config):
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 
+def server_environment(extra: dict | None = None) -> dict:
+    """The environment for a server this test process starts: never this process's
+    metrics directory (gateway/metrics/directory.py), which the server's start would
+    empty under the test process's own counters."""
+    return {**{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, **(extra or {})}
+
+
 @pytest.fixture
 def pserve():
     """``pserve(ini, port, env=None)`` migrates the ini's database, serves it, and waits for /healthz.
@@ -133,8 +140,7 @@ def pserve():
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 [str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, cwd=ini.parent,
-                # Not this test process's metric files (gateway/metrics/directory.py): a server of its own.
-                env={**{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, **(env or {})},
+                env=server_environment(env),
             )
         served = Served(f"http://127.0.0.1:{port}", process, log_path)
         started.append(served)

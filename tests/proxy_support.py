@@ -46,7 +46,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
-from conftest import BIN, SESSION_SECRET, free_port, stop, wait_for_http
+from conftest import BIN, SESSION_SECRET, free_port, server_environment, stop, wait_for_http
 from saml_support import authn_request_id, b64
 
 ROOT = Path(__file__).parent.parent
@@ -636,7 +636,8 @@ def start_gateway(
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     log_path = folder / "gateway.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+        process = subprocess.Popen([str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, cwd=folder,
+                                   env=server_environment())
     direct = f"http://127.0.0.1:{port}" if listen_host in ("127.0.0.1", "0.0.0.0", "[::]") else f"http://[::1]:{port}"
     try:
         wait_for_http(direct + "/healthz", process, log_path)

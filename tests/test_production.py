@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import free_port, stop, wait_for_http
+from conftest import free_port, server_environment, stop, wait_for_http
 from live_idp import LiveIdp
 from saml_support import make_keypair
 
@@ -41,9 +41,8 @@ def run(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def clean_environment() -> dict:
-    """This process's environment without any GATEWAY_* variable (CI may set its own), nor
-    this test process's metrics directory (the server would empty it at start)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    """A server's environment (conftest.server_environment) without any GATEWAY_* variable (CI may set its own)."""
+    return {k: v for k, v in server_environment().items() if not k.startswith("GATEWAY_")}
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, free_port
+from conftest import BIN, free_port, server_environment
 
 ROOT = Path(__file__).parent.parent
 
@@ -29,7 +29,7 @@ def test_pserve_development_ini_answers_healthz_and_readyz(tmp_path, pserve):
 def test_pserve_refuses_a_bad_setting_with_one_line(tmp_path):
     ini = tmp_path / "bad.ini"
     ini.write_text((ROOT / "development.ini").read_text().replace("saml.clock_skew = 180", "saml.clock_skew = ten"))
-    result = subprocess.run([str(BIN / "pserve"), str(ini)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([str(BIN / "pserve"), str(ini)], capture_output=True, text=True, timeout=60, env=server_environment())
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         'saml.clock_skew: expected a whole number of seconds between 0 and 600, got "ten"'
@@ -57,7 +57,7 @@ def test_a_bad_server_setting_stops_pserve_with_one_line(tmp_path, line, message
     server = re.search(r"^\[server:main\]\n(?:(?!\[).*\n)*", text, re.M)
     section = re.sub(rf"^{key} = .*\n", "", server.group(0), flags=re.M) + line + "\n"
     ini.write_text(text[: server.start()] + section + text[server.end() :])
-    result = subprocess.run([str(BIN / "pserve"), str(ini)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([str(BIN / "pserve"), str(ini)], capture_output=True, text=True, timeout=60, env=server_environment())
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == message
     assert "Traceback" not in result.stderr
