@@ -7,6 +7,7 @@ the log, so a person's screenshot leads an admin to the log line.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 
@@ -32,3 +33,18 @@ def includeme(config):
     from .request import GatewayRequest
 
     config.set_request_factory(GatewayRequest)
+
+
+def address_in(remote_addr: str, networks) -> bool:
+    """Whether the peer address ``remote_addr`` lies in one of ``networks``.
+
+    A server listening on ``[::]`` sees an IPv4 peer as ``::ffff:a.b.c.d``:
+    such an address is compared as the IPv4 address it carries.
+    """
+    try:
+        address = ipaddress.ip_address(remote_addr.split("%", 1)[0])
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)

@@ -22,6 +22,7 @@ from webob.request import PATH_SAFE
 from ..guard import database_unavailable
 from ..metrics import instruments
 from ..sessions import cached_identity
+from ..web import address_in
 from .rules import decide, parse_rules
 from .urls import ReturnTargets, host_without_port, normal_path, parse_url
 
@@ -83,14 +84,7 @@ class ForwardAuth:
     @functools.lru_cache(maxsize=1024)  # noqa: B019 - one ForwardAuth per app, few proxy addresses
     def trusted_address(self, remote_addr: str) -> bool:
         """Whether ``remote_addr`` is in ``forward_auth.trusted_proxies``."""
-        try:
-            address = ipaddress.ip_address(remote_addr.split("%", 1)[0])
-        except ValueError:
-            return False
-        # A server listening on [::] sees an IPv4 proxy as ::ffff:a.b.c.d.
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.trusted)
+        return address_in(remote_addr, self.trusted)
 
     def original_request(self, environ) -> OriginalRequest:
         """The original URL from the headers of ``forward_auth.proxy``, and no others.

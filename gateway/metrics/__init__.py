@@ -17,6 +17,8 @@ import ipaddress
 from pyramid.httpexceptions import HTTPForbidden, HTTPUnauthorized
 from pyramid.response import Response
 
+from ..web import address_in
+
 
 class MetricsAccess:
     """``metrics.allow`` and ``metrics.token``, compiled once."""
@@ -26,14 +28,7 @@ class MetricsAccess:
         self.token = settings.metrics.token.encode()
 
     def address_allowed(self, remote_addr: str) -> bool:
-        try:
-            address = ipaddress.ip_address(remote_addr.split("%", 1)[0])
-        except ValueError:
-            return False
-        # A server listening on [::] sees an IPv4 client as ::ffff:a.b.c.d.
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.networks)
+        return address_in(remote_addr, self.networks)
 
     def token_accepted(self, authorization: str) -> bool:
         if not self.token:
