@@ -1,8 +1,10 @@
-"""The storage contract (gateway.testing.storage) run on the shipped sqlstore, SQLite and PostgreSQL."""
+"""The storage contract (gateway.testing.storage) run on the shipped sqlstore, SQLite and PostgreSQL,
+and on memstore, the backend that keeps its data outside the gateway's tables."""
 
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from gateway.scim.filters import parse_filter
@@ -58,6 +60,30 @@ class TestSqlStore(ScimStorageContract):
         with tx() as request:
             got = storage.get_group(request, other.id)
             assert got.version > other.version and [m.value for m in got.members] == uids[:1]
+
+
+class TestMemStore(ScimStorageContract):
+    """The second backend: documents in memory, the core's tables mirrored (gateway.scim.directory)."""
+
+    @pytest.fixture
+    def backend_settings(self):
+        return {"gateway.plugins": "entra memstore", "scim.storage": "memstore"}
+
+    def test_it_keeps_nothing_in_the_gateway_tables_but_the_mirror(self, storage, tx, registry):
+        from gateway.scim.directory import DirectoryMirror
+
+        assert isinstance(storage, DirectoryMirror) and not storage.backend.keeps_directory
+        with tx() as request:
+            created = storage.create_user(request, user("ann", title="Engineer"))
+        with tx() as request:  # the core's copy changed behind the backend's back: SCIM reads never see it
+            from gateway.db.models import User
+
+            request.dbsession.execute(sa.update(User).values(scim_data={"userName": "changed"}))
+            import zope.sqlalchemy
+
+            zope.sqlalchemy.mark_changed(request.dbsession)
+        with tx() as request:
+            assert storage.get_user(request, created.id).data == user("ann", title="Engineer")
 
 
 def test_filters_are_translated_into_sql_not_python(make_app, sqlite_url):

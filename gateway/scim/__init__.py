@@ -6,7 +6,8 @@ is the default. When no enabled plugin registers any backend, SCIM stays off
 (its paths answer 404 and ``gateway CONFIG check`` warns): a gateway used only
 for SAML sign-in needs no SCIM storage. Naming a backend nobody registers, or
 a default that is missing while other backends are registered, stops
-start-up.
+start-up. What the backend owns and what the core keeps in its own tables:
+:mod:`gateway.scim.storage`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def token_warnings(request) -> list[str]:
 
 
 def includeme(config):
+    from .directory import directory_storage
     from .schemas import resource_types
     from .provlog import ProvisioningLog
     from .tokens import TokenVerifier
@@ -57,7 +59,9 @@ def includeme(config):
         registry.warning_checks["scim"] = lambda request: [SCIM_OFF]
         return
 
-    registry.scim_storage = backends[name].factory(registry)
+    # A backend that keeps its data outside the core's tables is wrapped so
+    # that each write is mirrored into them (gateway.scim.directory).
+    registry.scim_storage = directory_storage(backends[name].factory(registry))
     registry.scim_tokens = TokenVerifier(registry)
     # One row per SCIM request for /admin/provisioning, written by a thread.
     registry.provisioning_log = ProvisioningLog(registry)

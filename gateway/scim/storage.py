@@ -5,15 +5,48 @@ PATCH operations, runs hooks and writes the audit trail; it reaches stored
 users and groups only through the object a backend's ``factory(registry)``
 returned, which must implement :class:`ScimStorage`. A backend registers
 itself from ``gateway_scim_storage_backends()`` and is picked by
-``scim.storage``. Every backend must pass the contract suite in
-``tests/test_scim_storage.py`` (subclass ``ScimStorageContract``).
+``scim.storage``. Every backend must pass the contract suite
+:class:`gateway.testing.storage.ScimStorageContract`.
+
+Who owns what:
+
+- The backend owns the SCIM resources: each user's and group's document as
+  SCIM sent it, its version (the ETag), its timestamps, and answering
+  filters, sorting and paging over them. ``/scim/v2`` reads them only
+  through this interface.
+- The core owns the directory it acts on, in its own tables
+  (:mod:`gateway.db.models`): ``users`` (id, userName, the IdP subject a
+  sign-in links, active, the mapped profile columns, a copy of the SCIM
+  document for the profile merge and the console), ``groups``,
+  ``group_members``, and sessions. Sign-in matching, the profile sync,
+  group claims, admin flags, forward-auth's groups, session ends and the
+  console read only these tables, never the backend.
+- The two agree on ids: the id a backend gives a resource is the id of the
+  core's row. Every SCIM write reaches both stores in the same transaction,
+  one of two ways, which the backend declares with :attr:`ScimStorage.keeps_directory`:
+
+  - ``keeps_directory = True``: the backend writes the core's tables itself,
+    as part of each write (``sqlstore``: those rows are its storage).
+  - ``keeps_directory = False`` (the default): the backend keeps its data
+    elsewhere, and the core wraps it in
+    :class:`gateway.scim.directory.DirectoryMirror`, which forwards every
+    call and mirrors each write's outcome into the core's tables in the same
+    transaction. A user the core creates at a first sign-in
+    (``provisioning.mode`` with ``first_login``) is created in the backend
+    too, under the backend's id, so that Entra's ``userName eq`` lookup finds
+    it; the console's (de)activation of such a user reaches the backend's
+    document likewise.
 
 Rules every method follows:
 
-- The first argument is the Pyramid ``request``. Writes must join the
-  request's transaction (``request.dbsession`` for SQL, or the transaction
-  manager ``request.tm``): the core raises when a request fails after a
-  write, and that write must then vanish.
+- The first argument is the Pyramid ``request``: ``registry``,
+  ``dbsession`` (the transaction's SQLAlchemy session) and ``tm`` (its
+  ``transaction`` manager). Writes must join the request's transaction: SQL
+  through ``request.dbsession``; anything else as a data manager of
+  ``request.tm.get()`` (the ``transaction`` package's public
+  ``IDataManager``: ``abort``, ``tpc_begin``, ``commit``, ``tpc_vote``,
+  ``tpc_finish``, ``tpc_abort``, ``sortKey``), so that a request that fails
+  or is retried after a write leaves neither store changed.
 - Resource ``data`` is a dict of the resource's attributes as the core
   validated them (canonical attribute names, values as sent, extension
   attributes under their URN key), without ``id``, ``meta``, ``schemas`` and,
@@ -27,13 +60,17 @@ Rules every method follows:
   version.
 - userName is unique case-insensitively, and so is a group's displayName;
   a write that would break that raises :class:`Conflict`, even when two
-  requests race (rely on a unique index, not on a prior read). After a
-  Conflict the core fails the request, so the transaction may be unusable.
+  requests race (rely on a unique index or a lock, not on a prior read).
+  After a Conflict the core fails the request, so the transaction may be
+  unusable.
 - Filters arrive as the resolved AST of :mod:`gateway.scim.filters`; evaluate
-  them in the store's own query language, never by loading every resource.
-  A filter the backend cannot evaluate raises :class:`Unsupported`, which the
-  core turns into a 400 ``invalidFilter``: an unfiltered answer is never
-  acceptable (Entra would create duplicates).
+  them in the store's own query language, never by loading every resource
+  from a remote store. A filter the backend cannot evaluate raises
+  :class:`Unsupported`, which the core turns into a 400 ``invalidFilter``:
+  an unfiltered answer is never acceptable (Entra would create duplicates).
+- Reads may run outside a transaction when the backend declares
+  :attr:`ScimStorage.reads_without_transaction`; they must then see
+  committed data.
 """
 
 from __future__ import annotations
@@ -118,6 +155,18 @@ class Page:
 
 class ScimStorage(abc.ABC):
     """What the SCIM core needs from a storage backend (see the module docstring)."""
+
+    #: True when every write of this backend also writes the core's
+    #: ``users``, ``groups`` and ``group_members`` rows (same ids, same
+    #: transaction), as the shipped ``sqlstore`` does. False: the core wraps
+    #: the backend in :class:`gateway.scim.directory.DirectoryMirror`.
+    keeps_directory: bool = False
+
+    #: True when reads need no transaction of the request (they run on a
+    #: connection of their own, or in memory, and see committed data): the
+    #: core then runs SCIM ``GET``/``HEAD`` requests without one, and the
+    #: ``request`` they receive may have no ``dbsession`` to use.
+    reads_without_transaction: bool = False
 
     # ---------------------------------------------------------------- users
 

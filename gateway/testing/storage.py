@@ -12,9 +12,15 @@ from the fixture ``backend_settings``, the settings that enable it::
 
 The tests talk to the backend only through
 :class:`gateway.scim.storage.ScimStorage`, with a request that carries what
-the interface promises (``registry`` and ``dbsession``), on the database of
-the ``gateway_database_url`` fixture (SQLite, or PostgreSQL with
-``--gateway-database-url``). The gateway's own tests run it on both.
+the interface promises (``registry``, ``dbsession`` and ``tm``: each ``tx()``
+is one transaction of a ``transaction`` manager that the session joins, as a
+request's is), on the database of the ``gateway_database_url`` fixture
+(SQLite, or PostgreSQL with ``--gateway-database-url``). The gateway's own
+tests run it on both. The storage under test is the one the core calls:
+a backend that does not keep the core's directory tables comes wrapped in
+:class:`gateway.scim.directory.DirectoryMirror`, and
+:meth:`ScimStorageContract.test_the_core_directory_follows_every_write`
+checks that those tables follow it.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import contextlib
 import datetime as dt
 
 import pytest
-from sqlalchemy.orm import Session
+import sqlalchemy as sa
+import transaction
 
 from gateway.scim.filters import parse_filter
 from gateway.scim.schemas import resource_types
@@ -35,11 +42,13 @@ TYPES = resource_types([ACME])
 
 
 class StorageRequest:
-    """The request surface a backend may use: the registry and the transaction's session."""
+    """The request surface a backend may use: the registry, the transaction's
+    session and its transaction manager."""
 
-    def __init__(self, registry, dbsession):
+    def __init__(self, registry, dbsession, tm=None):
         self.registry = registry
         self.dbsession = dbsession
+        self.tm = tm
 
 
 def user(user_name, **extra):
@@ -66,12 +75,24 @@ class ScimStorageContract:
     def tx(self, registry):
         """``with tx() as request:`` one committed transaction (rolled back on error)."""
 
-        @contextlib.contextmanager
-        def transaction():
-            with Session(registry.db_engine) as session, session.begin():
-                yield StorageRequest(registry, session)
+        from gateway.db import get_tm_session
 
-        return transaction
+        @contextlib.contextmanager
+        def one_transaction():
+            manager = transaction.TransactionManager(explicit=True)
+            manager.begin()
+            session = get_tm_session(registry.dbsession_factory, manager)
+            try:
+                yield StorageRequest(registry, session, manager)
+            except BaseException:
+                manager.abort()
+                raise
+            else:
+                manager.commit()
+            finally:
+                session.close()
+
+        return one_transaction
 
     def users(self, storage, tx, text=None, **query):
         with tx() as request:
@@ -142,6 +163,77 @@ class ScimStorageContract:
                 storage.create_user(request, user("ghost"))
                 raise RuntimeError("the request failed after the write")
         assert self.users(storage, tx).total == 0
+
+    # ---------------------------------------------------------------- the core's directory
+
+    def directory(self, registry):
+        """The core's own tables, as the core reads them: {user id: (userName, active, email)},
+        {group id: displayName}, {(group id, user id)}."""
+        from gateway.db.models import Group, GroupMember, User
+
+        with registry.db_engine.connect() as connection:
+            users = {r.id: (r.user_name, r.active, r.email) for r in connection.execute(
+                sa.select(User.id, User.user_name, User.active, User.email))}
+            groups = dict(connection.execute(sa.select(Group.id, Group.display_name)).all())
+            members = set(connection.execute(sa.select(GroupMember.group_id, GroupMember.user_id)).all())
+        return users, groups, members
+
+    def test_the_core_directory_follows_every_write(self, storage, tx, registry):
+        # Sign-in, deactivation, forward-auth and the console read the core's
+        # tables, never the backend: each write must reach them, under the backend's ids.
+        assert storage.keeps_directory
+        mail = {"emails": [{"type": "work", "value": "Ann@Example.com"}]}
+        with tx() as request:
+            ann = storage.create_user(request, user("ann", **mail)).id
+            bob = storage.create_user(request, user("bob")).id
+            staff = storage.create_group(request, {"displayName": "Staff"}, [ann]).id
+        assert self.directory(registry) == (
+            {ann: ("ann", True, "Ann@Example.com"), bob: ("bob", True, None)}, {staff: "Staff"}, {(staff, ann)}
+        )
+        with tx() as request:
+            storage.get_user(request, bob, for_update=True)
+            storage.replace_user(request, bob, user("robert", active=False))
+            storage.replace_group(request, staff, {"displayName": "Everyone"})
+            storage.add_members(request, staff, [bob])
+            storage.remove_members(request, staff, [ann])
+        assert self.directory(registry) == (
+            {ann: ("ann", True, "Ann@Example.com"), bob: ("robert", False, None)}, {staff: "Everyone"}, {(staff, bob)}
+        )
+        with tx() as request:
+            storage.set_members(request, staff, [ann, bob])
+            other = storage.create_group(request, {"displayName": "Other"}, [bob]).id
+        assert self.directory(registry)[2] == {(staff, ann), (staff, bob), (other, bob)}
+        with tx() as request:
+            storage.delete_user(request, bob)
+            storage.delete_group(request, other)
+        assert self.directory(registry) == ({ann: ("ann", True, "Ann@Example.com")}, {staff: "Everyone"}, {(staff, ann)})
+
+    def test_a_failed_transaction_leaves_neither_store_changed(self, storage, tx, registry):
+        with tx() as request:
+            ann = storage.create_user(request, user("ann")).id
+            staff = storage.create_group(request, {"displayName": "Staff"}, []).id
+        before = self.directory(registry)
+        with pytest.raises(RuntimeError):
+            with tx() as request:
+                storage.create_user(request, user("ghost"))
+                storage.get_user(request, ann, for_update=True)
+                storage.replace_user(request, ann, user("ann", active=False))
+                storage.add_members(request, staff, [ann])
+                raise RuntimeError("the request failed after the writes")
+        assert self.directory(registry) == before
+        with tx() as request:
+            assert storage.get_user(request, ann).data == user("ann")
+            assert storage.get_group(request, staff).members == []
+            assert storage.query_users(request, Query()).total == 1
+
+    def test_a_conflict_leaves_the_core_directory_as_it_was(self, storage, tx, registry):
+        with tx() as request:
+            storage.create_user(request, user("ann"))
+        before = self.directory(registry)
+        with pytest.raises(Conflict):
+            with tx() as request:
+                storage.create_user(request, user("ANN"))
+        assert self.directory(registry) == before
 
     # ---------------------------------------------------------------- filters
 
@@ -266,7 +358,7 @@ class ScimStorageContract:
             assert got.version == 5 and {m.value for m in got.members} == set(uids[1:])
             storage.set_members(request, group.id, uids[:1])
             replaced = storage.replace_group(request, group.id, {"displayName": "Versions"})
-            assert replaced.version == 6
+            assert replaced.version > got.version  # one bump for both, or one each: the backend's choice
         with pytest.raises(RuntimeError):
             with tx() as request:
                 storage.add_members(request, group.id, uids[1:])

@@ -44,58 +44,14 @@ from sqlalchemy.orm import Session
 from gateway.db.models import Group, GroupMember, User, new_id, utcnow
 from gateway.db.prepared import Prepared, session_connection
 from gateway.provisioning.profile import SCIM_SYNC_COLUMNS, mapped_profile, profile_columns
+from gateway.scim.directory import group_columns, user_columns
 from gateway.scim.filters import Compare
-from gateway.scim.schemas import ENTERPRISE_USER
 from gateway.scim.storage import Conflict, Member, NotFound, Page, Query, Record, ScimStorage, UnknownMembers
 
 from .query import Translator
 
 USER_COLUMNS = (User.id, User.scim_data, User.version, User.created_at, User.updated_at)
 GROUP_COLUMNS = (Group.id, Group.scim_data, Group.version, Group.created_at, Group.updated_at)
-
-
-def _short(value, length: int):
-    return value[:length] if isinstance(value, str) else None
-
-
-def _work_email(data: dict) -> str | None:
-    emails = [e for e in data.get("emails") or [] if isinstance(e, dict) and isinstance(e.get("value"), str)]
-    for wanted in (lambda e: str(e.get("type", "")).lower() == "work", lambda e: e.get("primary") is True):
-        for email in emails:
-            if wanted(email):
-                return email["value"]
-    return emails[0]["value"] if emails else None
-
-
-def user_columns(data: dict) -> dict:
-    """The looked-up columns, copied from the SCIM data on every write."""
-    name = data.get("name") or {}
-    enterprise = data.get(ENTERPRISE_USER) or {}
-    email = _work_email(data)
-    user_name = data["userName"]
-    return {
-        "user_name": user_name,
-        "user_name_key": user_name.lower(),
-        "external_id": data.get("externalId"),
-        "active": data.get("active", True) is not False,
-        "display_name": _short(data.get("displayName"), 512),
-        "given_name": _short(name.get("givenName"), 256),
-        "family_name": _short(name.get("familyName"), 256),
-        "email": _short(email, 320),
-        "email_key": _short(email.lower() if email else None, 320),
-        "title": _short(data.get("title"), 256),
-        "department": _short(enterprise.get("department"), 256),
-        "scim_data": data,
-    }
-
-
-def group_columns(data: dict) -> dict:
-    return {
-        "display_name": data["displayName"],
-        "display_name_key": data["displayName"].lower(),
-        "external_id": data.get("externalId"),
-        "scim_data": data,
-    }
 
 
 #: Every column a SCIM create writes, as named bind parameters.
@@ -421,18 +377,16 @@ def _record(row, members=None) -> Record:
     )
 
 
-def _unique_violation(exc: sa.exc.IntegrityError, *names: str) -> bool:
-    text = str(exc.orig).lower()
-    return "unique" in text or "duplicate" in text or any(n in text for n in names)
-
-
 class SqlStorage(ScimStorage):
+    #: Users and groups are the core's own ``users``, ``groups`` and
+    #: ``group_members`` rows: no mirror needed (gateway.scim.directory).
+    keeps_directory = True
     #: GETs read on a pooled autocommit connection (``_reading``), so
     #: ``gateway.db.needs_transaction`` skips pyramid_tm for SCIM GET/HEAD.
     reads_without_transaction = True
 
     def __init__(self, registry):
-        from gateway.db.fastread import read_engine
+        from gateway.db.prepared import read_engine
 
         self.registry = registry
         self.dialect = registry.db_engine.dialect.name
