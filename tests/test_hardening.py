@@ -241,3 +241,90 @@ def test_a_response_with_a_duplicated_status_or_issuer_is_malformed_and_signs_no
     response = post_response(saml_app, doubled, status=400)
     assert response.headers["X-Reason"] == "malformed"
     saml_app.get("/whoami", status=401)
+
+
+# ---------------------------------------------------------------- case-insensitive means Python's str.lower(), on both databases
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+#: userName, displayName, email, family name, title, department: accented Latin,
+#: Polish, Greek (with final sigma), German sharp s; stored in capitals or mixed case.
+UNICODE_PEOPLE = [
+    ("ÉMILIE.DURAND@exemple.fr", "Émilie DURAND", "ÉMILIE@EXEMPLE.FR", "DURAND-LÉVÊQUE", "INGÉNIEURE", "Économie"),
+    ("Łukasz.Żółć@przykład.pl", "ŁUKASZ ŻÓŁĆ", "Łukasz@PRZYKŁAD.PL", "ŻÓŁĆ", "KIEROWNIK ŁĄCZNOŚCI", "ŁÓDŹ"),
+    ("ΟΔΥΣΣΕΥΣ@example.gr", "ΟΔΥΣΣΕΥΣ ΛΑΕΡΤΙΑΔΗΣ", "ΣΟΦΙΑ@EXAMPLE.GR", "ΠΑΠΑΔΟΠΟΥΛΟΣ", "ΜΗΧΑΝΙΚΟΣ", "ΤΜΗΜΑ ΣΥΣΤΗΜΑΤΩΝ"),
+    ("STRAßE@example.de", "Hauptstraße", "straße@EXAMPLE.DE", "WEIß", "Straßenbau", "STRAßENBAU"),
+]
+UNICODE_ATTRIBUTES = ("userName", "displayName", "emails.value", "name.familyName", "title", f"{ENTERPRISE}:department")
+
+
+def _attribute(user: dict, path: str) -> str:
+    if path == "emails.value":
+        return user["emails"][0]["value"]
+    if path == "name.familyName":
+        return user["name"]["familyName"]
+    if path.startswith(ENTERPRISE):
+        return user[ENTERPRISE]["department"]
+    return user[path]
+
+
+def _shouted(text: str) -> str:
+    """Upper case where that maps one character to one ("ß" stays: its capital is "SS")."""
+    return "".join(c.upper() if len(c.upper()) == 1 else c for c in text)
+
+
+def _python_match(op: str, stored: str, wanted: str) -> bool:
+    stored, wanted = stored.lower(), wanted.lower()
+    return {"eq": stored == wanted, "sw": stored.startswith(wanted), "co": wanted in stored, "ew": stored.endswith(wanted)}[op]
+
+
+def test_non_ascii_values_are_found_in_any_case_as_python_lowercases_on_both_databases(scim, database_url):
+    users = []
+    for user_name, display, email, family, title, department in UNICODE_PEOPLE:
+        users.append(scim.create_user(
+            user_name, displayName=display, emails=[{"value": email, "type": "work", "primary": True}],
+            name={"familyName": family}, title=title, **{ENTERPRISE: {"department": department}},
+        ))
+    checked = found = 0
+    for user in users:
+        for path in UNICODE_ATTRIBUTES:
+            stored = _attribute(user, path)
+            pieces = {"eq": stored, "sw": stored[:5], "co": stored[2:7], "ew": stored[-5:]}
+            for op, piece in pieces.items():
+                for wanted in {piece, piece.lower(), _shouted(piece), piece.swapcase() if len(piece.swapcase()) == len(piece) else piece}:
+                    quoted = wanted.replace("\\", "\\\\").replace('"', '\\"')
+                    page = scim.get("/Users", filter=f'{path} {op} "{quoted}"', count="100").json
+                    got = {r["id"] for r in page["Resources"]}
+                    expected = {u["id"] for u in users if _python_match(op, _attribute(u, path), wanted)}
+                    assert got == expected, (path, op, wanted, database_url.split(":")[0])
+                    checked += 1
+                    found += user["id"] in got
+    # The capitals and the lower case of every stored value find its person by every operator.
+    assert checked > 200 and found >= checked * 3 // 4, (checked, found)
+    for path, wanted in (("displayName", "émilie durand"), ("title", "ingénieure"), ("name.familyName", "παπαδοπουλος"),
+                         ("emails.value", "ΣΟΦΙΑ@example.gr"), ("title", "kierownik łączności"), ("displayName", "HAUPTSTRAßE")):
+        page = scim.get("/Users", filter=f'{path} eq "{wanted}"').json
+        assert page["totalResults"] == 1, (path, wanted)
+    # Lower case, not case folding: "ß" is not "ss".
+    assert scim.get("/Users", filter='title eq "STRASSENBAU"').json["totalResults"] == 0
+    # Sorting by a non-indexed attribute orders by the same lower case.
+    page = scim.get("/Users", sortBy="name.familyName", count="10").json
+    assert [r["name"]["familyName"] for r in page["Resources"]] == sorted(
+        (u["name"]["familyName"] for u in users), key=str.lower)
+
+
+def test_unicode_user_name_and_group_name_uniqueness_agree_on_both_databases(scim, database_url):
+    for user_name, *_ in UNICODE_PEOPLE:
+        scim.create_user(user_name)
+    for user_name, *_ in UNICODE_PEOPLE:
+        for other in {user_name.lower(), _shouted(user_name)} - {user_name}:
+            body = {"schemas": [USER], "userName": other}
+            scim_error(scim.post("/Users", body, status=409), 409, "uniqueness")
+    # "STRASSE" is another name than "straße" under lower case (not folded).
+    scim.create_user("STRASSE@example.de")
+    scim.create_group("ΟΜΆΔΑ ΣΥΣΤΗΜΆΤΩΝ Łódź")
+    for other in ("ομάδα συστημάτων łódź", "Ομάδα Συστημάτων ŁÓDŹ"):
+        body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": other}
+        scim_error(scim.post("/Groups", body, status=409), 409, "uniqueness")
+    page = scim.get("/Groups", filter='displayName eq "ομάδα συστημάτων łódź"').json
+    assert page["totalResults"] == 1

@@ -13,11 +13,29 @@ filter is ever evaluated in Python over loaded rows.
 Comparisons follow RFC 7644 §3.4.2.2: case-insensitive unless the attribute
 is ``caseExact``; a missing attribute matches ``ne`` and ``not (...)``
 (three-valued SQL NULLs are folded to false first).
+
+Case-insensitive means Python's ``str.lower()`` on both sides, on both
+databases: the rule the ``*_key`` columns are written with and the filter
+values are lowered with. In SQL that is never the builtin ``lower()``
+(SQLite's folds ASCII letters only, so "ÉMILIE" missed "émilie" and Entra
+then created a duplicate; PostgreSQL's follows the database's locale, ASCII
+only under ``C``, and per character elsewhere, unlike Python for a final
+sigma or "İ"). SQLite gets ``gateway_lower``, Python's own ``str.lower()``
+registered as a deterministic function on every connection; PostgreSQL gets
+``lower(x COLLATE "und-x-icu")``, ICU's default lowercase mapping, which is
+Unicode's, the same as Python's whatever the database's locale (PostgreSQL
+built with ICU, as every packaged build is). Not ``casefold()``: PostgreSQL
+has none before version 18, and the stored keys are lower-cased, so
+"straße" matches "STRAßE" but not "STRASSE". The builtin ``lower()`` stays
+as it is: expression indexes (migration 0010) are built on it.
 """
 
 from __future__ import annotations
 
+import sqlite3
+
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from gateway.db.models import Group, GroupMember, User
@@ -26,6 +44,25 @@ from gateway.scim.schemas import ResolvedPath
 from gateway.scim.storage import Unsupported
 
 STRING_TYPES = ("string", "reference", "binary")
+
+#: The SQLite function that lower-cases as Python does (see the module docstring).
+SQLITE_LOWER = "gateway_lower"
+#: PostgreSQL's ICU root collation: its lower() is Unicode's default mapping, as Python's.
+ICU_ROOT = "und-x-icu"
+
+
+def _python_lower(value):
+    # SQLite's lower() answers text for a number too; so does this.
+    if value is None or isinstance(value, str):
+        return value.lower() if value is not None else None
+    return str(value)
+
+
+@event.listens_for(sa.pool.Pool, "connect")
+def _register_sqlite_lower(dbapi_connection, _record) -> None:
+    """Every SQLite connection, of any engine, gets :data:`SQLITE_LOWER`."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.create_function(SQLITE_LOWER, 1, _python_lower, deterministic=True)
 
 
 class _Dialect:
@@ -90,6 +127,12 @@ class _Dialect:
             return element.c.value.op("#>>")(sa.literal([], ARRAY(sa.Text)))
         return element.c.value
 
+    def lower(self, text):
+        """``text`` lower-cased as Python's ``str.lower()`` lower-cases (see the module docstring)."""
+        if self.pg:
+            return sa.func.lower(sa.collate(sa.type_coerce(text, sa.Text), ICU_ROOT))
+        return getattr(sa.func, SQLITE_LOWER)(text)
+
     def contains(self, text, value):
         return (sa.func.strpos(text, value) if self.pg else sa.func.instr(text, value)) > 0
 
@@ -105,7 +148,7 @@ def _compare(d: _Dialect, expr, op: str, value, case_exact: bool, kind: str):
     if kind in STRING_TYPES or kind == "open":
         value = str(value)
         if not case_exact:
-            expr, value = sa.func.lower(expr), value.lower()
+            expr, value = d.lower(expr), value.lower()
     value_param = sa.literal(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else value
     if op == "eq":
         return expr == value_param
@@ -295,7 +338,7 @@ class Translator:
         else:
             expr = self.d.json_text(self.model.scim_data, self.keys(path))
             if not path.leaf.case_exact and _kind(path) in (*STRING_TYPES, "open"):
-                expr = sa.func.lower(expr)
+                expr = self.d.lower(expr)
         expr = expr.desc() if descending else expr.asc()
         # The id breaks ties, so pages never overlap or skip.
         return [expr, self.model.id]
