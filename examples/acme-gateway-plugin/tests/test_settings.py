@@ -12,8 +12,8 @@ from gateway import ConfigError
         ({"acme.event_file": "/tmp/x.jsonl"}, 'acme.event_file: unknown setting (did you mean "acme.events_file"?)'),
         ({"acme.contractor_domains": "not a domain!"},
          'acme.contractor_domains: expected email domains such as contractors.acme.example, got "not a domain!"'),
-        ({"acme.levels": "senior"},
-         'acme.levels: expected one "title words = level" per line, got "senior", got "senior"'),
+        ({"acme.levels": "engineer = tech\nsenior"},
+         'acme.levels: expected one "title words = level" per line, got "senior"'),
         ({"acme.events_file": "/no/such/folder/events.jsonl"},
          "acme.events_file: expected a file in an existing folder the gateway may write to"),
     ],
@@ -22,6 +22,7 @@ def test_a_bad_setting_stops_start_up(gateway_make_app, settings, message):
     with pytest.raises(ConfigError) as info:
         gateway_make_app(**settings)
     assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
 
 
 def test_the_plugin_stays_off_unless_named(gateway_make_app, gateway_sign_in):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 
-from gateway import hookimpl
+from gateway import ConfigError, hookimpl
 from gateway.interfaces import PluginSetting
 from gateway.settings import parse_names, parse_words
 
@@ -65,7 +65,8 @@ def parse_levels(raw: str) -> tuple[tuple[re.Pattern, str], ...]:
             continue
         words, sep, level = (part.strip() for part in line.partition("="))
         if not sep or not words:
-            raise ValueError(f'expected one "title words = level" per line, got "{line}"')
+            # A ValueError would quote the whole table: name the one bad line instead.
+            raise ConfigError(f'{LEVELS}: expected one "title words = level" per line, got "{line}"')
         pattern = r"\b" + r"\s+".join(re.escape(w) for w in words.split()) + r"\b"
         table.append((re.compile(pattern, re.IGNORECASE), parse_level(level)))
     if not table:
