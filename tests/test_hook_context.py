@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gateway import hookimpl
 from gateway.interfaces import HookContext
 from gateway.testing.events import EventRecorder
 from gateway.testing.saml import GROUPS
+
+
+@pytest.fixture
+def gateway_database_url(database_url):
+    """SQLite, then PostgreSQL (tests/conftest.py)."""
+    return database_url
 
 
 class Spy:

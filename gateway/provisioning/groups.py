@@ -15,12 +15,15 @@ what to do (a SAML service provider cannot call Microsoft Graph).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 import zope.sqlalchemy
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..db.models import Group, GroupMember, User, new_id, utcnow
+from ..events import fire_group
+from ..interfaces import GroupEvent, HookContext
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +46,15 @@ def _insert(dbsession, model):
     return (postgresql if dialect == "postgresql" else sqlite).insert(model)
 
 
-def groups_for_claim(dbsession, values: tuple[str, ...]) -> list[str]:
+def groups_for_claim(dbsession, values: tuple[str, ...], *, created: list | None = None) -> list[str]:
     """Ids of the groups named by these claim values, creating the missing ones.
 
     A value matches a group by external id (Entra's object id) or, for
     tenants that emit names, by display name, case-insensitively. A new group
     gets the value as both: Entra sends no group names, and an admin may list
     the object id in ``gateway.admin_groups`` or ``forward_auth.rules``.
+    ``created`` receives ``(id, display name)`` of each group this call
+    created (not one a racing sign-in created first).
     """
     if not values:
         return []
@@ -69,7 +74,7 @@ def groups_for_claim(dbsession, values: tuple[str, ...]) -> list[str]:
         now = utcnow()
         # ON CONFLICT DO NOTHING: two first sign-ins racing to create the same
         # group both succeed, and the second reads the first one's row below.
-        dbsession.execute(
+        inserted = dbsession.execute(
             _insert(dbsession, Group)
             .values(
                 [
@@ -87,7 +92,11 @@ def groups_for_claim(dbsession, values: tuple[str, ...]) -> list[str]:
                 ]
             )
             .on_conflict_do_nothing()
-        )
+            .returning(Group.id, Group.display_name)
+        ).all()
+        if created is not None:
+            order = {v[:512]: i for i, v in enumerate(missing)}
+            created.extend((row.id, row.display_name) for row in sorted(inserted, key=lambda r: order.get(r.display_name, 0)))
         for row in dbsession.execute(
             sa.select(Group.id, Group.display_name_key).where(Group.display_name_key.in_([v.lower() for v in missing]))
         ):
@@ -97,8 +106,9 @@ def groups_for_claim(dbsession, values: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(found[v] for v in values if v in found))
 
 
-def set_memberships(dbsession, user_id: str, group_ids: list[str]) -> bool:
-    """Make the user's memberships exactly ``group_ids``; True when anything changed."""
+def set_memberships(dbsession, user_id: str, group_ids: list[str]) -> tuple[list[str], list[str]]:
+    """Make the user's memberships exactly ``group_ids``; the ids of the groups (joined, in the
+    order given; left)."""
     current = set(dbsession.scalars(sa.select(GroupMember.group_id).where(GroupMember.user_id == user_id)))
     wanted = set(group_ids)
     gone, new = current - wanted, wanted - current
@@ -116,7 +126,21 @@ def set_memberships(dbsession, user_id: str, group_ids: list[str]) -> bool:
         )
     if gone or new:
         zope.sqlalchemy.mark_changed(dbsession)
-    return bool(gone or new)
+    return [g for g in dict.fromkeys(group_ids) if g in new], sorted(gone)
+
+
+@dataclass(frozen=True)
+class ClaimSync:
+    """What a sign-in's groups claim changed: the groups it created ``(id, display
+    name)``, and the ids of the groups the user joined and left. True when the
+    user's memberships changed."""
+
+    created: tuple[tuple[str, str], ...] = ()
+    joined: tuple[str, ...] = ()
+    left: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.joined or self.left)
 
 
 def claims_own_groups(settings, user: User) -> bool:
@@ -124,14 +148,44 @@ def claims_own_groups(settings, user: User) -> bool:
     return not scim_enabled(settings) or user.provisioned_by == "saml"
 
 
-def sync_groups_from_claims(request, user: User, identity) -> bool:
-    """For a user created at first sign-in, set their groups from the claim; True if changed."""
+def sync_groups_from_claims(request, user: User, identity) -> ClaimSync:
+    """For a user created at first sign-in, set their groups from the claim; what changed."""
     if not claims_own_groups(request.registry.gateway_settings, user):
-        return False
+        return ClaimSync()
     if not identity.groups and (identity.profile or {}).get("groups_link"):
         log.warning(OVERAGE_WARNING, user.user_name, request.correlation_id)
-        return False
-    return set_memberships(request.dbsession, user.id, groups_for_claim(request.dbsession, identity.groups))
+        return ClaimSync()
+    created: list[tuple[str, str]] = []
+    group_ids = groups_for_claim(request.dbsession, identity.groups, created=created)
+    joined, left = set_memberships(request.dbsession, user.id, group_ids)
+    return ClaimSync(tuple(created), tuple(joined), tuple(left))
+
+
+def announce_claim_groups(request, user: User, sync: ClaimSync) -> None:
+    """Fire the group events of what a sign-in's claim changed: ``created``, then
+    ``members_added`` / ``members_removed`` naming the user (actor
+    ``user:<userName>``, source ``saml``), as a SCIM group write fires them."""
+    if not (sync.created or sync):
+        return
+    hook = request.registry.pm.hook
+    if not (hook.gateway_group_event.get_hookimpls() or hook.gateway_event_committed.get_hookimpls()):
+        return  # nobody listens: no read of the groups' names
+    names = dict(request.dbsession.execute(
+        sa.select(Group.id, Group.display_name).where(Group.id.in_([*sync.joined, *sync.left]))
+    ).all())
+    context = HookContext.of(request)
+
+    def fire(type_: str, group_id: str, name: str | None, user_ids: tuple[str, ...] = ()) -> None:
+        fire_group(context, GroupEvent(type=type_, group_id=group_id, display_name=name,
+                                       actor=f"user:{user.user_name}", source="saml",
+                                       correlation_id=request.correlation_id, user_ids=user_ids))
+
+    for group_id, name in sync.created:
+        fire("created", group_id, name)
+    for group_id in sync.joined:
+        fire("members_added", group_id, names.get(group_id), (user.id,))
+    for group_id in sync.left:
+        fire("members_removed", group_id, names.get(group_id), (user.id,))
 
 
 # ------------------------------------------------------------------ admins

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from ..db.models import Group, GroupMember, User, utcnow
 from ..events import fire_user
 from ..interfaces import Decision, HookContext, Identity, UserEvent
-from .groups import refresh_admin, sync_groups_from_claims
+from .groups import announce_claim_groups, refresh_admin, sync_groups_from_claims
 from .policy import DEACTIVATED
 from .profile import profile_from_saml, scim_resource_from_saml, sync_profile_from_saml
 
@@ -227,7 +227,7 @@ def sign_in(request, identity: Identity) -> SignInResult:
         # subject so later sign-ins match on it alone, whatever their UPN becomes.
         user.idp_subject = identity.subject
     changed = sync_profile_from_saml(request, user, identity)
-    sync_groups_from_claims(request, user, identity)
+    groups = sync_groups_from_claims(request, user, identity)
     if refresh_admin(request, user):
         changed += ("is_admin",)
     user.last_sign_in_at = utcnow()
@@ -236,6 +236,7 @@ def sign_in(request, identity: Identity) -> SignInResult:
         fire(request, "created", user.id, user.user_name)
     elif changed:
         fire(request, "updated", user.id, user.user_name, changed=changed)
+    announce_claim_groups(request, user, groups)
     fire(request, "signed_in", user.id, user.user_name)
     return SignInResult(user, decision, created)
 

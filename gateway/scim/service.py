@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import audit
 from ..provisioning import refresh_admins_after_group_write, sync_profile_from_scim
+from ..provisioning.recheck import MembershipChange, asks_again, group_names, membership_refusals, write_refusal
 from ..sessions import end_sessions_for_user
 from ..events import fire_group, fire_user
 from ..interfaces import GroupEvent, HookContext, Identity, UserEvent
@@ -140,9 +141,11 @@ class ScimService:
         )
 
     def _group_listeners(self) -> bool:
-        """Whether any plugin listens to group events (membership diffs cost a read otherwise saved)."""
+        """Whether any plugin needs membership diffs (they cost a read otherwise saved): a
+        listener to group events, or a policy to ask again about the users they concern."""
         hook = self.request.registry.pm.hook
-        return bool(hook.gateway_group_event.get_hookimpls() or hook.gateway_event_committed.get_hookimpls())
+        return bool(hook.gateway_group_event.get_hookimpls() or hook.gateway_event_committed.get_hookimpls()
+                    or asks_again(self.request.registry))
 
     def _group_event(self, type_: str, group_id: str, display_name: str | None, user_ids=(), changed=()) -> None:
         if type_ in ("members_added", "members_removed") and not user_ids:
@@ -224,6 +227,14 @@ class ScimService:
     def _write_user(self, old: Record, data: dict, action: str) -> Record:
         if data.get("userName") != old.data.get("userName") and not self.settings.allow_username_change:
             raise bad_request(
+        user_name = data.get("userName")
+        was_active, is_active = old.data.get("active", True) is not False, data.get("active", True) is not False
+        refused = write_refusal(HookContext.of(self.request), old.id, identity_from(old.data), identity_from(data),
+                                was_active, is_active)
+        if refused is not None and not was_active:
+            # A reactivation admits someone again: refused like a create, nothing written.
+            self._event("denied", old.id, user_name, reason=refused)
+            raise ScimError(403, refused)
                 "mutability", "userName cannot be changed (scim.allow_username_change is off)"
             )
         check_limits(data, "User")
@@ -232,13 +243,26 @@ class ScimService:
             return old
         record = self._storage(self.storage.replace_user, old.id, data)
         sync_profile_from_scim(self.request, old.id, data, old.data)
-        user_name = data.get("userName")
         self._audit(action, "user", old.id, user_name, changed=list(changed))
-        was_active, is_active = old.data.get("active", True) is not False, data.get("active", True) is not False
         others = tuple(c for c in changed if c != "active")
         if others:
+        if refused is not None:
+            # Stored all the same (the directory mirrors Entra); access ends.
+            self._refused(old.id, user_name, refused)
             self._event("updated", old.id, user_name, others)
         if was_active and not is_active:
+    def _refused(self, user_id: str, user_name: str | None, reason: str) -> None:
+        """The policy now refuses a user a write kept: their sessions end (and sign-ins ask it again)."""
+        ended = end_sessions_for_user(self.request.dbsession, user_id)
+        if ended:
+            self._audit("scim.user.sessions_ended", "user", user_id, user_name, reason=reason, sessions=ended)
+            self._event("denied", user_id, user_name, reason=reason)
+
+    def _recheck_members(self, change: MembershipChange) -> None:
+        """After a group write: end the sessions of the users it concerns whom the policy now refuses."""
+        for user_id, user_name, reason in membership_refusals(HookContext.of(self.request), change):
+            self._refused(user_id, user_name, reason)
+
             end_user_sessions(self.request.dbsession, old.id)
             self._event("deactivated", old.id, user_name)
         elif is_active and not was_active:
@@ -268,6 +292,7 @@ class ScimService:
 
     def create_group(self, body: Any) -> Record:
         data, members = normalize(body, self.types["Group"])
+        self._recheck_members(MembershipChange(frozenset(), group_names(data), joined=tuple(dict.fromkeys(members or []))))
         check_limits(data, "Group")
         record = self._storage(self.storage.create_group, data, members or [])
         self._audit("scim.group.create", "group", record.id, data["displayName"], members=len(members or []))
@@ -289,6 +314,8 @@ class ScimService:
         check_limits(data, "Group")
         if data != old.data:
             self._storage(self.storage.replace_group, group_id, data)
+        self._recheck_members(MembershipChange(group_names(old.data), group_names(data), tuple(added), tuple(removed),
+                                               lambda: self._member_ids(group_id)))
             self._group_event("updated", group_id, data["displayName"], changed=changed_attributes(old.data, data))
         # PUT replaces the whole resource: members not sent are removed.
         added, removed = self._change_members(group_id, [("set", members or [])])
@@ -324,6 +351,8 @@ class ScimService:
             group_id,
             result.data.get("displayName"),
             changed=list(changed_attributes(old.data, result.data)),
+        self._recheck_members(MembershipChange(group_names(old.data), group_names(result.data), tuple(added),
+                                               tuple(removed), lambda: self._member_ids(group_id)))
             members_added=len(added) or None,
             members_removed=len(removed) or None,
             members_replaced=any(c == "set" for c, _ in result.member_changes) or None,
@@ -346,6 +375,8 @@ class ScimService:
             "group",
             group_id,
             record.data.get("displayName"),
+        names = group_names(record.data)
+        self._recheck_members(MembershipChange(names, names, tuple(added), tuple(removed)))
             changed=[],
             members_added=len(added) or None,
             members_removed=len(removed) or None,
@@ -382,10 +413,13 @@ class ScimService:
                 after = dict.fromkeys(ids)
                 note(added, removed, [i for i in after if i not in set(before)])
                 note(removed, added, [i for i in before if i not in after])
+        # Its members lose it: read them first when a policy is to be asked about them.
+        members = tuple(self._member_ids(group_id)) if asks_again(self.request.registry) else ()
             else:
                 self._storage(self.storage.set_members, group_id, ids)
         return list(added), list(removed)
 
+        self._recheck_members(MembershipChange(group_names(old.data), frozenset(), left=members))
     def delete_group(self, group_id: str) -> None:
         old = self._locked_group(group_id)
         self._storage(self.storage.delete_group, group_id)

@@ -5,6 +5,11 @@ without one, a userName that looks like one) is not at a domain of
 ``allowed_domains.domains`` is refused with a message naming the domains.
 Subdomains are not included: list each one. Everyone else is left to the
 next policy (None), so the provisioning mode still applies.
+
+The core asks again when SCIM changes someone's email or userName, or
+reactivates them: a reactivation at another domain is refused like a
+create, and an active user whose address moves to another domain is stored
+as Entra says but loses their sessions and cannot sign in.
 """
 
 from __future__ import annotations

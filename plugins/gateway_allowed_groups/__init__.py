@@ -4,9 +4,18 @@ An example policy plugin. ``allowed_groups.groups`` lists group display
 names or external ids (Entra object ids), quoted when a name has spaces. A
 SAML sign-in is allowed when the person is in one of them, by the ``groups``
 claim of this sign-in or by the memberships stored for them (SCIM groups);
-otherwise it is refused with a message. SCIM creates are left alone (None):
-a user has no groups before Entra adds them, and Entra's own scoping
-("Sync only assigned users and groups") is the SCIM-side filter.
+otherwise it is refused with a message.
+
+Over SCIM it judges only a change that takes someone out of every allowed
+group (their stored groups before it, ``user["groups"]``, had one; after
+it, ``identity.groups``, none): a member removed, a group deleted or
+renamed. The person keeps their account, as Entra says, but loses their
+sessions, and their sign-ins are refused until they are in an allowed group
+again. SCIM creates and reactivations are left alone (None): a user has no
+groups before Entra adds them, and Entra's own scoping ("Sync only assigned
+users and groups") is the SCIM-side filter. A person allowed by the claim
+alone (a tenant that provisions users but not groups) is never refused over
+SCIM.
 
 Names are compared case-insensitively, ids exactly as Entra sends them.
 When Entra's group overage replaces the groups claim, only stored
@@ -40,10 +49,18 @@ def gateway_pyramid_configure(config):
     config.registry.allowed_groups = config.registry.plugin_settings[KEY]
 
 
+def _allowed(allowed: frozenset[str], groups) -> bool:
+    return any(g.lower() in allowed for g in groups)
+
+
 @hookimpl
 def gateway_provisioning_decide(context, identity, user, source):
-    if source != "saml":
-        return None
     allowed = context.registry.allowed_groups
-    theirs = {g.lower() for g in identity.groups} | {g.lower() for g in (user or {}).get("groups", ())}
-    return None if theirs & allowed else Decision.deny(DENIED)
+    if source == "scim":
+        if user is None or not user.get("active", True):
+            return None  # a create or a reactivation
+        left = _allowed(allowed, user.get("groups", ())) and not _allowed(allowed, identity.groups)
+        return Decision.deny(DENIED) if left else None
+    if _allowed(allowed, identity.groups) or _allowed(allowed, (user or {}).get("groups", ())):
+        return None
+    return Decision.deny(DENIED)

@@ -2,9 +2,12 @@
 
 An example policy plugin. It wraps the provisioning decision rather than
 answering it: whatever the other policies decide stands, except that a
-``create`` (a first sign-in in ``first_login`` mode, or a SCIM POST) is
-turned into a refusal once the active users reach the limit. Existing users
-keep signing in, and deactivating someone frees a seat.
+``create`` (a first sign-in in ``first_login`` mode, or a SCIM POST) or a
+SCIM reactivation (``user["active"]`` False: the write makes them active) is
+turned into a refusal once the active users reach the limit; Entra's
+reactivation then fails with the message, nothing changed, and succeeds at a
+later cycle once a seat is free. Existing users keep signing in, and
+deactivating someone frees a seat.
 
 The count runs in the request's own transaction. Two creates racing for the
 last seat may both pass; a limit that must hold under races belongs in the
@@ -43,7 +46,10 @@ def gateway_pyramid_configure(config):
 @hookimpl(wrapper=True)
 def gateway_provisioning_decide(context, identity, user, source):
     decision = yield
-    if decision is None or decision.action != "create":
+    if decision is None or decision.action == "deny":
+        return decision
+    reactivation = source == "scim" and user is not None and not user.get("active", True)
+    if decision.action != "create" and not reactivation:
         return decision
     limit = context.registry.seat_limit_max_users
     active = context.dbsession.scalar(sa.select(sa.func.count()).select_from(User).where(User.active.is_(True)))
