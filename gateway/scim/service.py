@@ -227,6 +227,12 @@ class ScimService:
     def _write_user(self, old: Record, data: dict, action: str) -> Record:
         if data.get("userName") != old.data.get("userName") and not self.settings.allow_username_change:
             raise bad_request(
+                "mutability", "userName cannot be changed (scim.allow_username_change is off)"
+            )
+        check_limits(data, "User")
+        changed = changed_attributes(old.data, data)
+        if not changed:
+            return old
         user_name = data.get("userName")
         was_active, is_active = old.data.get("active", True) is not False, data.get("active", True) is not False
         refused = write_refusal(HookContext.of(self.request), old.id, identity_from(old.data), identity_from(data),
@@ -235,22 +241,22 @@ class ScimService:
             # A reactivation admits someone again: refused like a create, nothing written.
             self._event("denied", old.id, user_name, reason=refused)
             raise ScimError(403, refused)
-                "mutability", "userName cannot be changed (scim.allow_username_change is off)"
-            )
-        check_limits(data, "User")
-        changed = changed_attributes(old.data, data)
-        if not changed:
-            return old
         record = self._storage(self.storage.replace_user, old.id, data)
         sync_profile_from_scim(self.request, old.id, data, old.data)
         self._audit(action, "user", old.id, user_name, changed=list(changed))
         others = tuple(c for c in changed if c != "active")
         if others:
+            self._event("updated", old.id, user_name, others)
+        if was_active and not is_active:
+            end_user_sessions(self.request.dbsession, old.id)
+            self._event("deactivated", old.id, user_name)
+        elif is_active and not was_active:
+            self._event("reactivated", old.id, user_name)
         if refused is not None:
             # Stored all the same (the directory mirrors Entra); access ends.
             self._refused(old.id, user_name, refused)
-            self._event("updated", old.id, user_name, others)
-        if was_active and not is_active:
+        return record
+
     def _refused(self, user_id: str, user_name: str | None, reason: str) -> None:
         """The policy now refuses a user a write kept: their sessions end (and sign-ins ask it again)."""
         ended = end_sessions_for_user(self.request.dbsession, user_id)
@@ -262,12 +268,6 @@ class ScimService:
         """After a group write: end the sessions of the users it concerns whom the policy now refuses."""
         for user_id, user_name, reason in membership_refusals(HookContext.of(self.request), change):
             self._refused(user_id, user_name, reason)
-
-            end_user_sessions(self.request.dbsession, old.id)
-            self._event("deactivated", old.id, user_name)
-        elif is_active and not was_active:
-            self._event("reactivated", old.id, user_name)
-        return record
 
     def replace_user(self, user_id: str, body: Any) -> Record:
         old = self._locked_user(user_id)
@@ -292,13 +292,13 @@ class ScimService:
 
     def create_group(self, body: Any) -> Record:
         data, members = normalize(body, self.types["Group"])
-        self._recheck_members(MembershipChange(frozenset(), group_names(data), joined=tuple(dict.fromkeys(members or []))))
         check_limits(data, "Group")
         record = self._storage(self.storage.create_group, data, members or [])
         self._audit("scim.group.create", "group", record.id, data["displayName"], members=len(members or []))
         refresh_admins_after_group_write(self.request, record.id, None, data)
         self._group_event("created", record.id, data["displayName"])
         self._group_event("members_added", record.id, data["displayName"], dict.fromkeys(members or []))
+        self._recheck_members(MembershipChange(frozenset(), group_names(data), joined=tuple(dict.fromkeys(members or []))))
         return record
 
     def _locked_group(self, group_id: str) -> Record:
@@ -314,14 +314,14 @@ class ScimService:
         check_limits(data, "Group")
         if data != old.data:
             self._storage(self.storage.replace_group, group_id, data)
-        self._recheck_members(MembershipChange(group_names(old.data), group_names(data), tuple(added), tuple(removed),
-                                               lambda: self._member_ids(group_id)))
             self._group_event("updated", group_id, data["displayName"], changed=changed_attributes(old.data, data))
         # PUT replaces the whole resource: members not sent are removed.
         added, removed = self._change_members(group_id, [("set", members or [])])
         self._audit("scim.group.replace", "group", group_id, data["displayName"], members=len(members or []))
         refresh_admins_after_group_write(self.request, group_id, old.data, data)
         self._member_events(group_id, data["displayName"], added, removed)
+        self._recheck_members(MembershipChange(group_names(old.data), group_names(data), tuple(added), tuple(removed),
+                                               lambda: self._member_ids(group_id)))
         return self.get("Group", group_id)
 
     def _member_events(self, group_id: str, display_name: str | None, added: list[str], removed: list[str]) -> None:
@@ -351,14 +351,14 @@ class ScimService:
             group_id,
             result.data.get("displayName"),
             changed=list(changed_attributes(old.data, result.data)),
-        self._recheck_members(MembershipChange(group_names(old.data), group_names(result.data), tuple(added),
-                                               tuple(removed), lambda: self._member_ids(group_id)))
             members_added=len(added) or None,
             members_removed=len(removed) or None,
             members_replaced=any(c == "set" for c, _ in result.member_changes) or None,
         )
         refresh_admins_after_group_write(self.request, group_id, old.data, result.data)
         self._member_events(group_id, result.data.get("displayName"), added, removed)
+        self._recheck_members(MembershipChange(group_names(old.data), group_names(result.data), tuple(added),
+                                               tuple(removed), lambda: self._member_ids(group_id)))
         return self.get("Group", group_id, with_members=False)
 
     def _patch_members(self, group_id: str, member_changes) -> Record:
@@ -375,14 +375,14 @@ class ScimService:
             "group",
             group_id,
             record.data.get("displayName"),
-        names = group_names(record.data)
-        self._recheck_members(MembershipChange(names, names, tuple(added), tuple(removed)))
             changed=[],
             members_added=len(added) or None,
             members_removed=len(removed) or None,
         )
         refresh_admins_after_group_write(self.request, group_id, record.data, record.data)
         self._member_events(group_id, record.data.get("displayName"), added, removed)
+        names = group_names(record.data)
+        self._recheck_members(MembershipChange(names, names, tuple(added), tuple(removed)))
         return record
 
     def _change_members(self, group_id: str, member_changes) -> tuple[list[str], list[str]]:
@@ -413,16 +413,16 @@ class ScimService:
                 after = dict.fromkeys(ids)
                 note(added, removed, [i for i in after if i not in set(before)])
                 note(removed, added, [i for i in before if i not in after])
-        # Its members lose it: read them first when a policy is to be asked about them.
-        members = tuple(self._member_ids(group_id)) if asks_again(self.request.registry) else ()
             else:
                 self._storage(self.storage.set_members, group_id, ids)
         return list(added), list(removed)
 
-        self._recheck_members(MembershipChange(group_names(old.data), frozenset(), left=members))
     def delete_group(self, group_id: str) -> None:
         old = self._locked_group(group_id)
+        # Its members lose it: read them first when a policy is to be asked about them.
+        members = tuple(self._member_ids(group_id)) if asks_again(self.request.registry) else ()
         self._storage(self.storage.delete_group, group_id)
         self._audit("scim.group.delete", "group", group_id, old.data.get("displayName"))
         refresh_admins_after_group_write(self.request, group_id, old.data, None)
         self._group_event("deleted", group_id, old.data.get("displayName"))
+        self._recheck_members(MembershipChange(group_names(old.data), frozenset(), left=members))
