@@ -21,7 +21,6 @@ from . import hookspecs
 from .errors import ConfigError
 
 
-
 class GatewayPluginManager(pluggy.PluginManager):
     def parse_hookimpl_opts(self, plugin: Any, name: str):
         opts = super().parse_hookimpl_opts(plugin, name)
@@ -69,16 +68,26 @@ def build_plugin_manager(settings) -> GatewayPluginManager:
             raise ConfigError(f'gateway.plugins: "{name}" cannot be registered: {exc}') from None
         except pluggy.PluginValidationError as exc:
             raise ConfigError(f'gateway.plugins: plugin "{name}" is invalid: {exc}') from None
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        plugin_name = pm.get_name(exc.plugin) or repr(exc.plugin)
-        hook = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
-        raise ConfigError(
-            f'gateway.plugins: plugin "{plugin_name}" implements "{hook}", which is not a gateway hook'
-            " (see gateway/hookspecs.py for the names)"
-        ) from None
+    _refuse_unknown_hooks(pm)
     return pm
+
+
+def _refuse_unknown_hooks(pm: GatewayPluginManager) -> None:
+    """pluggy's ``check_pending``, naming the plugin and the hook from pluggy's
+    public API (its exception carries only the plugin, the hook is in its text)."""
+    for plugin in pm.get_plugins():
+        for caller in pm.get_hookcallers(plugin) or ():
+            if caller.has_spec():
+                continue
+            if any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls()):
+                raise ConfigError(
+                    f'gateway.plugins: plugin "{pm.get_name(plugin)}" implements "{caller.name}", which is not a'
+                    " gateway hook (see gateway/hookspecs.py for the names)"
+                )
+    try:
+        pm.check_pending()  # anything else pluggy refuses, in its own words
+    except pluggy.PluginValidationError as exc:
+        raise ConfigError(f"gateway.plugins: {' '.join(str(exc).split())}") from None
 
 
 def collect(hook_results: list[list[Any]], what: str) -> dict[str, Any]:

@@ -399,7 +399,7 @@ class SessionSecurityPolicy:
 
 
 def includeme(config):
-    from .db.fastread import FastSelect, read_engine
+    from .db.prepared import FastSelect, read_engine
 
     from .identity_cache import IdentityCache, attach
 

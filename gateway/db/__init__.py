@@ -13,7 +13,6 @@ import time
 import sqlalchemy as sa
 import pyramid_tm
 import zope.sqlalchemy
-from pyramid.tweens import EXCVIEW
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -128,12 +127,13 @@ def request_dbsession(request) -> Session:
 
 def get_tm_session(session_factory: sessionmaker, transaction_manager, request=None) -> Session:
     """A session joined to ``transaction_manager``: it commits or aborts with it."""
-    from .tm import TM_KEY, is_registered
+    from .tm import EVENTS_KEY, TM_KEY, is_registered, join
 
     if is_registered(session_factory):
-        return session_factory(info={"request": request, TM_KEY: transaction_manager})
+        return session_factory(info=join({"request": request}, transaction_manager))
     dbsession = session_factory(info={"request": request})
-    zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
+    events = zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
+    dbsession.info.update({TM_KEY: transaction_manager, EVENTS_KEY: events})
     return dbsession
 
 
@@ -172,10 +172,12 @@ def includeme(config):
     settings["tm.annotate_user"] = "false"
     # Forward-auth only reads, through its own pooled connection: no transaction to manage.
     settings["tm.activate_hook"] = "gateway.db.needs_transaction"
-    # pyramid_tm's includeme, less its add_request_method: request.tm is a
-    # property of gateway.request.GatewayRequest (see there for why).
-    config.add_tween("pyramid_tm.tm_tween_factory", over=EXCVIEW)
-    config.add_view_predicate("tm_active", pyramid_tm.TMActivePredicate)
+    config.include("pyramid_tm")
+    # request.tm is a property of gateway.request.GatewayRequest (see there
+    # for why), not pyramid_tm's request method: this registration, with no
+    # callable, overrides pyramid_tm's (the includer's action wins a conflict
+    # with its include's), so Pyramid adds nothing to the request.
+    config.add_request_method(None, name="tm")
     config.include("pyramid_retry")
 
     engine = create_engine(config.registry.gateway_settings.database_url, checkpoint_in_background=True)

@@ -1,23 +1,34 @@
-"""Prebuilt statements run straight on the DBAPI cursor of a SQLAlchemy connection.
+"""Prebuilt statements run straight on the DBAPI cursor of a pooled connection.
 
-:mod:`gateway.db.fastread` runs one SELECT on a pooled autocommit
-connection; this runs any statement (SELECT, INSERT, UPDATE, DELETE, with
-RETURNING) on a connection the caller already holds, typically the one of
-the request's session, so it joins the request's transaction. The statement
-is compiled once per dialect, and values go through the column types' own
-bind and result processors, so they are stored and come back exactly as
-with ``connection.execute`` (aware UTC datetimes, JSON, booleans); what is
+The gateway's one way past SQLAlchemy's per-statement work: a statement is
+compiled once per dialect, and values go through the column types' own bind
+and result processors, so they are stored and come back exactly as with
+``connection.execute`` (aware UTC datetimes, JSON, booleans); what is
 skipped is SQLAlchemy's per-execution work (cache key, execution context,
-result object), which costs more than the statement on SQLite.
+result object), which costs more than the statement on SQLite. Two ways to
+run one:
+
+- :meth:`Prepared.execute` runs any statement (SELECT, INSERT, UPDATE,
+  DELETE, with RETURNING) on a connection the caller already holds,
+  typically the one of the request's session, so it joins the request's
+  transaction (:func:`session_connection`).
+- :meth:`Prepared.read` runs one SELECT alone on a pooled connection of a
+  :func:`read_engine` (autocommit, no ping), for the hot read paths that
+  need no transaction: forward-auth's "who is this session?" and the SCIM
+  token check. A pooled connection that fails is thrown away and the read
+  retried once on a fresh one.
 
 Rules: bind parameters are named (``sa.bindparam("name")``); no ``IN``
 lists (expanding parameters). DBAPI errors come back as SQLAlchemy's
 exceptions (``sa.exc.IntegrityError`` ...), as from ``connection.execute``,
 so callers and the transaction manager's retry policy see what they would.
+Only public SQLAlchemy API is used (``Compiled.binds`` and ``positiontup``,
+``TypeEngine.bind_processor`` and ``result_processor``, ``PoolProxiedConnection``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import namedtuple
 from typing import Any
@@ -25,6 +36,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from .sqlite_writer import before_write
+
+log = logging.getLogger(__name__)
+
+
+def read_engine(url: str) -> sa.Engine:
+    """An engine for :meth:`Prepared.read`: autocommit (no BEGIN/ROLLBACK round
+    trips around a single SELECT), no ping (a second round trip per request),
+    no reset on return."""
+    from gateway.db import create_engine
+
+    return create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_reset_on_return=None)
 
 
 class _Compiled:
@@ -128,6 +150,29 @@ class Prepared:
     def rows(self, connection: sa.Connection, values: dict[str, Any]) -> list:
         return self.execute(connection, values)[0]
 
+    def read(self, engine: sa.Engine, values: dict[str, Any]) -> list:
+        """Run this SELECT alone on a pooled connection of ``engine`` (a
+        :func:`read_engine`): its rows, as named tuples."""
+        compiled = self.compiled(engine.dialect)
+        params = compiled.params(values)
+        error = compiled.dialect.loaded_dbapi.Error
+        for attempt in (1, 2):
+            pooled = engine.raw_connection()
+            try:
+                cursor = _cursor(pooled)
+                cursor.execute(compiled.sql, params)
+                raw = cursor.fetchall()
+            except error as exc:
+                pooled.invalidate()
+                if attempt == 2:
+                    raise sa.exc.DBAPIError.instance(compiled.sql, params, exc, error, dialect=compiled.dialect) from exc
+                log.warning("a read failed on a pooled connection; retrying on a fresh one", exc_info=True)
+                continue
+            finally:
+                pooled.close()
+            return compiled.convert(raw) if raw else []
+        raise AssertionError("unreachable")
+
     def execute_many(self, connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
         """Run a writing statement (no RETURNING) once per row, with the driver's
         ``executemany`` (psycopg pipelines it; sqlite3 loops in C): the
@@ -148,14 +193,25 @@ class Prepared:
 def session_connection(dbsession, *, write: bool = False) -> sa.Connection:
     """The connection of ``dbsession``'s transaction (begun if need be).
 
-    ``write``: tell zope.sqlalchemy, when the session is joined to a
-    transaction manager, that it wrote (as its hook does for ORM statements),
-    so the transaction commits instead of rolling back as read-only.
+    ``write``: tell the transaction manager the session is joined to, if
+    any, that it wrote (as zope.sqlalchemy's listener does for ORM
+    statements), so the transaction commits instead of rolling back as
+    read-only.
     """
     connection = dbsession.connection()
     if write:
-        from zope.sqlalchemy import datamanager
+        from .tm import mark_changed
 
-        if datamanager._SESSION_STATE.get(dbsession) is not None:
-            datamanager.mark_changed(dbsession)
+        mark_changed(dbsession)
     return connection
+
+
+class FastSelect:
+    """A :class:`Prepared` SELECT bound to a :func:`read_engine`: ``rows(values)``."""
+
+    def __init__(self, engine: sa.Engine, statement: sa.Select):
+        self.engine = engine
+        self.prepared = Prepared(statement)
+
+    def rows(self, values: dict[str, Any]) -> list:
+        return self.prepared.read(self.engine, values)

@@ -169,11 +169,10 @@ def queue_writers(engine, database: str | None) -> None:
         ticket = connection.__dict__.pop(_HELD, None)
         if ticket is None:
             return
-        pooled = connection.__dict__.get("_dbapi_connection")
-        if pooled is None:  # invalidated: SQLite rolled back when the connection closed
+        if connection.invalidated or connection.closed:  # SQLite rolled back when the connection closed
             lock.release(ticket)
         else:
-            pooled.info[_ENDING] = ticket  # freed by do_commit / do_rollback, after SQLite
+            connection.connection.info[_ENDING] = ticket  # freed by do_commit / do_rollback, after SQLite
 
     event.listen(engine, "commit", _ending)
     event.listen(engine, "rollback", _ending)

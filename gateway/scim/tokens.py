@@ -126,7 +126,7 @@ class TokenVerifier:
     """``registry.scim_tokens``: the live token for a presented one, from memory when the database allows."""
 
     def __init__(self, registry):
-        from ..db.fastread import FastSelect, read_engine
+        from ..db.prepared import FastSelect, read_engine
         from ..identity_cache import attach
 
         self.engine = registry.db_engine

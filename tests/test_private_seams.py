@@ -1,0 +1,100 @@
+"""The gateway's seams with its dependencies: public APIs, and loud failures when they change.
+
+Each test fails when the upstream behaviour the gateway builds on changes:
+zope.sqlalchemy's session listeners (gateway/db/tm.py), pyramid_tm's request
+method that the gateway overrides (gateway/db/__init__.py), and pluggy's unknown
+hooks (gateway/plugins.py).
+"""
+
+import textwrap
+
+import pytest
+import zope.sqlalchemy
+
+from gateway import ConfigError
+from gateway.db import tm
+
+# ---------------------------------------------------------------- zope.sqlalchemy
+
+
+def test_zope_sqlalchemy_listens_to_the_events_the_gateway_relays():
+    tm.check_seam.__wrapped__()
+
+
+def test_the_seam_check_fails_when_register_listens_to_another_event(monkeypatch):
+    def register(session, initial_state="active", transaction_manager=None, keep_session=False):
+        from sqlalchemy import event
+
+        ext = zope.sqlalchemy.ZopeTransactionEvents()
+        for name in tm.SESSION_EVENTS:
+            event.listen(session, name, getattr(ext, name))
+        event.listen(session, "after_soft_rollback", ext.after_flush)
+        return ext
+
+    monkeypatch.setattr(zope.sqlalchemy, "register", register)
+    with pytest.raises(RuntimeError, match="zope.sqlalchemy changed register"):
+        tm.check_seam.__wrapped__()
+
+
+def test_writes_outside_the_orm_commit_with_the_request(gateway_app, gateway_scim):
+    # sqlstore writes with prepared statements, and tells zope.sqlalchemy it
+    # wrote (gateway.db.tm.mark_changed): otherwise the request would roll back as read-only.
+    created = gateway_scim.create_user("seam@example.com")
+    assert gateway_scim.get(f"/Users/{created['id']}").json["userName"] == "seam@example.com"
+    group = gateway_scim.create_group("Seam", members=[created["id"]])
+    assert [m["value"] for m in gateway_scim.get(f"/Groups/{group['id']}").json["members"]] == [created["id"]]
+
+
+# ---------------------------------------------------------------- pyramid_tm
+
+PROBE_PLUGIN = """
+    from gateway import hookimpl
+    from gateway.request import GatewayRequest
+
+    def probe(request):
+        return {
+            "own_class": type(request) is GatewayRequest,
+            "tm_active": request.tm.get().status == "Active",
+            "tm_reified": request.tm is request.tm,
+        }
+
+    @hookimpl
+    def gateway_pyramid_configure(config):
+        config.add_route("probe.index", "/probe")
+        config.add_view(probe, route_name="probe.index", renderer="json")
+"""
+
+
+def test_requests_are_the_gateways_own_class_with_pyramid_tm_included(make_app, plugin_dir):
+    # pyramid_tm's includeme adds request.tm as a request method, which makes
+    # Pyramid build a class per request; gateway.db overrides it with none.
+    (plugin_dir / "gw_test_probe.py").write_text(textwrap.dedent(PROBE_PLUGIN))
+    app = make_app(**{"gateway.plugins": "entra gw_test_probe"})
+    assert app.get("/probe").json == {"own_class": True, "tm_active": True, "tm_reified": True}
+
+
+# ---------------------------------------------------------------- pluggy
+
+
+def test_an_optional_hook_of_a_later_gateway_is_accepted(make_app, plugin_dir):
+    (plugin_dir / "gw_test_optional.py").write_text(textwrap.dedent("""
+        from gateway import hookimpl
+
+        @hookimpl(optionalhook=True)
+        def gateway_from_a_later_version(config):
+            pass
+    """))
+    make_app(**{"gateway.plugins": "entra gw_test_optional"})
+
+
+def test_an_unknown_hook_is_named_with_its_plugin(make_app, plugin_dir):
+    (plugin_dir / "gw_test_unknown.py").write_text(textwrap.dedent("""
+        def gateway_user_evnt(context, event):
+            pass
+    """))
+    with pytest.raises(ConfigError) as info:
+        make_app(**{"gateway.plugins": "entra gw_test_unknown"})
+    assert str(info.value) == (
+        'gateway.plugins: plugin "gw_test_unknown" implements "gateway_user_evnt", which is not a gateway hook'
+        " (see gateway/hookspecs.py for the names)"
+    )
