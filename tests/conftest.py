@@ -229,16 +229,50 @@ def base_settings():
     }
 
 
+#: Test modules that run a second time on the SCIM storage backend that keeps
+#: its data outside the gateway's tables (plugins/gateway_memstore), on SQLite:
+#: the proof that sign-in, deactivation, forward-auth and Entra's SCIM calls
+#: work on any backend (gateway/scim/directory.py). Only these: it doubles their time.
+BACKEND_MODULES = frozenset({
+    "test_scim_entra", "test_provisioning", "test_provisioning_deactivation", "test_provisioning_log",
+    "test_provisioning_scim", "test_saml_acs", "test_forward_auth",
+})
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.module.__name__ in BACKEND_MODULES and "make_app" in metafunc.fixturenames:
+        metafunc.parametrize("scim_backend", ["sqlstore", "memstore"], indirect=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    # memstore's run is one run: SQLite, the in-process SAML backend.
+    dropped = [
+        item for item in items
+        if getattr(item, "callspec", None) and item.callspec.params.get("scim_backend") == "memstore"
+        and (item.callspec.params.get("database_url") == "postgresql" or item.callspec.params.get("crypto_backend") == "xmlsec1")
+    ]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in set(dropped)]
+
+
 @pytest.fixture
-def make_app(base_settings, sqlite_url, request):
+def scim_backend(request):
+    """The SCIM storage backend apps are built with: ``sqlstore``, or ``memstore`` (BACKEND_MODULES' second run)."""
+    return getattr(request, "param", "sqlstore")
+
+
+@pytest.fixture
+def make_app(base_settings, sqlite_url, scim_backend, request):
     """``make_app(**settings)`` builds the WSGI app and wraps it in webtest.
 
     Keys use underscores for dots after the first part is split off, so pass
     them as a dict: ``make_app(**{"saml.clock_skew": "10"})``. The database
     defaults to this test's SQLite copy; pass ``sqlalchemy.url`` to change it.
+    With ``scim_backend`` memstore, that backend replaces sqlstore (or is added).
     """
     # base_settings is read when an app is built: tests change it before.
-    maker = AppMaker({})
+    maker = AppMaker({}, storage=None if scim_backend == "sqlstore" else scim_backend)
 
     def factory(**overrides):
         app = maker(**{"sqlalchemy.url": sqlite_url, **base_settings, **overrides})

@@ -220,7 +220,7 @@ def sign_in(request, identity: Identity) -> SignInResult:
     if user is None:
         if decision.action != "create":
             return _deny(request, None, name, NO_ACCOUNT)
-        user = _create(dbsession, identity)
+        user = _create(request, identity)
         created = True
     elif identity.subject and not user.idp_subject:
         # A SCIM-provisioned user signing in for the first time: link the
@@ -241,10 +241,21 @@ def sign_in(request, identity: Identity) -> SignInResult:
     return SignInResult(user, decision, created)
 
 
-def _create(dbsession, identity: Identity) -> User:
-    """A new user from the claims; the mapped profile is filled by the sync that follows."""
+def _create(request, identity: Identity) -> User:
+    """A new user from the claims; the mapped profile is filled by the sync that follows.
+
+    A SCIM backend that keeps its data outside the core's tables stores the
+    user's SCIM resource too, and gives the id (gateway.scim.directory): so
+    Entra's ``userName eq`` lookup finds this very user instead of creating a twin.
+    """
+    from ..scim.directory import create_user_in_backend
+
+    dbsession = request.dbsession
     email = profile_from_saml(identity)["email"]
+    data = scim_resource_from_saml(identity)
+    backend_id = create_user_in_backend(request, data)
     user = User(
+        **({"id": backend_id} if backend_id else {}),
         user_name=identity.user_name,
         user_name_key=identity.user_name.lower(),
         idp_subject=identity.subject,
@@ -252,7 +263,7 @@ def _create(dbsession, identity: Identity) -> User:
         email=email,
         email_key=email.lower() if email else None,
         attributes={},
-        scim_data=scim_resource_from_saml(identity),
+        scim_data=data,
         provisioned_by="saml",
         is_admin=False,
     )

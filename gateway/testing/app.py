@@ -33,12 +33,24 @@ class AppMaker:
     test IdP is trusted unless the ini names metadata). Keyword settings come
     last; a value of None removes the key. Dotted keys go through a dict:
     ``maker(**{"saml.clock_skew": "10"})``.
+
+    ``storage`` names another SCIM storage backend (its plugin's name and the
+    backend's, e.g. ``memstore``) for every app built: it takes the place of
+    ``sqlstore`` in ``gateway.plugins`` (and of any ``scim.storage``), or is
+    added when no backend is enabled, so one test runs on each backend.
     """
 
-    def __init__(self, defaults: dict[str, str], host: str = "localhost"):
+    def __init__(self, defaults: dict[str, str], host: str = "localhost", storage: str | None = None):
         self.defaults = defaults
         self.host = host
+        self.storage = storage
         self.built: list[Any] = []
+
+    def _with_storage(self, settings: dict) -> dict:
+        if not self.storage:
+            return settings
+        plugins = [p for p in settings.get("gateway.plugins", "").split() if p not in ("sqlstore", self.storage)]
+        return {**settings, "gateway.plugins": " ".join([*plugins, self.storage]), "scim.storage": self.storage}
 
     def __call__(self, ini=None, **overrides):
         import webtest
@@ -51,7 +63,7 @@ class AppMaker:
             from_ini.pop("sqlalchemy.url", None)
             settings.update(from_ini)
         settings.update(overrides)
-        settings = {k: v for k, v in settings.items() if v is not None}
+        settings = self._with_storage({k: v for k, v in settings.items() if v is not None})
         app = webtest.TestApp(main({}, **settings), extra_environ={"HTTP_HOST": self.host})
         self.built.append(app)
         return app
