@@ -61,5 +61,7 @@ def main(global_config, **settings):
     from .forward_auth import fast_path
     # Unreadable requests (400) and an unreachable database (503), answered for every route.
     from .guard import Guard
+    # One line per request (logging.access), around all of it: fast-path answers are logged too.
+    from .accesslog import access_log
 
-    return fast_path(Guard(config.make_wsgi_app(), config.registry), config.registry)
+    return access_log(fast_path(Guard(config.make_wsgi_app(), config.registry), config.registry), config.registry)

@@ -14,10 +14,16 @@ from pyramid.decorator import reify
 from pyramid.request import Request
 
 from . import web
+from .accesslog import note_request
 from .db import request_dbsession
 
 
 class GatewayRequest(Request):
+    def __init__(self, environ, *args, **kwargs):
+        super().__init__(environ, *args, **kwargs)
+        # The access log (logging.access) names the route this request matches.
+        note_request(self)
+
     @reify
     def tm(self):
         """The transaction manager pyramid_tm commits or aborts with the request."""

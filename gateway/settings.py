@@ -438,6 +438,12 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class LoggingSettings:
+    #: One line per request on the logger ``gateway.access`` (gateway.accesslog).
+    access: bool = setting(False, parse_bool)
+
+
+@dataclass(frozen=True)
 class Settings:
     """All core settings; ``registry.gateway_settings`` holds the one instance."""
 
@@ -451,6 +457,7 @@ class Settings:
     forward_auth: ForwardAuthSettings
     admin: AdminSettings
     metrics: MetricsSettings
+    logging: LoggingSettings
 
     @property
     def sp_entity_id(self) -> str:
@@ -467,6 +474,7 @@ SECTIONS: dict[str, type] = {
     "forward_auth": ForwardAuthSettings,
     "admin": AdminSettings,
     "metrics": MetricsSettings,
+    "logging": LoggingSettings,
 }
 
 DATABASE_KEY = "sqlalchemy.url"

@@ -15,7 +15,11 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
 
 
 def correlation_id(request) -> str:
-    supplied = request.headers.get("X-Request-Id", "")
+    return correlation_id_for(request.headers.get("X-Request-Id", ""))
+
+
+def correlation_id_for(supplied: str) -> str:
+    """``supplied`` (a client's ``X-Request-Id``) when it is a plausible id, else a fresh one."""
     if _REQUEST_ID.match(supplied):
         return supplied
     return secrets.token_hex(8)
