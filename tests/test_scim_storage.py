@@ -104,3 +104,31 @@ def test_filters_are_translated_into_sql_not_python(make_app, sqlite_url):
         plan = session.execute(sa.text("EXPLAIN QUERY PLAN " + lookups[0])).all()
     assert "user_name_key = 'x'" in lookups[0]
     assert any("INDEX" in str(row).upper() for row in plan), plan
+
+
+def test_on_memstore_the_backend_sees_what_the_core_changes(make_app, idp):
+    """A first sign-in and the console's deactivation reach a backend that keeps
+    its own data: Entra's lookup finds the user, and reads them as the console left them."""
+    import webtest
+    from scim_support import ScimClient, make_token
+
+    from gateway.db.models import User
+    from gateway.testing.saml import sign_in_as
+
+    app = make_app(**{
+        "gateway.plugins": "entra memstore", "scim.storage": "memstore",
+        "gateway.admin_groups": "Admins", "provisioning.mode": "scim first_login",
+    })
+    scim = ScimClient(app, make_token(app))
+    sign_in_as(app, idp, "root@example.com", groups=("Admins",))
+    bob_browser = webtest.TestApp(app.app, extra_environ={"HTTP_HOST": "localhost"})
+    sign_in_as(bob_browser, idp, "bob@example.com")
+    with app.app.registry.dbsession_factory() as db:
+        bob = db.scalar(sa.select(User.id).where(User.user_name_key == "bob@example.com"))
+    found = scim.get('/Users?filter=userName eq "BOB@example.com"').json["Resources"]
+    assert [(u["id"], u["active"]) for u in found] == [(bob, True)]
+
+    page = app.get(f"/admin/users/{bob}")
+    next(f for f in page.forms.values() if f.action.endswith("/deactivate")).submit(status=303)
+    bob_browser.get("/whoami", status=401)
+    assert scim.get(f"/Users/{bob}").json["active"] is False

@@ -125,7 +125,7 @@ def deactivate(actor: Actor, user: User) -> int:
         raise ActionRefused("You cannot deactivate yourself: you would lose the console with nobody to reactivate you.")
     if not user.active:
         raise ActionRefused(f"{user.user_name} is already inactive.")
-    _set_active(user, False)
+    _set_active(actor, user, False)
     ended = end_sessions_for_user(actor.dbsession, user.id)
     actor.dbsession.flush()
     record(actor, "admin.user.deactivate", "user", user.id, user.user_name, sessions=ended)
@@ -137,14 +137,19 @@ def reactivate(actor: Actor, user: User) -> None:
     _first_login_only(user)
     if user.active:
         raise ActionRefused(f"{user.user_name} is already active.")
-    _set_active(user, True)
+    _set_active(actor, user, True)
     actor.dbsession.flush()
     record(actor, "admin.user.reactivate", "user", user.id, user.user_name)
     user_event(actor, "reactivated", user, changed=("active",))
 
 
-def _set_active(user: User, active: bool) -> None:
-    # The SCIM resource says the same, so a SCIM read agrees with the page.
+def _set_active(actor: Actor, user: User, active: bool) -> None:
+    # The SCIM resource says the same, so a SCIM read agrees with the page:
+    # the core's copy here, and a backend's that keeps its own (gateway.scim.directory).
+    if actor.request is not None:
+        from ..scim.directory import set_active_in_backend
+
+        set_active_in_backend(actor.request, user.id, active)
     user.active = active
     user.scim_data = {**(user.scim_data or {}), "active": active}
     user.version = (user.version or 1) + 1

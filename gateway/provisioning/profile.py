@@ -326,13 +326,14 @@ def sync_profile_from_scim(
     resource) in this transaction; ``old_data`` is the resource before the
     write (None for a create). Returns the mapped profile's changed field
     names (``display_name``, ``custom.costCenter``, ...), for the ``updated``
-    event. A backend that keeps users outside the ``users`` table leaves
-    nothing to sync: returns ().
+    event. The user's ``users`` row is there whatever the backend: it writes
+    the row itself, or the core mirrors its write (gateway.scim.directory).
 
     Cost: one primary-key SELECT, and one UPDATE only when the mapped profile
     differs from the columns (transforms, or SAML filling a gap). ``stored``:
     the row's :data:`SCIM_SYNC_COLUMNS` as the backend just wrote them in this
-    transaction (``Record.stored_profile``), which saves the SELECT.
+    transaction (``Record.stored_profile``; only a backend that keeps the
+    directory can know them), which saves the SELECT.
     """
     dbsession = request.dbsession
     if stored is not None:
