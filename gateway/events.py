@@ -11,7 +11,10 @@ attempt queues its own, so each committed change is announced exactly once.
 ``denied`` is the exception: a refusal changes nothing, and the request that
 carries it may well be rolled back (a SCIM refusal is an error answer), so it
 is announced when its transaction ends, committed or aborted. A refusal is
-decided before anything retryable can happen in its attempt.
+decided before anything retryable can happen in its attempt. A ``denied``
+that did change something (``changed == ("sessions",)``: a SCIM write the
+policy now refuses ended the person's sessions) is a change like any other,
+announced only after its commit.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def after_commit(context: HookContext, event: UserEvent | GroupEvent) -> None:
     if manager is not None:
         current = manager.get()
         current.addAfterCommitHook(announce)
-        if event.type == "denied":
+        if event.type == "denied" and not event.changed:
             current.addAfterAbortHook(announce, args=(True,))
     elif context.dbsession is not None:
         # A plain SQLAlchemy session (no transaction manager): its own commit.

@@ -77,18 +77,32 @@ def gateway_idp_profiles():
 
 @hookspec(firstresult=True)
 def gateway_provisioning_decide(context, identity, user, source):
-    """Decide whether a person may sign in, be created, or be refused.
+    """Decide whether a person may sign in, be created, be kept, or be refused.
 
     Called for every SAML sign-in (``source == "saml"``) before a user is
-    signed in or created, for every SCIM create (``source == "scim"``), and
-    by the admin console's test sign-in (which changes nothing).
+    signed in or created, by the admin console's test sign-in (which changes
+    nothing), and over SCIM (``source == "scim"``): for every create; for a
+    PUT or PATCH of a user that reactivates them, or that changes an
+    attribute of their identity while they stay active; and, after a group
+    change (members added or removed, a rename, a delete), for each active
+    user it concerns. Never for a deactivation or a deletion. The SCIM
+    questions after a create are asked only when a plugin besides the
+    shipped default implements this hook.
+
+    What ``deny`` does over SCIM: a create or a reactivation is refused
+    (403, the reason as ``detail``, nothing written, a ``denied`` event);
+    any other write is stored (the directory mirrors Entra) and the person's
+    sessions end (a ``denied`` event with ``changed == ("sessions",)`` when
+    there were any); their sign-ins are refused while the policy refuses
+    them, so decide the same way at sign-in.
 
     ``context`` is the :class:`gateway.interfaces.HookContext` of the request:
     read your settings from ``context.registry`` (as your
     ``gateway_pyramid_configure`` stored them) or ``context.ini``, and query
     with ``context.dbsession`` (the request's transaction).
 
-    ``identity`` is a :class:`gateway.interfaces.Identity`:
+    ``identity`` is a :class:`gateway.interfaces.Identity`, the person after
+    the change:
 
     - SAML: ``subject`` (the IdP profile's lasting claim, Entra's object id),
       ``user_name`` (the NameID), ``email``, ``groups`` (the groups claim,
@@ -98,17 +112,21 @@ def gateway_provisioning_decide(context, identity, user, source):
       ``title``, ``department``, ... as mapped), ``subject``, ``custom``
       (a dict) and ``groups_link`` on overage.
     - SCIM: ``subject`` and ``issuer`` None, ``user_name`` (userName),
-      ``email`` (the primary email), ``groups`` empty (memberships arrive
-      later, through /Groups), and ``profile`` with ``email``,
+      ``email`` (the primary email), ``profile`` with ``email``,
       ``given_name``, ``family_name``, ``display_name``, ``title``,
-      ``department``.
+      ``department``, and ``groups``: empty for a create (memberships arrive
+      later, through /Groups, and ask again), else the display names and
+      external ids of the user's stored groups after the change.
 
-    ``user`` is the matching stored user as a dict or None when nobody
-    matches (always None for a SCIM create): ``id``, ``userName``,
-    ``externalId``, ``idp_subject``, ``active``, ``email``, ``displayName``,
+    ``user`` is the stored user as a dict, as it was before the change, or
+    None when nobody matches (always None for a SCIM create): ``id``,
+    ``userName``, ``externalId``, ``idp_subject``, ``active`` (False over
+    SCIM: the write reactivates them), ``email``, ``displayName``,
     ``givenName``, ``familyName``, ``title``, ``department``,
-    ``provisioned_by`` (``scim`` or ``first_login``) and ``groups`` (the
-    display names and external ids of their stored groups).
+    ``provisioned_by`` (``scim``, or ``saml`` for a user created at their
+    first sign-in) and ``groups`` (the display names and external ids of
+    their stored groups). Compare it with ``identity`` to see what a SCIM
+    change changed.
 
     Return a :class:`gateway.interfaces.Decision`: ``allow``, ``create`` or
     ``deny(reason)``; the reason is shown to the person (SAML) or returned as
@@ -148,7 +166,9 @@ def gateway_user_event(context, event):
     updated, deactivated, reactivated, deleted, signed_in, signed_out,
     denied), ``user_id``, ``user_name``, ``actor``, ``source`` (``saml``,
     ``scim``, ``admin`` or ``cli``), ``correlation_id``, ``changed`` (the
-    fields an ``updated`` event touched) and ``reason`` (of a ``denied``).
+    fields an ``updated`` event touched; ``("sessions",)`` for a ``denied``
+    that ended the person's sessions) and ``reason`` (of a ``denied``).
+    docs/plugins.md lists which change fires which event, by source.
     ``context`` is the :class:`gateway.interfaces.HookContext` of the change;
     ``context.request`` is None for a change made by the ``gateway`` CLI.
 
@@ -163,15 +183,20 @@ def gateway_user_event(context, event):
 
 @hookspec
 def gateway_group_event(context, event):
-    """Observe a group change made over SCIM.
+    """Observe a group change: over SCIM, or by a sign-in's groups claim.
 
     ``event`` is a :class:`gateway.interfaces.GroupEvent`: ``type``
     (created, updated, deleted, members_added, members_removed),
     ``group_id``, ``display_name``, ``user_ids`` (the users added or
     removed), ``changed``, ``actor``, ``source`` and ``correlation_id``. A
     create or a PUT with members fires ``created`` or ``updated`` and then
-    ``members_added`` / ``members_removed``. ``context`` and the transaction
-    are as for :func:`gateway_user_event`. Return value is ignored.
+    ``members_added`` / ``members_removed``. A SAML sign-in whose groups
+    claim sets the user's memberships (a user created at first sign-in)
+    fires ``created`` for each group it creates and ``members_added`` /
+    ``members_removed`` naming the user (actor ``user:<userName>``, source
+    ``saml``). The admin console changes no group. ``context`` and the
+    transaction are as for :func:`gateway_user_event`. Return value is
+    ignored.
     """
 
 

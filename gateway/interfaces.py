@@ -171,7 +171,8 @@ class UserEvent:
     ``cli`` or ``system``; ``source`` is where the change came from:
     ``saml``, ``scim``, ``admin`` or ``cli``; ``correlation_id`` the
     request's id (None from the CLI);
-    ``changed`` lists the profile fields an ``updated`` event touched;
+    ``changed`` lists the profile fields an ``updated`` event touched (and is
+    ``("sessions",)`` for a ``denied`` that ended the person's sessions);
     ``reason`` explains a ``denied`` event. The transaction's session is the
     hook's ``context.dbsession``, not part of the event.
     """

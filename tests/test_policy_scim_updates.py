@@ -73,6 +73,7 @@ def test_an_update_the_policy_refuses_is_stored_and_ends_the_sessions(gateway, g
     assert events.types() == ["updated", "denied"]
     denied = events.events[1]
     assert (denied.user_id, denied.source, denied.actor, denied.reason) == (alice["id"], "scim", "scim:entra", ELSEWHERE)
+    assert denied.changed == ("sessions",)
     assert events.committed_types() == ["updated", "denied"]
 
     # Until the policy allows again, the person cannot sign in ...
@@ -93,6 +94,26 @@ def test_an_update_of_someone_without_a_session_is_stored_and_announces_nothing(
     events.clear()
     scim.patch_ops(f"/Users/{bob['id']}", replace('emails[type eq "work"].value', "bob@elsewhere.test"))
     assert events.types() == ["updated"]  # refused, but nothing was taken away: no denied
+
+
+class BrokenSink:
+    @hookimpl(trylast=True)  # after the recorder
+    def gateway_user_event(self, event):
+        if event.type == "denied":
+            raise RuntimeError("sink down")
+
+
+def test_a_rolled_back_write_ends_no_session_and_announces_no_denied(gateway, gateway_sign_in):
+    app, scim, events = gateway("allowed_domains", **{"allowed_domains.domains": "example.com"})
+    alice = scim.create_user("alice@example.com", emails=emails("alice@example.com"))
+    gateway_sign_in("alice@example.com", app=app)
+    app.app.registry.pm.register(BrokenSink())
+    events.clear()
+    scim.patch_ops(f"/Users/{alice['id']}", replace('emails[type eq "work"].value', "alice@elsewhere.test"), status=500)
+    assert events.types() == ["updated", "denied"]  # seen in the transaction ...
+    assert events.committed == []  # ... which was rolled back: this denied had ended sessions
+    assert signed_in(app)
+    assert scim.get(f"/Users/{alice['id']}").json["emails"] == emails("alice@example.com")
 
 
 # ---------------------------------------------------------------- allowed_domains: a reactivation

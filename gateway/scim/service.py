@@ -262,7 +262,7 @@ class ScimService:
         ended = end_sessions_for_user(self.request.dbsession, user_id)
         if ended:
             self._audit("scim.user.sessions_ended", "user", user_id, user_name, reason=reason, sessions=ended)
-            self._event("denied", user_id, user_name, reason=reason)
+            self._event("denied", user_id, user_name, ("sessions",), reason=reason)
 
     def _recheck_members(self, change: MembershipChange) -> None:
         """After a group write: end the sessions of the users it concerns whom the policy now refuses."""
