@@ -173,7 +173,7 @@ class DirectoryMirror(ScimStorage):
             "created_at": record.created, "updated_at": record.last_modified,
         }
         self._execute(request, sa.insert(Group).values(values), f'a group named "{data["displayName"]}" exists')
-        self._add_rows(request, record.id, [m.value for m in record.members or ()] or member_ids)
+        self._add_rows(request, record.id, member_ids if record.members is None else [m.value for m in record.members])
         return record
 
     def get_group(self, request, group_id: str, *, with_members: bool = True, for_update: bool = False):
