@@ -49,6 +49,9 @@ import pytest
 from conftest import BIN, SESSION_SECRET, free_port, server_environment, stop, wait_for_http
 from saml_support import authn_request_id, b64
 
+from gateway.testing.idp_server import IdpServer as KitIdpServer
+from gateway.testing.saml import stable_oid
+
 ROOT = Path(__file__).parent.parent
 PROXY_DOCS = ROOT / "docs" / "proxies"
 
@@ -403,73 +406,30 @@ class Echo(_Threaded):
         return self.seen[since:]
 
 
-class IdpServer(_Threaded):
-    """A sign-in page playing Entra's login URL, on a host of its own, signing with the test IdP.
+class IdpServer(KitIdpServer):
+    """The kit's IdP server (gateway.testing.idp_server) playing Entra's login URL on ``idp.example.test``.
 
-    Like the development IdP's page (plugins/gateway_devidp), it takes the
-    HTTP-Redirect AuthnRequest, shows "Pick a test user" with a button per
-    person, and answers the pick with an auto-submitting HTTP-POST form to
-    the gateway's ACS carrying a signed Entra-shaped response (the test IdP
-    of saml_support: no groups claim, so SCIM's groups are the truth). The
-    development IdP itself cannot serve these tests: it runs only inside a
-    gateway whose ``gateway.base_url`` is localhost or 127.0.0.1, while the
-    gateway here must be ``auth.example.test`` so that its cookie, for
-    ``.example.test``, reaches the app.
+    A page like the development IdP's (plugins/gateway_devidp): "Pick a test
+    user", a button per person (``people``: email to the name shown), each
+    posting a signed Entra-shaped response to the gateway's ACS (no groups
+    claim, so SCIM's groups are the truth). The development IdP itself cannot
+    serve these tests: it runs only inside a gateway whose
+    ``gateway.base_url`` is localhost or 127.0.0.1, while the gateway here
+    must be ``auth.example.test`` so that its cookie, for ``.example.test``,
+    reaches the app.
     """
 
+    heading = "Pick a test user"
+
     def __init__(self, idp, folder: Path, gateway_base_url: str, people: dict[str, str]):
-        self.idp = idp
-        self.people = people  # email -> display name on the page
-        self.base_url = gateway_base_url
-        self.port = free_port()
-        self.url = f"http://{IDP_HOST}:{self.port}"
-        from saml_support import IDP_SSO
+        self.names = people
+        claims = {email: idp.claims(email, oid=stable_oid(email), groups=()) for email in people}
+        super().__init__(idp, gateway_base_url, claims, host=IDP_HOST)
+        self.metadata = Path(self.write_metadata(folder / "idp-metadata.xml"))
 
-        self.metadata = folder / "idp-metadata.xml"
-        self.metadata.write_bytes(idp.metadata().replace(IDP_SSO.encode(), f"{self.url}/saml2".encode()))
-        super().__init__(self.app, port=self.port)
-
-    def app(self, environ, start_response):
+    def button(self, name: str, first: bool) -> str:
         esc = html.escape
-        if environ["PATH_INFO"] == "/saml2" and environ["REQUEST_METHOD"] == "GET":
-            query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
-            request_id = authn_request_id("?" + environ.get("QUERY_STRING", "")) if "SAMLRequest" in query else ""
-            relay = query.get("RelayState", [""])[0]
-            forms = "".join(
-                '<form method="post" action="/signin">'
-                f'<input type="hidden" name="request_id" value="{esc(request_id)}">'
-                f'<input type="hidden" name="RelayState" value="{esc(relay)}">'
-                f'<input type="hidden" name="email" value="{esc(email)}">'
-                f'<button type="submit" data-email="{esc(email)}">{esc(name)} &lt;{esc(email)}&gt;</button></form>'
-                for email, name in self.people.items()
-            )
-            body = f"<h1>Pick a test user</h1>{forms}"
-        elif environ["PATH_INFO"] == "/signin" and environ["REQUEST_METHOD"] == "POST":
-            size = int(environ.get("CONTENT_LENGTH") or 0)
-            form = urllib.parse.parse_qs(environ["wsgi.input"].read(size).decode())
-            email = form["email"][0]
-            acs = self.base_url + "/saml/acs"
-            xml = self.idp.response(
-                form.get("request_id", [""])[0] or None, name_id=email,
-                attributes=self.idp.claims(email, oid=str(uuid.uuid5(uuid.NAMESPACE_URL, email)), groups=()),
-                audience=self.base_url + "/saml/metadata", recipient=acs, destination=acs,
-            )
-            relay = form.get("RelayState", [""])[0]
-            relay_input = f'<input type="hidden" name="RelayState" value="{esc(relay)}">' if relay else ""
-            body = (
-                f'<form id="post" method="post" action="{esc(acs)}">'
-                f'<input type="hidden" name="SAMLResponse" value="{b64(xml)}">{relay_input}</form>'
-                "<script>document.getElementById('post').submit()</script>"
-            )
-        else:
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found\n"]
-        page = (
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Test IdP</title></head>"
-            f"<body>{body}</body></html>"
-        ).encode()
-        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(page)))])
-        return [page]
+        return f'<button type="submit" data-email="{esc(name)}">{esc(self.names[name])} &lt;{esc(name)}&gt;</button>'
 
 
 # ---------------------------------------------------------------- the gateway

@@ -2,7 +2,7 @@
 
 Two ways in: the development IdP of development.ini (``./dev run``), and the
 test IdP the SAML tests use (tests/saml_support.py), which answers in the
-browser through Playwright's request interception in place of Entra.
+browser on a local port in place of Entra (gateway.testing.idp_server).
 
 Screenshots of the dashboard and of a user's page are written to
 docs/_static/ when ``GATEWAY_UPDATE_SCREENSHOTS=1`` (else to the test's
@@ -11,16 +11,12 @@ temporary folder, so a test run leaves the work tree as it was).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 import os
 import re
 import shutil
 import urllib.error
-import urllib.parse
 import urllib.request
-import zlib
 from pathlib import Path
 
 import pytest
@@ -178,74 +174,24 @@ def test_alice_runs_the_console_from_the_development_idp(development, chromium, 
 
 # ---------------------------------------------------------------- the test IdP, in place of Entra
 
-
-class FakeEntra:
-    """The test IdP on a local HTTP port: answers each AuthnRequest with a signed response.
-
-    Its page holds the HTTP-POST form to the gateway's ACS and a "Continue"
-    button, as Entra's does after the person authenticates.
-    """
-
-    def __init__(self, idp, name: str, oid: str, groups):
-        import http.server
-        import threading
-
-        self.idp, self.name, self.oid, self.groups = idp, name, oid, groups
-        self.base = ""  # the gateway's base URL, set once it is served
-        self.requests: list[str] = []
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
-                body = fake.answer(self.path).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.sso_url = f"http://127.0.0.1:{self.server.server_address[1]}/saml2"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def answer(self, path: str) -> str:
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
-        xml = zlib.decompress(base64.b64decode(query["SAMLRequest"][0]), -15).decode()
-        self.requests.append(xml)
-        request_id = re.search(r' ID="([^"]+)"', xml).group(1)
-        acs = self.base + "/saml/acs"
-        response = self.idp.response(
-            request_id, name_id=self.name, attributes=self.idp.claims(self.name, oid=self.oid, groups=self.groups),
-            audience=self.base + "/saml/metadata", recipient=acs, destination=acs,
-        )
-        encoded = base64.b64encode(response.encode()).decode()
-        return (
-            f'<!doctype html><html lang="en"><title>Sign in</title><form method="post" action="{html.escape(acs)}">'
-            f'<input type="hidden" name="SAMLResponse" value="{encoded}"><button id="continue">Continue</button></form></html>'
-        )
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+ADMIN = "admin@example.com"
 
 
 @pytest.fixture
-def entra(idp):
-    fake = FakeEntra(idp, "admin@example.com", "11111111-1111-4111-8111-111111111111", ("Gateway Admins",))
-    yield fake
-    fake.close()
+def entra(idp, gateway_idp_server):
+    """The kit's IdP server in place of Entra, answering as an admin (its page's button is ``#continue``)."""
+    gateway_idp_server.people = {
+        ADMIN: idp.claims(ADMIN, oid="11111111-1111-4111-8111-111111111111", groups=("Gateway Admins",)),
+    }
+    return gateway_idp_server
 
 
 @pytest.fixture
-def with_test_idp(tmp_path, pserve, idp, entra):
+def with_test_idp(tmp_path, pserve, entra):
     """A gateway trusting the SAML tests' IdP (at ``entra``'s local address), served by pserve."""
     port = free_port()
-    base = entra.base = f"http://127.0.0.1:{port}"
-    metadata = tmp_path / "idp-metadata.xml"
-    metadata.write_bytes(idp.metadata(sso_url=entra.sso_url))
+    base = entra.gateway_url = f"http://127.0.0.1:{port}"
+    metadata = entra.write_metadata(tmp_path / "idp-metadata.xml")
     ini = tmp_path / "gateway.ini"
     server = (ROOT / "development.ini").read_text().split("[server:main]", 1)[1].split("[loggers]", 1)[0]
     ini.write_text(

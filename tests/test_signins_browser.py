@@ -1,8 +1,8 @@
 """Sign-in traces, test sign-ins and the provisioning log in a real headless Chromium, as an admin uses them.
 
 Two identity providers, as in tests/test_admin_browser.py: the development
-IdP of development.ini, and the SAML tests' IdP answering in place of Entra
-(here with knobs, to send what a misconfigured Entra sends). axe-core runs
+IdP of development.ini, and the kit's IdP server in place of Entra (its
+``people`` and ``knobs`` changed to send what a misconfigured Entra sends). axe-core runs
 on every page; no script from a claim ever runs (a dialog would fail the test).
 
 The screenshots of a test sign-in's report and of a sign-in trace go to
@@ -20,10 +20,10 @@ import pytest
 import sqlalchemy as sa
 from scim_support import run_cli
 from test_admin_browser import (  # noqa: F401 - fixtures
-    FakeEntra,
     check_accessibility,
     chromium,
     development,
+    entra,
     pick,
     screenshots,
     watch_csp,
@@ -129,56 +129,11 @@ def test_alice_tests_sign_in_and_sends_a_test_link_with_the_development_idp(deve
     alice.close()
 
 
-# ---------------------------------------------------------------- the test IdP, in place of a misconfigured Entra
-
-
-class KnobbedEntra(FakeEntra):
-    """The SAML tests' IdP; ``knobs`` change what the next answers say (a wrong audience, another key ...)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.knobs: dict = {}
-        self.person = None  # (name, oid, groups) answering instead of the admin
-
-    def answer(self, path: str) -> str:
-        import base64
-        import html
-        import urllib.parse
-        import zlib
-
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
-        if "SAMLRequest" not in query:
-            return ""  # the browser's /favicon.ico
-        xml = zlib.decompress(base64.b64decode(query["SAMLRequest"][0]), -15).decode()
-        self.requests.append(xml)
-        request_id = re.search(r' ID="([^"]+)"', xml).group(1)
-        acs = self.base + "/saml/acs"
-        name, oid, groups = self.person or (self.name, self.oid, self.groups)
-        claims = self.idp.claims(name, oid=oid, groups=groups)
-        if self.person:
-            claims["http://schemas.microsoft.com/identity/claims/displayname"] = [HOSTILE]
-        values = {"audience": self.base + "/saml/metadata", "recipient": acs, "destination": acs, **self.knobs}
-        response = self.idp.response(request_id, name_id=name, attributes=claims, **values)
-        encoded = base64.b64encode(response.encode()).decode()
-        return (
-            f'<!doctype html><html lang="en"><title>Sign in</title><form method="post" action="{html.escape(acs)}">'
-            f'<input type="hidden" name="SAMLResponse" value="{encoded}"><button id="continue">Continue</button></form></html>'
-        )
-
-
 @pytest.fixture
-def entra(idp):
-    fake = KnobbedEntra(idp, "admin@example.com", "11111111-1111-4111-8111-111111111111", ("Gateway Admins",))
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def gateway(tmp_path, pserve, idp, entra):
+def gateway(tmp_path, pserve, entra):
     port = free_port()
-    base = entra.base = f"http://127.0.0.1:{port}"
-    metadata = tmp_path / "idp-metadata.xml"
-    metadata.write_bytes(idp.metadata(sso_url=entra.sso_url))
+    base = entra.gateway_url = f"http://127.0.0.1:{port}"
+    metadata = entra.write_metadata(tmp_path / "idp-metadata.xml")
     ini = tmp_path / "gateway.ini"
     ini.write_text(
         "[app:main]\nuse = egg:entra-identity-gateway\n"
@@ -240,7 +195,10 @@ def test_a_refusal_found_by_its_reference_a_test_and_entras_failed_scim_requests
     # A test sign-in through "Entra", answered by someone with a hostile display name and a rolled-over key.
     database = f"sqlite:///{ini.parent}/gateway.sqlite"
     before = counts(database)
-    entra.person = ("mallory@example.com", "22222222-2222-4222-8222-222222222222", (HOSTILE,))
+    admins = entra.people
+    mallory = entra.idp.claims("mallory@example.com", oid="22222222-2222-4222-8222-222222222222", groups=(HOSTILE,))
+    mallory["http://schemas.microsoft.com/identity/claims/displayname"] = [HOSTILE]
+    entra.people = {"mallory@example.com": mallory}
     entra.knobs = {"key": entra.idp.rollover}
     page.goto(base + "/admin/test")
     page.click("#start-test")
@@ -252,7 +210,7 @@ def test_a_refusal_found_by_its_reference_a_test_and_entras_failed_scim_requests
     assert HOSTILE in page.inner_text("#claims")
     page.hover("#claims")
     check_accessibility(page, "failed test report")
-    entra.person, entra.knobs = None, {}
+    entra.people, entra.knobs = admins, {}
     # And one that passes, as the admin: no session, no user changed.
     page.goto(base + "/admin/test")
     page.click("#start-test")

@@ -25,6 +25,11 @@ name starts with ``gateway_``:
 ``gateway_idp``
     the test IdP (:class:`gateway.testing.saml.TestIdp`): Entra-shaped,
     with keys made for this run, signing with xmlsec1.
+``gateway_idp_server``
+    the test IdP on a real port (:class:`gateway.testing.idp_server.IdpServer`),
+    for browser tests of a served gateway: set its ``gateway_url`` and
+    ``people``, give the gateway its ``write_metadata()``; a browser sent
+    to sign in gets a page with a button per person.
 ``gateway_sign_in``
     ``gateway_sign_in(name="alice@example.com", *, app=None, groups=("Staff",),
     claims=None, oid=None, next_path=None, status=303)``: a real signed
@@ -122,6 +127,15 @@ def gateway_idp(tmp_path_factory):
 def gateway_idp_metadata(gateway_idp):
     """The test IdP's metadata file (its path), for ``saml.idp_metadata``."""
     return gateway_idp.write_metadata()
+
+
+@pytest.fixture
+def gateway_idp_server(gateway_idp):
+    """The test IdP on a real port (:class:`gateway.testing.idp_server.IdpServer`), closed after the test."""
+    from .idp_server import IdpServer
+
+    with IdpServer(gateway_idp) as server:
+        yield server
 
 
 # ---------------------------------------------------------------- the app
