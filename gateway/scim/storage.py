@@ -22,7 +22,8 @@ Who owns what:
   group claims, admin flags, forward-auth's groups, session ends and the
   console read only these tables, never the backend.
 - The two agree on ids: the id a backend gives a resource is the id of the
-  core's row. Every SCIM write reaches both stores in the same transaction,
+  core's row, so it is a string of at most 36 characters (a uuid fits;
+  a backend whose own keys are longer maps them). Every SCIM write reaches both stores in the same transaction,
   one of two ways, which the backend declares with :attr:`ScimStorage.keeps_directory`:
 
   - ``keeps_directory = True``: the backend writes the core's tables itself,
