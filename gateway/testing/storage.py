@@ -26,7 +26,6 @@ checks that those tables follow it.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 
 import pytest
 import sqlalchemy as sa

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Callable
 
-from gateway.scim.filters import And, Compare, Has, Not, Or, Present
+from gateway.scim.filters import And, Has, Not, Or, Present
 from gateway.scim.schemas import ResolvedPath
 from gateway.scim.storage import Unsupported
 
