@@ -7,9 +7,11 @@ created at their first sign-in (``first_login``-only mode, and such users in
 ``scim first_login`` mode, whom SCIM does not manage) the ``groups`` claim
 (Entra: group object ids, at most 150) is the truth at every sign-in: groups
 are created by external id as needed and the user's memberships are set to
-exactly the claim. When Entra's group overage replaced the claim with
-``groups.link``, the memberships are left as they were and a warning says
-what to do (a SAML service provider cannot call Microsoft Graph).
+exactly the claim, and what that changes fires the group events a SCIM
+write would (``created``, ``members_added``, ``members_removed``; actor
+``user:<userName>``, source ``saml``). When Entra's group overage replaced
+the claim with ``groups.link``, the memberships are left as they were and a
+warning says what to do (a SAML service provider cannot call Microsoft Graph).
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ without one, a userName that looks like one) is not at a domain of
 Subdomains are not included: list each one. Everyone else is left to the
 next policy (None), so the provisioning mode still applies.
 
-The core asks again when SCIM changes someone's email or userName, or
-reactivates them: a reactivation at another domain is refused like a
-create, and an active user whose address moves to another domain is stored
-as Entra says but loses their sessions and cannot sign in.
+The core asks it again when SCIM reactivates someone or changes an active
+person's identity (userName, emails, names, title, department): a
+reactivation at another domain is refused like a create, and an active user
+whose address is now at another domain is stored as Entra says but loses
+their sessions and cannot sign in.
 """
 
 from __future__ import annotations
