@@ -113,17 +113,19 @@ def stored_identity(user: dict, groups: Iterable[str]) -> Identity:
 
 
 def write_refusal(
-    context: HookContext, user_id: str, before: Identity, after: Identity, was_active: bool, is_active: bool
+    context: HookContext, user_id: str, old_data: dict, new_data: dict, identity_of: Callable[[dict], Identity]
 ) -> str | None:
     """Before a SCIM PUT or PATCH of a user: the policy's refusal, or None.
 
     Asked only when the user is active after the write and the write
-    reactivates them or changes their identity (``before``/``after``: the
-    identities of the SCIM data before and after, as a create would build
-    them). The identity carries the user's stored groups, which a user write
-    does not change.
+    reactivates them or changes their identity (``identity_of`` builds it
+    from SCIM data, as a create does). The identity carries the user's
+    stored groups, which a user write does not change.
     """
-    if not is_active or (was_active and before == after) or not asks_again(context.registry):
+    if new_data.get("active", True) is False or not asks_again(context.registry):
+        return None
+    after = identity_of(new_data)
+    if old_data.get("active", True) is not False and identity_of(old_data) == after:
         return None
     user = stored_users(context.dbsession, [user_id]).get(user_id)
     if user is None:

@@ -235,8 +235,7 @@ class ScimService:
             return old
         user_name = data.get("userName")
         was_active, is_active = old.data.get("active", True) is not False, data.get("active", True) is not False
-        refused = write_refusal(HookContext.of(self.request), old.id, identity_from(old.data), identity_from(data),
-                                was_active, is_active)
+        refused = write_refusal(HookContext.of(self.request), old.id, old.data, data, identity_from)
         if refused is not None and not was_active:
             # A reactivation admits someone again: refused like a create, nothing written.
             self._event("denied", old.id, user_name, reason=refused)
