@@ -9,11 +9,11 @@ receives, reactivates them, or changes their memberships. Whatever the
 case, ``user`` is the stored user before the change and ``identity`` the
 person after it, so a policy can tell what changed.
 
-What a refusal does (docs/plugins.md, "When the policy is asked"): a
-reactivation is an admission, like a create, so it is refused and nothing is
-written; any other write is stored, for the directory mirrors Entra, and the
-person loses their sessions (a sign-in asks the policy again, so they stay
-out until it allows them).
+What a refusal does (docs/plugins.md, "When it is asked, and what a refusal
+does"): a reactivation is an admission, like a create, so it is refused and
+nothing is written; any other write is stored, for the directory mirrors
+Entra, and the person loses their sessions (a sign-in asks the policy again,
+so they stay out until it allows them).
 
 Nothing here runs unless a plugin besides the shipped default implements
 ``gateway_provisioning_decide``: the default allows every SCIM write about a
