@@ -34,8 +34,13 @@ class IdpProfile:
     good (Entra: the object identifier); when it is absent the NameID is used.
     ``metadata_url_pattern`` documents where the IdP publishes its metadata.
     ``default_metadata`` returns metadata XML when ``saml.idp_metadata`` is
-    empty (the development IdP uses this), or None. ``scim_normalizer`` turns a
-    SCIM request body in this IdP's dialect into standard RFC 7644 JSON.
+    empty (the development IdP uses this), or None. A site lays its own
+    ``saml.claims.<field>`` settings over ``claim_map`` (gateway.saml.claims).
+
+    There is no SCIM part: the SCIM server reads Entra's dialect (``"True"``
+    strings, ``Replace`` ops, dotted PATCH keys, ...) for every client, with
+    the schema at hand, and which client provisions is not tied to which IdP
+    signs people in.
     """
 
     name: str
@@ -44,7 +49,6 @@ class IdpProfile:
     subject_claim: str | None = None
     metadata_url_pattern: str | None = None
     default_metadata: Callable[[Any], str | None] | None = None
-    scim_normalizer: Callable[[dict], dict] | None = None
     groups_overage_claim: str | None = None
 
 

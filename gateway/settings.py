@@ -318,6 +318,32 @@ def setting(default: Any = _REQUIRED, parse: Callable[[str], Any] = str.strip) -
     return field(default=default, metadata={"parse": parse})
 
 
+def setting_family(label: str, parse_name: Callable[[str], Any], parse: Callable[[str], Any]) -> Any:
+    """Declare the keys ``<section>.<field>.<name>``: a dict {name: value}, empty by default.
+
+    ``parse_name`` checks the ``<name>`` part (ValueError for an unknown
+    one), ``parse`` the value; ``label`` is how the docs write the name part.
+    """
+    return field(default_factory=dict, metadata={"parse": parse, "parse_name": parse_name, "label": label})
+
+
+def parse_claim_field(raw: str) -> str:
+    """A profile field of :data:`gateway.interfaces.PROFILE_FIELDS`, or ``custom.<name>``."""
+    from .interfaces import PROFILE_FIELDS
+
+    if raw in PROFILE_FIELDS or re.fullmatch(r"custom\.[A-Za-z_][A-Za-z0-9_\-]*", raw):
+        return raw
+    raise ValueError(f'unknown profile field "{raw}"; expected one of {", ".join(PROFILE_FIELDS)} or custom.<name>')
+
+
+def parse_claim_uris(raw: str) -> tuple[str, ...]:
+    """SAML attribute names (claim URIs), separated by whitespace."""
+    uris = tuple(w for w in raw.split() if w)
+    if not uris:
+        raise ValueError("expected one or more claim URIs")
+    return uris
+
+
 # --------------------------------------------------------------------------
 # The settings, one frozen dataclass per ini prefix.
 # --------------------------------------------------------------------------
@@ -350,6 +376,9 @@ class SamlSettings:
         ("rsa-sha256", "rsa-sha384", "rsa-sha512", "ecdsa-sha256", "ecdsa-sha384", "ecdsa-sha512"),
         parse_signature_algorithms,
     )
+    #: ``saml.claims.<field> = <claim URI>...``: the claims that field is read
+    #: from, in place of the IdP profile's own (gateway.saml.claims).
+    claims: Mapping[str, tuple[str, ...]] = setting_family("field", parse_claim_field, parse_claim_uris)
 
 
 @dataclass(frozen=True)
@@ -484,8 +513,37 @@ def documented_keys() -> list[str]:
     """Every core key, for the README completeness test and the CLI."""
     keys = [DATABASE_KEY]
     for prefix, cls in SECTIONS.items():
-        keys += [f"{prefix}.{f.name}" for f in dataclasses.fields(cls)]
+        keys += [
+            f"{prefix}.{f.name}" + (f".<{f.metadata['label']}>" if "label" in f.metadata else "")
+            for f in dataclasses.fields(cls)
+        ]
     return keys
+
+
+def _families() -> dict[str, dataclasses.Field]:
+    """{``<section>.<field>.``: the field} of every family of keys (:func:`setting_family`)."""
+    return {
+        f"{prefix}.{f.name}.": f for prefix, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+        if "parse_name" in f.metadata
+    }
+
+
+def _parse_family(raw: dict[str, Any], stem: str, f: dataclasses.Field) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    owners: dict[Any, str] = {}
+    for key in sorted(k for k in raw if k.startswith(stem)):
+        try:
+            name = f.metadata["parse_name"](key[len(stem) :])
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+        if str(raw[key]).strip() == "":
+            continue
+        values[name] = value = _parse_value(key, raw[key], f.metadata["parse"])
+        for item in value if isinstance(value, tuple) else (value,):
+            if item in owners:
+                raise ConfigError(f'{key}: "{item}" is already given by {owners[item]}; give it once')
+            owners[item] = key
+    return values
 
 
 def _parse_value(key: str, raw: Any, parse: Callable[[str], Any]) -> Any:
@@ -518,9 +576,10 @@ def read_setting(raw: Any, key: str, parse: Callable[[str], Any], default: Any =
 def parse_settings(raw: dict[str, Any]) -> Settings:
     """Parse the ``[app:main]`` settings; raise ConfigError on the first problem."""
     known = set(documented_keys())
+    families = _families()
     for key in sorted(raw):
         prefix = key.split(".", 1)[0]
-        if prefix in SECTIONS and key not in known:
+        if prefix in SECTIONS and key not in known and not any(key.startswith(stem) for stem in families):
             hint = difflib.get_close_matches(key, sorted(known), n=1)
             suggestion = f' (did you mean "{hint[0]}"?)' if hint else ""
             raise ConfigError(f"{key}: unknown setting{suggestion}")
@@ -530,7 +589,9 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         values = {}
         for f in dataclasses.fields(cls):
             key = f"{prefix}.{f.name}"
-            if key in raw and str(raw[key]).strip() != "":
+            if "parse_name" in f.metadata:
+                values[f.name] = _parse_family(raw, key + ".", f)
+            elif key in raw and str(raw[key]).strip() != "":
                 values[f.name] = _parse_value(key, raw[key], f.metadata["parse"])
             elif f.default is _REQUIRED:
                 raise ConfigError(f"{key}: required setting is missing")

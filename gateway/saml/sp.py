@@ -40,6 +40,7 @@ from saml2.metadata import create_metadata_string
 
 from ..errors import ConfigError
 from ..settings import SIGNATURE_ALGORITHMS
+from .claims import with_site_claims
 from .errors import ASK_ADMIN, SamlRejection
 from .metadata import IdpInfo, MetadataStore
 from .pysaml2_crypto import (
@@ -135,7 +136,8 @@ class ServiceProvider:
         self.registry = registry
         self.settings = settings
         self.saml = settings.saml
-        self.profile = profile
+        # The profile as this site maps it: saml.claims.<field> over its claim map.
+        self.profile = with_site_claims(profile, self.saml.claims)
         base = settings.gateway.base_url
         self.entity_id = settings.sp_entity_id
         self.acs_url = base + "/saml/acs"

@@ -2,7 +2,9 @@
 
 Maps Entra's SAML claim URIs onto the gateway's profile fields and names the
 object identifier as the person's lasting key: it is immutable and never
-reused, unlike the UPN or email that a rename changes.
+reused, unlike the UPN or email that a rename changes. A site that needs
+another claim names it with ``saml.claims.<field>`` (gateway.saml.claims)
+rather than copying this map into a profile of its own.
 """
 
 from __future__ import annotations
