@@ -13,7 +13,17 @@ from .errors import ConfigError
 #: Marker for plugin hook implementations: ``from gateway import hookimpl``.
 hookimpl = pluggy.HookimplMarker("gateway")
 
-__all__ = ["ConfigError", "hookimpl", "main"]
+__all__ = ["ConfigError", "hookimpl", "main", "paste_app"]
+
+
+def paste_app(global_config, **settings):
+    """The app factory pserve loads (``use = egg:entra-identity-gateway``): :func:`main`,
+    with a bad setting stopping the process with its one line and status 1, not a traceback."""
+    try:
+        return main(global_config, **settings)
+    except ConfigError as exc:
+        # SystemExit with a message: the interpreter prints it to stderr and exits with 1.
+        raise SystemExit(str(exc)) from exc
 
 
 def main(global_config, **settings):
@@ -31,7 +41,7 @@ def main(global_config, **settings):
         config.include(".plugins")
         # Request-scoped SQLAlchemy session under pyramid_tm, with retries.
         config.include(".db")
-        # Request correlation ids, and error pages / JSON rendered in one place.
+        # The request class: correlation ids and the per-request helpers (gateway/request.py).
         config.include(".web")
         # HTML pages: Jinja2 templates on one layout, /static, security headers.
         config.include(".templating")

@@ -38,7 +38,13 @@ def bootstrap_app(config_uri: str):
     from pyramid.paster import bootstrap
 
     load_raw_settings(config_uri)
-    env = bootstrap(config_uri)
+    try:
+        env = bootstrap(config_uri)
+    except SystemExit as exc:
+        # The app factory's exit for pserve (gateway.paste_app): the CLI says it its own way.
+        if isinstance(exc.__cause__, ConfigError):
+            raise exc.__cause__ from None
+        raise
     env["closer"]()
     return env["registry"]
 

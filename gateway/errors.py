@@ -1,12 +1,13 @@
 """The gateway's own exceptions, in one place."""
 
 
-class ConfigError(SystemExit):
+class ConfigError(Exception):
     """A bad setting, plugin or file: start-up stops with one readable line.
 
-    It derives from SystemExit on purpose: raised from the app factory under
-    ``pserve`` (or from the CLI), the interpreter prints just the message and
-    exits with status 1 instead of dumping a traceback at the deployer.
+    An ordinary exception, so code that builds the app (tests, the CLI) can
+    catch it; each entry point a deployer runs turns it into its one line and
+    exit status 1: the ``gateway`` CLI, the app factory pserve loads
+    (:func:`gateway.paste_app`) and the Granian runner (:mod:`gateway.serve`).
     """
 
     def __init__(self, message: str):

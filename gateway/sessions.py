@@ -1,9 +1,9 @@
 """Server-side browser sessions, and the Pyramid security policy built on them.
 
 The cookie holds a random token; the ``sessions`` row is keyed by its
-SHA-256, so a database dump gives no usable cookie. Because the state is a
-row, logout, single logout and deactivation end a session at once on every
-instance.
+HMAC-SHA256 under ``session.secret``, so a database dump gives no usable
+cookie. Because the state is a row, logout, single logout and deactivation
+end a session at once on every instance.
 
 ``request.identity`` is a :class:`SessionIdentity` or None. Loading it is the
 hot path (forward-auth asks on every proxied request), so it is one indexed

@@ -613,8 +613,3 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
             f' for {settings.gateway.base_url}, got "true"'
         )
     return settings
-
-
-def get_settings(request_or_registry: Any) -> Settings:
-    registry = getattr(request_or_registry, "registry", request_or_registry)
-    return registry.gateway_settings

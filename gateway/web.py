@@ -1,8 +1,10 @@
-"""Cross-cutting request plumbing: correlation ids and the JSON renderer.
+"""Cross-cutting request plumbing: the request class, correlation ids, address matching.
 
-Every request gets a correlation id (taken from a trusted ``X-Request-Id`` or
-made fresh); it is echoed in the response headers, put on error pages and in
-the log, so a person's screenshot leads an admin to the log line.
+Every request gets a correlation id (the client's ``X-Request-Id`` when it
+looks like one, else made fresh); it is echoed in the response headers, put
+on error pages and in the log, so a person's screenshot leads an admin to the
+log line. The header is not trusted for anything: anybody can send one, and
+it only labels what they did.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Each test fails when the upstream behaviour the gateway builds on changes:
 zope.sqlalchemy's session listeners (gateway/db/tm.py), pyramid_tm's request
-method that the gateway overrides (gateway/db/__init__.py), and pluggy's unknown
-hooks (gateway/plugins.py).
+method that the gateway overrides (gateway/db/__init__.py), pluggy's unknown
+hooks (gateway/plugins.py), and ConfigError at the entry points.
 """
 
 import textwrap
@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import zope.sqlalchemy
 
-from gateway import ConfigError
+from gateway import ConfigError, main, paste_app
 from gateway.db import tm
 
 # ---------------------------------------------------------------- zope.sqlalchemy
@@ -98,3 +98,20 @@ def test_an_unknown_hook_is_named_with_its_plugin(make_app, plugin_dir):
         'gateway.plugins: plugin "gw_test_unknown" implements "gateway_user_evnt", which is not a gateway hook'
         " (see gateway/hookspecs.py for the names)"
     )
+
+
+# ---------------------------------------------------------------- ConfigError
+
+
+def test_config_error_is_an_ordinary_exception():
+    assert issubclass(ConfigError, Exception) and not issubclass(ConfigError, SystemExit)
+
+
+def test_the_app_factory_pserve_loads_exits_with_the_line(base_settings, sqlite_url):
+    settings = {**base_settings, "sqlalchemy.url": sqlite_url, "saml.clock_skew": "ten"}
+    with pytest.raises(ConfigError) as raised:
+        main({}, **settings)
+    with pytest.raises(SystemExit) as exited:
+        paste_app({"__file__": "gateway.ini", "here": "."}, **settings)
+    assert exited.value.code == str(raised.value)
+    assert str(raised.value).startswith("saml.clock_skew: ")

@@ -197,7 +197,9 @@ def idp_issuers(idp) -> set[str]:
 
     Entra's assertions say ``https://sts.windows.net/{tenant}/`` (the metadata
     entityID) but its logout messages say
-    ``https://login.microsoftonline.com/{tenant}/`` (entra.md 2.1, 2.11).
+    ``https://login.microsoftonline.com/{tenant}/`` (Microsoft's
+    https://learn.microsoft.com/en-us/entra/identity-platform/single-sign-out-saml-protocol;
+    the entityID: https://learn.microsoft.com/en-us/entra/identity-platform/federation-metadata).
     """
     issuers = {idp.entity_id}
     match = ENTRA_ISSUER.match(idp.entity_id)
@@ -233,7 +235,8 @@ def single_logout(provider, request):
         root = safe_parse(xml)
         signed = verify_redirect_signature(raw, kind, idp.certs, provider.allowed_signature_uris)
     else:
-        # Entra sends logout only with the Redirect binding (entra.md 2.11);
+        # Entra sends logout only with the Redirect binding (Microsoft's
+        # https://learn.microsoft.com/en-us/entra/identity-platform/single-sign-out-saml-protocol);
         # other IdPs may POST, with the signature inside the XML.
         try:
             xml = base64.b64decode("".join(encoded.split()), validate=True)

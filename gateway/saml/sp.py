@@ -6,8 +6,8 @@ in the message), require a signature per ``want_*_signed``, check the time
 windows, the audience (exact match only), the status, and InResponseTo
 against the ids we pass.
 
-What it does not do (entra.md section 6, measured), done here before it
-runs: refuse DTDs, entities and comments; pin the assertion and signatures
+What it does not do (measured on pysaml2 7.5 with Entra-shaped responses;
+tests/test_saml_acs.py keeps each case refused), done here before it runs: refuse DTDs, entities and comments; pin the assertion and signatures
 in place against signature wrapping; allow only the configured algorithms;
 require every subject confirmation to be bearer with our ACS URL as
 Recipient (pysaml2 skips the Recipient check unless given ``conv_info``);
@@ -185,13 +185,15 @@ class ServiceProvider:
             },
             "allow_unsolicited": self.saml.allow_idp_initiated,
             # Never signed: Entra accepts unsigned AuthnRequests, and enforcing
-            # signed ones in Entra breaks My Apps and the "Test" button
-            # (entra.md 2.3). pysaml2 would also sign them with RSA-SHA1.
+            # signed ones in Entra breaks My Apps and the "Test" button (Microsoft:
+            # https://learn.microsoft.com/en-us/entra/identity/enterprise-apps/howto-enforce-signed-saml-authentication).
+            # pysaml2 would also sign them with RSA-SHA1.
             "authn_requests_signed": False,
             # Our LogoutRequests are signed (RSA-SHA256) by slo.redirect_url
             # when saml.key_file is set; pysaml2 does not send them.
             "logout_requests_signed": bool(self.saml.key_file),
-            # Entra signs the assertion by default, not the Response (entra.md 13).
+            # Entra signs the assertion by default, not the Response ("Sign SAML assertion" in
+            # https://learn.microsoft.com/en-us/entra/identity/enterprise-apps/certificate-signing-options).
             "want_response_signed": signed in ("response", "both"),
             "want_assertions_signed": signed in ("assertion", "both"),
             "want_assertions_or_response_signed": signed == "either",

@@ -27,12 +27,6 @@ from .storage import Conflict, NotFound, Query, Record, ScimStorage, UnknownMemb
 log = logging.getLogger(__name__)
 
 
-def end_user_sessions(dbsession, user_id: str) -> None:
-    """End every session of the user now, in this transaction: a deactivated
-    or deleted person must lose access on every instance at the next request."""
-    end_sessions_for_user(dbsession, user_id)
-
-
 def check_if_match(request, record: Record) -> None:
     """RFC 7232 If-Match against ``W/"<version>"``; 412 when it does not match."""
     header = request.headers.get("If-Match")
@@ -247,7 +241,7 @@ class ScimService:
         if others:
             self._event("updated", old.id, user_name, others)
         if was_active and not is_active:
-            end_user_sessions(self.request.dbsession, old.id)
+            end_sessions_for_user(self.request.dbsession, old.id)
             self._event("deactivated", old.id, user_name)
         elif is_active and not was_active:
             self._event("reactivated", old.id, user_name)
@@ -282,7 +276,7 @@ class ScimService:
 
     def delete_user(self, user_id: str) -> None:
         old = self._locked_user(user_id)
-        end_user_sessions(self.request.dbsession, user_id)
+        end_sessions_for_user(self.request.dbsession, user_id)
         self._storage(self.storage.delete_user, user_id)
         self._audit("scim.user.delete", "user", user_id, old.data.get("userName"))
         self._event("deleted", user_id, old.data.get("userName"))
