@@ -22,6 +22,13 @@ class TestSqlStore(ScimStorageContract):
     def backend_settings(self):
         return {"gateway.plugins": "entra sqlstore", "scim.storage": "sqlstore"}
 
+    def test_the_core_calls_it_unwrapped(self, storage):
+        # It writes the core's tables itself: no mirror on the path of every Entra request.
+        from gateway.scim.directory import DirectoryMirror
+        from gateway_sqlstore.store import SqlStorage
+
+        assert type(storage) is SqlStorage and not isinstance(storage, DirectoryMirror)
+
     def test_a_read_after_a_membership_change_is_the_row_as_it_stands(self, storage, tx):
         # On PostgreSQL a membership statement bumps the version itself and
         # the next read answers from the row it returned: that row must never
