@@ -28,11 +28,13 @@ def test_the_example_plugin_passes_its_own_tests(tmp_path):
     source = tmp_path / "acme-gateway-plugin"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     site = tmp_path / "site"
-    subprocess.run(
+    # No build isolation: offline, with the setuptools of this venv (the test extra).
+    installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
          "--target", str(site), str(source)],
-        check=True, capture_output=True, timeout=300,
+        capture_output=True, text=True, timeout=300,
     )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
     assert (site / "acme_gateway" / "__init__.py").exists()
 
     result = subprocess.run(
