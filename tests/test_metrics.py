@@ -221,3 +221,63 @@ def test_a_failed_metadata_load_is_counted(make_app, tmp_path):
     before = value(scrape(app), "gateway_idp_metadata_refresh_failures_total")
     app.app.registry.saml_sp.store.refresh_now()
     assert value(scrape(app), "gateway_idp_metadata_refresh_failures_total") == before + 1
+
+
+# ---------------------------------------------------------------- dead workers (gateway/metrics/archive.py)
+
+
+def _dead_worker(code: str) -> int:
+    """A worker that counts in this process's metrics directory, then exits; its pid."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", f"import os\nfrom gateway.metrics import instruments as i\n{code}\nprint(os.getpid())"],
+        capture_output=True, text=True, check=True, timeout=60, env=dict(os.environ),
+    )
+    return int(result.stdout.split()[-1])
+
+
+def _files_of(pid: int) -> list[str]:
+    import os
+
+    from gateway.metrics.directory import ensure
+
+    return [name for name in os.listdir(ensure()) if name.endswith(f"_{pid}.db")]
+
+
+def test_dead_workers_fold_into_the_archive_and_the_totals_stay(app):
+    import os
+    import time
+
+    from gateway.metrics.directory import ensure
+
+    before = scrape(app)
+    stamp = float(int(time.time()) + 86400)  # later than any this process set: the max of all workers
+    first = _dead_worker(f"i.FORWARD_AUTH_DENY.inc(7)\ni.SIGNIN_DURATION.observe(0.3)\ni.METADATA_REFRESHED.set({stamp})")
+    assert sorted(_files_of(first)) == [f"counter_{first}.db", f"gauge_max_{first}.db", f"histogram_{first}.db"]
+
+    def delta(samples, name, **labels):
+        return value(samples, name, **labels) - value(before, name, **labels)
+
+    for _ in range(2):
+        after = scrape(app)
+        assert _files_of(first) == []  # folded by the first scrape
+        assert delta(after, "gateway_forward_auth_total", decision="deny") == 7
+        assert delta(after, "gateway_signin_duration_seconds_count") == 1
+        assert delta(after, "gateway_signin_duration_seconds_bucket", le="0.5") == 1
+        assert delta(after, "gateway_signin_duration_seconds_bucket", le="0.25") == 0
+        assert value(after, "gateway_idp_metadata_last_refresh_timestamp_seconds") == stamp
+    archive = {name for name in os.listdir(ensure()) if "_archive" in name}
+    assert archive == {"counter_archive.db", "gauge_max_archive.db", "histogram_archive.db"}
+
+    # A second dead worker adds to the archive; this process's own counts stay in its own files.
+    second = _dead_worker("i.FORWARD_AUTH_DENY.inc(5)\ni.SIGNIN_DURATION.observe(0.3)")
+    app.get("/auth", extra_environ=LOCAL, status=401)
+    after = scrape(app)
+    assert _files_of(second) == [] and _files_of(os.getpid())
+    assert delta(after, "gateway_forward_auth_total", decision="deny") == 12
+    assert delta(after, "gateway_forward_auth_total", decision="unauthenticated") == 1
+    assert delta(after, "gateway_signin_duration_seconds_count") == 2
+    assert delta(after, "gateway_signin_duration_seconds_sum") == pytest.approx(0.6)

@@ -94,7 +94,9 @@ def _counters(samples: dict) -> dict:
 
 
 def _worker_files(directory) -> set[int]:
-    return {int(name.rsplit("_", 1)[1][:-3]) for name in os.listdir(directory) if name.startswith("counter_")}
+    """The pids of the processes with a counter file (not the archive of dead ones)."""
+    pids = {name[len("counter_"):-len(".db")] for name in os.listdir(directory) if name.startswith("counter_")}
+    return {int(pid) for pid in pids if pid.isdigit()}
 
 
 def test_one_scrape_adds_up_both_workers_and_survives_a_killed_one(live_gateway, postgres_url, tmp_path):
@@ -141,6 +143,9 @@ def test_one_scrape_adds_up_both_workers_and_survives_a_killed_one(live_gateway,
             assert _counters(_scrape(base)) == expected
             seen += 1
         assert time.monotonic() < deadline
+    # Its files were folded into the archive (gateway/metrics/archive.py): scrapes read no more files.
+    assert victim not in _worker_files(metrics_dir)
+    assert (metrics_dir / "counter_archive.db").exists()
     # The replacement counts on top.
     assert _send(f"{base}/auth", cookies=sessions[0])[0] == 200
     assert _counters(_scrape(base))["allow"] == 41

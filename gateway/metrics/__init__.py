@@ -42,6 +42,7 @@ def metrics_view(request):
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    from .archive import fold_dead_workers, locked
     from .collector import ScrapeCollector
     from .directory import ensure
 
@@ -58,8 +59,13 @@ def metrics_view(request):
     # What is read now goes first: a metadata load it sets off is in this scrape's counters.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ScrapeCollector(request.registry))
-    MultiProcessCollector(registry, path=ensure())
-    response = Response(generate_latest(registry))
+    path = ensure()
+    MultiProcessCollector(registry, path=path)
+    # Dead workers' files folded into one archive first, so that scrapes stay fast.
+    fold_dead_workers(path)
+    with locked(path, exclusive=False):
+        text = generate_latest(registry)
+    response = Response(text)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     response.headers["Cache-Control"] = "no-store"
     return response
