@@ -81,6 +81,11 @@ def cmd_check(args) -> int:
 
     request = Request.blank("/")
     request.registry = registry
+    # A command, not a request: it reads the metadata source now (waiting at
+    # most saml.metadata_timeout), so its line says whether the source works.
+    provider = getattr(registry, "saml_sp", None)
+    if provider is not None:
+        provider.store.refresh_now()
     failed = False
     for name, check in registry.readiness_checks.items():
         reason = check(request)

@@ -255,6 +255,10 @@ def close(app) -> None:
     cache = getattr(registry, "identity_cache", None)
     if cache is not None:
         cache.close()
+    # Its refresh thread stops before the pools it uses go.
+    provider = getattr(registry, "saml_sp", None)
+    if provider is not None:
+        provider.store.close()
     # Its queued rows are written before the pools go.
     provisioning_log = getattr(registry, "provisioning_log", None)
     if provisioning_log is not None:

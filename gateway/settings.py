@@ -364,6 +364,12 @@ class SamlSettings:
     idp_profile: str = setting("entra", parse_name)
     idp_metadata: str = setting("", parse_metadata_source)
     metadata_refresh: int = setting(3600, integer(60, 7 * 86400, "seconds"))
+    #: Seconds one metadata fetch may take in all: resolving, connecting, redirects and the body.
+    metadata_timeout: int = setting(10, integer(1, 120, "seconds"))
+    #: Non-public addresses or networks a metadata URL may lead to (an on-premises IdP; tests).
+    metadata_allow_networks: tuple[str, ...] = setting((), parse_proxies)
+    #: CA certificates (PEM) trusted for an https metadata URL in place of the system's.
+    metadata_ca_file: str = setting("", readable_file)
     sp_entity_id: str = setting("")
     key_file: str = setting("", readable_file)
     cert_file: str = setting("", readable_file)
