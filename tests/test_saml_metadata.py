@@ -516,3 +516,31 @@ def test_served_workers_fetch_once_and_stop_cleanly(server, pserve, idp, tls, tm
         stop(served.process)
         log = served.log_path.read_text()
         assert served.process.returncode != -9 and "Traceback" not in log, log
+
+
+def test_check_reads_a_metadata_url_now(idp, tls, tmp_path):
+    """``gateway CONFIG check`` is a command, not a request: it downloads the metadata and says how that went."""
+    import subprocess
+    import sys
+
+    gateway = str(Path(sys.executable).parent / "gateway")
+    with MetadataServer(idp.metadata(), tls) as server:
+        ini = tmp_path / "gateway.ini"
+        ini.write_text(
+            "[app:main]\nuse = egg:entra-identity-gateway\n"
+            "gateway.base_url = http://127.0.0.1:6543\ngateway.plugins = entra\n"
+            f"saml.idp_metadata = {server.url()}\nsaml.metadata_allow_networks = 127.0.0.1\n"
+            f"saml.metadata_ca_file = {tls.ca_file}\n"
+            f"sqlalchemy.url = sqlite:///{tmp_path / 'gateway.sqlite'}\n"
+            f"session.secret = {SESSION_SECRET}\nsession.cookie_secure = false\n"
+        )
+        subprocess.run([gateway, str(ini), "migrate"], check=True, capture_output=True, timeout=60)
+        first = subprocess.run([gateway, str(ini), "check"], capture_output=True, text=True, timeout=60)
+        assert "ok   idp_metadata" in first.stdout, first.stdout + first.stderr
+        assert server.hits == 1
+        # Now the URL redirects to plain http: the saved copy still serves, and check says why the refresh failed.
+        server.mode, server.location = "redirect", "http://127.0.0.1:1/md.xml"
+        second = subprocess.run([gateway, str(ini), "check"], capture_output=True, text=True, timeout=60)
+        assert "ok   idp_metadata" in second.stdout
+        assert "WARN idp_metadata: refresh failed (redirect from" in second.stdout
+        assert "refused: metadata is fetched over https only" in second.stdout
