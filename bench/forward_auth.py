@@ -10,7 +10,11 @@ of the bare view's requests/s, on SQLite and on PostgreSQL.
 
     .venv/bin/python bench/forward_auth.py [--seconds 10] [--connections 8]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
-        [--server granian|waitress] [--workers auto] [--threads N]
+        [--server granian|waitress] [--workers auto] [--threads N] [--access-log]
+
+``--access-log`` turns the gateway's access log on (``logging.access``), one
+line per request written to the server's stderr (here /dev/null), formatted
+as production.ini formats it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,38 @@ SECRET = "bench-secret-bench-secret-bench-secret-0123456789"
 #: request parses and normalises the URL (from a small cache) as a real proxy's would.
 ORIGINAL_URL = "https://app.example.com/reports/2024/q3?view=full"
 SERVER = {"server": "granian", "workers": "auto", "threads": 1}
+#: With --access-log: the access log on, written as production.ini's logging section writes it.
+ACCESS_LOG = {"on": False}
+LOGGING = """
+logging.access = true
+
+[loggers]
+keys = root, gateway
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARN
+handlers = console
+
+[logger_gateway]
+level = INFO
+handlers =
+qualname = gateway
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %(asctime)s %(levelname)-5.5s [%(name)s] %(message)s
+"""
 
 BARE_APP = '''
 from pyramid.config import Configurator
@@ -72,7 +108,7 @@ def server_section(port: int) -> str:
     )
 
 
-def wait_for(url: str, timeout: float = 30) -> None:
+def wait_for(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -151,7 +187,8 @@ def prepare_gateway(folder: Path, database_url: str, port: int) -> tuple[Path, s
         f"sqlalchemy.url = {database_url.replace('%', '%%')}\n"
         f"session.secret = {SECRET}\nsession.cookie_secure = false\n"
         "forward_auth.proxy = nginx\n"
-        "forward_auth.rules =\n    app.example.com /reports Staff\n    * / Staff\n\n" + server_section(port)
+        "forward_auth.rules =\n    app.example.com /reports Staff\n    * / Staff\n"
+        + (LOGGING if ACCESS_LOG["on"] else "\n") + server_section(port)
     )
     engine = create_engine(database_url)
     migrate.upgrade(engine)
@@ -233,7 +270,9 @@ def main() -> None:
     parser.add_argument("--server", choices=["granian", "waitress"], default="granian")
     parser.add_argument("--workers", default="auto", help="Granian worker processes (default auto: one per CPU, at least two)")
     parser.add_argument("--threads", type=int, help="threads per worker (default 1 on Granian, 4 on waitress)")
+    parser.add_argument("--access-log", action="store_true", help="the gateway's access log on (logging.access)")
     args = parser.parse_args()
+    ACCESS_LOG["on"] = args.access_log
     SERVER.update(server=args.server, workers=args.workers,
                   threads=args.threads or (1 if args.server == "granian" else 4))
     if not shutil.which("wrk"):
@@ -241,7 +280,8 @@ def main() -> None:
     server = (f"Granian: {SERVER['workers']} workers of {SERVER['threads']} threads" if args.server == "granian"
               else f"waitress: 1 process, {SERVER['threads']} threads")
     print(f"{server}; wrk: 1 thread, {args.connections} connections, "
-          f"{args.rounds} x {args.seconds} s each, best round shown")
+          f"{args.rounds} x {args.seconds} s each, best round shown"
+          + ("; gateway access log on" if args.access_log else ""))
     with tempfile.TemporaryDirectory() as tmp:
         measure("SQLite", f"sqlite:///{tmp}/bench.sqlite", args)
     if not args.skip_postgres:
