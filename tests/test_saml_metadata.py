@@ -544,3 +544,12 @@ def test_check_reads_a_metadata_url_now(idp, tls, tmp_path):
         assert "ok   idp_metadata" in second.stdout
         assert "WARN idp_metadata: refresh failed (redirect from" in second.stdout
         assert "refused: metadata is fetched over https only" in second.stdout
+
+
+def test_without_a_readable_database_each_process_fetches_on_its_own(make_app, idp, tls, tmp_path):
+    # Not migrated: the shared row cannot be read, so the process keeps its own schedule (and still gets the metadata).
+    with MetadataServer(idp.metadata(), tls) as server:
+        app = make_app(**url_settings(server, tls, **{"sqlalchemy.url": f"sqlite:///{tmp_path}/empty.sqlite"}))
+        assert store(app).current() is None
+        wait_for(lambda: store(app).info is not None, "the metadata without a database")
+        assert server.hits == 1 and store(app).origin == "source"
