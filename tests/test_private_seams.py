@@ -115,3 +115,30 @@ def test_the_app_factory_pserve_loads_exits_with_the_line(base_settings, sqlite_
         paste_app({"__file__": "gateway.ini", "here": "."}, **settings)
     assert exited.value.code == str(raised.value)
     assert str(raised.value).startswith("saml.clock_skew: ")
+
+
+# ---------------------------------------------------------------- Pyramid, for forward-auth's fast path
+
+DERIVER_PLUGIN = """
+    def stamped(view, info):
+        def wrapped(context, request):
+            response = view(context, request)
+            response.headers["X-Plugin"] = "seen"
+            return response
+        return wrapped
+
+    def gateway_pyramid_configure(config):
+        config.add_view_deriver(stamped)
+"""
+
+
+def test_a_plugins_view_deriver_sees_every_forward_auth_check(make_app, idp, plugin_dir):
+    # The fast path answers /auth before Pyramid only when Pyramid's set-up
+    # (tweens, view derivers, as its introspector lists them) is the core's own.
+    from saml_support import sign_in
+
+    (plugin_dir / "gw_test_deriver.py").write_text(textwrap.dedent(DERIVER_PLUGIN))
+    app = make_app(**{"gateway.plugins": "entra gw_test_deriver"})
+    sign_in(app, idp)
+    for _ in range(3):
+        assert app.get("/auth", extra_environ={"REMOTE_ADDR": "127.0.0.1"}).headers.get("X-Plugin") == "seen"

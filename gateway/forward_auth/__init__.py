@@ -338,13 +338,13 @@ def fast_path(app, registry):
 
 def _changed_by_plugins(registry) -> str | None:
     """What of the Pyramid set-up that the fast path relies on is not the core's own."""
-    from pyramid.interfaces import IExecutionPolicy, IRequestFactory, ISecurityPolicy, ITweens, IViewDerivers
+    from pyramid.interfaces import IExecutionPolicy, IRequestFactory, ISecurityPolicy
 
     from ..request import GatewayRequest
     from ..sessions import SessionSecurityPolicy
 
-    tweens = registry.queryUtility(ITweens)
-    names = {name for name, _ in (tweens.explicit or tweens.implicit())} if tweens else set()
+    # Tweens and view derivers as Pyramid's (public) introspector lists them.
+    names = {intr["name"] for intr in _introspected(registry, "tweens")}
     if names - {"pyramid_tm.tm_tween_factory", "pyramid.tweens.excview_tween_factory"}:
         return "the tweens"
     if list(registry.registeredHandlers()):
@@ -356,7 +356,7 @@ def _changed_by_plugins(registry) -> str | None:
     policy = registry.queryUtility(IExecutionPolicy)
     if policy is not None and getattr(policy, "__module__", "") != "pyramid_retry":
         return "the execution policy"
-    if [name for name, _ in registry.getUtility(IViewDerivers).sorted()] != _default_view_derivers():
+    if _view_derivers(registry) != _default_view_derivers():
         return "the view derivers"
     views = [
         entry["introspectable"] for entry in registry.introspector.get_category("views", ())
@@ -367,14 +367,23 @@ def _changed_by_plugins(registry) -> str | None:
     return None
 
 
+def _introspected(registry, category: str) -> list:
+    return [entry["introspectable"] for entry in registry.introspector.get_category(category, ())]
+
+
+def _view_derivers(registry) -> set:
+    """Each view deriver, where it goes and what it is: a plugin's addition, or a default put elsewhere, differs."""
+    return {(intr["name"], intr["deriver"], repr(intr["under"]), repr(intr["over"]))
+            for intr in _introspected(registry, "view derivers")}
+
+
 @functools.cache
-def _default_view_derivers() -> list[str]:
+def _default_view_derivers() -> set:
     from pyramid.config import Configurator
-    from pyramid.interfaces import IViewDerivers
 
     config = Configurator(settings={})
     config.commit()
-    return [name for name, _ in config.registry.getUtility(IViewDerivers).sorted()]
+    return _view_derivers(config.registry)
 
 
 def includeme(config):
