@@ -71,8 +71,8 @@ def test_the_id_is_the_one_every_layer_below_uses(make_app, access):
     assert [(r.route, r.status) for r in records] == [("saml.login", 400), (None, 400)]
 
 
-def test_forward_auth_checks_are_logged_on_the_fast_path_too(make_app, idp, access):
-    app = make_app(**ON)
+def test_forward_auth_checks_are_logged_on_the_fast_path_too(make_app, database_url, idp, access):
+    app = make_app(**ON, **{"sqlalchemy.url": database_url})
     assert isinstance(app.app, AccessLog) and isinstance(app.app.app, FastPath)
     sign_in(app, idp, "alice@example.com")
     app.app.registry.identity_cache.clear()  # the first check goes through Pyramid, the next ones not
