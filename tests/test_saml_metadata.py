@@ -477,9 +477,11 @@ def test_an_unknown_certificate_authority_is_refused(make_app, idp, tls):
 
 
 @pytest.mark.parametrize("server", ["granian", "waitress"])
-def test_served_workers_fetch_once_and_stop_cleanly(server, pserve, idp, tls, tmp_path):
+def test_served_workers_fetch_once_and_stop_cleanly(server, idp, tls, tmp_path):
     """Under pserve: Granian's spawned workers (two) or waitress's threads get the metadata from one download."""
-    from conftest import free_port, stop
+    import subprocess
+
+    from conftest import BIN, free_port, server_environment, stop, wait_for_http
 
     port = free_port()
     servers = {
@@ -497,7 +499,17 @@ def test_served_workers_fetch_once_and_stop_cleanly(server, pserve, idp, tls, tm
             f"session.secret = {SESSION_SECRET}\nsession.cookie_secure = false\n\n"
             "[server:main]\n" + servers[server]
         )
-        served = pserve(ini, port)
+        subprocess.run([str(BIN / "gateway"), str(ini), "migrate"], check=True, capture_output=True, timeout=120)
+        log_path = tmp_path / "pserve.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen([str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT,
+                                       cwd=tmp_path, env=server_environment())
+        try:
+            # A generous bound: two spawned workers load the app on a busy machine.
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", process, log_path, timeout=120)
+        except BaseException:
+            stop(process)
+            raise
         streak = 0
 
         def ready_on_fresh_connections() -> bool:
@@ -511,11 +523,13 @@ def test_served_workers_fetch_once_and_stop_cleanly(server, pserve, idp, tls, tm
                 connection.close()
             return streak >= 20
 
-        wait_for(ready_on_fresh_connections, "every worker to be ready")
-        assert metadata.hits == 1
-        stop(served.process)
-        log = served.log_path.read_text()
-        assert served.process.returncode != -9 and "Traceback" not in log, log
+        try:
+            wait_for(ready_on_fresh_connections, "every worker to be ready", bound=120)
+            assert metadata.hits == 1
+        finally:
+            stop(process)
+        log = log_path.read_text()
+        assert process.returncode != -9 and "Traceback" not in log, log
 
 
 def test_check_reads_a_metadata_url_now(idp, tls, tmp_path):
