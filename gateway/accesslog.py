@@ -54,8 +54,11 @@ class AccessLog:
     """WSGI wrapper that logs every request it passes on, once it is answered."""
 
     def __init__(self, app, registry):
+        from .sessions import _ENVIRON_KEY  # where a request's identity is, once it was read
+
         self.app = app
         self.registry = registry
+        self._identity_key = _ENVIRON_KEY
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -65,7 +68,10 @@ class AccessLog:
         answer = []
 
         def answering(status, headers, exc_info=None):
-            if not any(name.lower() == "x-request-id" for name, _ in headers):
+            for name, _ in headers:
+                if len(name) == 12 and name.lower() == "x-request-id":
+                    break
+            else:
                 headers.append(("X-Request-Id", rid))
             answer[:] = [status]
             return start_response(status, headers, exc_info)
@@ -96,20 +102,13 @@ class AccessLog:
         elif code == 200 and environ.get("PATH_INFO") == "/auth":
             route = _FAST_PATH_ROUTE  # answered from memory, before Pyramid, for the one route it stands for
         fields = {"method": method, "route": route, "status": code, "duration_ms": duration_ms, "correlation_id": rid}
-        user_id = _user_id(environ)
+        user_id = getattr(environ.get(self._identity_key), "user_id", None)
         if user_id is not None:
             fields["user_id"] = user_id
         # The record made directly: Logger.info would walk the stack for the caller's file and line, which
         # costs more than the rest of the line, on every request (bench/forward_auth.py --access-log).
         log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %s %.1fms [%s]",
                                   (method, route or "-", code, duration_ms, rid), None, extra=fields))
-
-
-def _user_id(environ):
-    from .sessions import _ENVIRON_KEY  # not at the top: gateway.sessions is loaded after this module
-
-    identity = environ.get(_ENVIRON_KEY)
-    return getattr(identity, "user_id", None)
 
 
 class _Closing:
