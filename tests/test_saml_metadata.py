@@ -319,7 +319,13 @@ def backdate(app, seconds: int = 86400) -> None:
 ])
 def test_non_public_addresses_are_refused(address):
     assert not is_public(address)
-    assert FetchPolicy(10, (ipaddress.ip_network("127.0.0.1"),)).permits("127.0.0.1")
+    assert not FetchPolicy(10).permits(address)
+
+
+def test_listed_networks_are_allowed_in_every_form():
+    policy = FetchPolicy(10, (ipaddress.ip_network("10.20.0.0/16"), ipaddress.ip_network("fd00::/64")))
+    assert policy.permits("10.20.3.4") and policy.permits("::ffff:10.20.3.4") and policy.permits("fd00::5")
+    assert not policy.permits("10.21.0.1") and not policy.permits("127.0.0.1") and not policy.permits("fd00:1::5")
 
 
 @pytest.mark.parametrize("address", ["20.190.128.1", "2603:1026::1", "::ffff:20.190.128.1", "64:ff9b::14be:8001"])
