@@ -328,3 +328,64 @@ def test_unicode_user_name_and_group_name_uniqueness_agree_on_both_databases(sci
         scim_error(scim.post("/Groups", body, status=409), 409, "uniqueness")
     page = scim.get("/Groups", filter='displayName eq "ομάδα συστημάτων łódź"').json
     assert page["totalResults"] == 1
+
+
+# ---------------------------------------------------------------- the server's own limits (docs/production.md)
+
+from test_waitress import patient_pserve  # noqa: E402,F401 - the fixture
+
+
+def _raw(url: str, target: str, headers: list[str]) -> tuple[int, dict, bytes]:
+    """One request as bytes on a socket (no client library's own limits): (status, headers, body)."""
+    import socket
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close", *headers]
+    with socket.create_connection((parts.hostname, parts.port), timeout=60) as connection:
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    return int(status_line.split()[1]), {k.lower(): v.strip() for k, v in (f.split(":", 1) for f in fields)}, body
+
+
+def _reaches_the_app(answer):
+    status, headers, body = answer
+    assert status == 401 and headers["content-type"] == "application/scim+json" and headers["x-request-id"], answer
+    assert json.loads(body)["status"] == "401"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["granian", "waitress"])
+def test_the_servers_own_url_and_header_limits_are_as_documented(patient_pserve, tmp_path, sqlite_url, idp_metadata_file, server):
+    from test_waitress import serve
+
+    gateway = serve(patient_pserve, tmp_path, sqlite_url, server, idp_metadata_file)
+    users = "/scim/v2/Users?filter="
+    # Up to the limits, the request reaches the gateway, which answers as SCIM does.
+    _reaches_the_app(_raw(gateway.url, users + "a" * 60_000, []))
+    _reaches_the_app(_raw(gateway.url, "/scim/v2/Users", [f"X-Extra-{i}: v" for i in range(98)]))  # 100 fields with Host, Connection
+    _reaches_the_app(_raw(gateway.url, "/scim/v2/Users", ["X-Big: " + "b" * 200_000]))
+    if server == "granian":
+        # Beyond them Granian answers itself, with no body: a request target over 65,534 bytes,
+        # more than 100 header fields, a request head over 512 KiB.
+        for answer, status in (
+            (_raw(gateway.url, users + "a" * 66_000, []), 414),
+            (_raw(gateway.url, "/scim/v2/Users", [f"X-Extra-{i}: v" for i in range(99)]), 431),
+            (_raw(gateway.url, "/scim/v2/Users", ["X-Big: " + "b" * 524_300]), 431),
+        ):
+            assert answer[0] == status and answer[2] == b"" and "x-request-id" not in answer[1], answer[:2]
+    else:
+        # waitress counts no header fields, and answers a request head over 256 KiB itself, in plain text.
+        _reaches_the_app(_raw(gateway.url, "/scim/v2/Users", [f"X-Extra-{i}: v" for i in range(300)]))
+        status, headers, body = _raw(gateway.url, users + "a" * 262_200, [])
+        assert status == 431 and headers["content-type"].startswith("text/plain") and b"max_header" in body
+        assert "x-request-id" not in headers
+
+
+def test_a_long_filter_within_the_servers_limits_is_a_scim_invalid_filter(scim):
+    response = scim.get("/Users", filter='userName eq "' + "a" * 20_000 + '"', status=400)
+    scim_error(response, 400, "invalidFilter")
