@@ -216,6 +216,16 @@ def wait_http(url: str, process, log: Path, seconds: float = 60) -> None:
     raise SystemExit(f"server did not answer at {url}")
 
 
+def wait_started(url: str, process, log: Path) -> None:
+    """wait_http, stopping the server when it never answers: a target that
+    failed to start is not yet in the list the run stops at its end."""
+    try:
+        wait_http(url, process, log)
+    except BaseException:
+        stop_process(process)
+        raise
+
+
 class Gateway:
     def __init__(self, name: str, database_url: str, workdir: Path, workers: str, threads: int, server: str = "granian"):
         from scim_support import run_cli, write_ini
@@ -243,7 +253,7 @@ class Gateway:
             [str(BIN / "pserve"), str(self.ini)], stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, cwd=workdir
         )
         self.base = f"http://127.0.0.1:{self.port}/scim/v2"
-        wait_http(f"http://127.0.0.1:{self.port}/healthz", self.process, self.log)
+        wait_started(f"http://127.0.0.1:{self.port}/healthz", self.process, self.log)
 
     def stored_users(self) -> int:
         import sqlalchemy as sa
@@ -299,7 +309,7 @@ class Reference:
             stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
         )
         self.base = f"http://127.0.0.1:{self.port}/v2"
-        wait_http(f"{self.base}/ServiceProviderConfig", self.process, self.log)
+        wait_started(f"{self.base}/ServiceProviderConfig", self.process, self.log)
 
     def stop(self):
         stop_process(self.process)
