@@ -20,6 +20,7 @@ Two layers:
 from __future__ import annotations
 
 import re
+import weakref
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from dataclasses import dataclass
@@ -105,7 +106,13 @@ def safe_parse(data: bytes, allow_comments: bool = False) -> ET.Element:
         raise
     except (xml.parsers.expat.ExpatError, ValueError) as exc:  # ValueError: an encoding expat cannot read
         raise _refuse("malformed", "The sign-in message is not well-formed XML.", str(exc)) from None
-    return builder.close()
+    root = builder.close()
+    _parsed_from[root] = data
+    return root
+
+
+#: The bytes each live tree of :func:`safe_parse` was parsed from (for :func:`_check_schema`).
+_parsed_from: "weakref.WeakKeyDictionary[ET.Element, bytes]" = weakref.WeakKeyDictionary()
 
 
 _DECLARED_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?<\?xml[^>]*?\bencoding\s*=\s*["']([^"']*)["']""")
@@ -169,6 +176,8 @@ def check_structure(root: ET.Element, allowed_signature_uris: set[str], allowed_
             f"{children.count(STATUS)} Status and {children.count(ISSUER)} Issuer elements in the Response",
         )
 
+    _check_schema(root)
+
     assertions = [e for e in root.iter() if e.tag in (ASSERTION, ENCRYPTED_ASSERTION)]
     if any(e.tag == ENCRYPTED_ASSERTION for e in assertions):
         raise _refuse(
@@ -193,6 +202,27 @@ def check_structure(root: ET.Element, allowed_signature_uris: set[str], allowed_
             raise _refuse("signature_location", "A signature is in a place the SAML profile does not allow.")
         _check_signature(signature, parent, allowed_signature_uris, allowed_digest_uris)
     return Structure(root, assertion, response_signed, assertion_signed)
+
+
+def _check_schema(root: ET.Element) -> None:
+    """The message as sent, against the SAML schema (libxml2, :mod:`.schema`).
+
+    pysaml2 validates its own re-serialization of what it parsed, which
+    writes every element in schema order: a Signature whose SignatureValue
+    came before its SignedInfo, say, passed (tests/test_saml_mutations.py).
+    The bytes :func:`safe_parse` read are validated, not ElementTree's
+    re-serialization, which drops the namespace declarations that only
+    attribute values use (``xsi:type="xs:string"``).
+    """
+    from .schema import SchemaError, validate
+
+    raw = _parsed_from.get(root)
+    if raw is None:  # a tree not from safe_parse: nothing to check it against
+        return
+    try:
+        validate(raw)
+    except SchemaError as exc:
+        raise _refuse("malformed", "The sign-in message is not a valid SAML Response.", str(exc)) from None
 
 
 def check_unique_ids(root: ET.Element) -> None:
