@@ -85,6 +85,11 @@ class ChangeCache:
         self._generation = 0
         self._lock = threading.Lock()
         self.detector = None
+        self._on_clear: list = []
+
+    def on_clear(self, callback) -> None:
+        """Call ``callback()`` after every drop: for what is derived from the entries and must go with them."""
+        self._on_clear.append(callback)
 
     def watches(self, table: str | None) -> bool:
         """Whether a change to ``table`` (None: unknown) may invalidate this cache."""
@@ -112,6 +117,8 @@ class ChangeCache:
         with self._lock:
             self._generation += 1
             self._entries.clear()
+        for callback in self._on_clear:
+            callback()
 
     def close(self) -> None:
         if self.detector is not None:

@@ -389,3 +389,33 @@ def test_the_servers_own_url_and_header_limits_are_as_documented(patient_pserve,
 def test_a_long_filter_within_the_servers_limits_is_a_scim_invalid_filter(scim):
     response = scim.get("/Users", filter='userName eq "' + "a" * 20_000 + '"', status=400)
     scim_error(response, 400, "invalidFilter")
+
+
+# ---------------------------------------------------------------- memory: nothing kept past the identities it came from
+
+
+def test_forward_auth_header_lists_go_with_the_identities_they_were_built_from(make_app, idp, database_url):
+    """The soak's steady growth (docs/benchmarks.md): /auth kept a header list, holding
+    the identity, for every session it had ever answered, until 50,000 had. They are
+    dropped now whenever the identity cache is."""
+    import webtest
+
+    from saml_support import sign_in_as
+
+    app = make_app(**{"sqlalchemy.url": database_url})
+    proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    browsers = []
+    for n in range(5):
+        browser = webtest.TestApp(app.app)
+        sign_in_as(browser, idp, f"person{n}@example.com")
+        browsers.append(browser)
+    for browser in browsers:
+        browser.get("/auth", extra_environ=proxy, status=200)
+    registry = app.app.registry
+    assert len(registry.forward_auth._headers) == 5
+    # Any change to who is who (here a sixth sign-in) drops the cached identities, and the header lists with them.
+    sign_in_as(webtest.TestApp(app.app), idp, "person5@example.com")
+    assert registry.forward_auth._headers == {}
+    for browser in browsers[1:]:
+        browser.get("/auth", extra_environ=proxy, status=200)
+    assert len(registry.forward_auth._headers) == 4
