@@ -391,9 +391,47 @@ def test_signed_but_schema_invalid_assertion_is_refused_on_both(saml_app, idp):
     saml_app.get("/whoami", status=401)
 
 
+def advertised(app) -> tuple[set[str], set[str], str]:
+    """(SigningMethod URIs, DigestMethod URIs, WantAssertionsSigned) of the SP metadata."""
+    from lxml import etree
+
+    root = etree.fromstring(app.get("/saml/metadata").body)
+    alg = "{urn:oasis:names:tc:SAML:metadata:algsupport}"
+    signing = {e.get("Algorithm") for e in root.iter(alg + "SigningMethod")}
+    digests = {e.get("Algorithm") for e in root.iter(alg + "DigestMethod")}
+    (sp,) = root.iter("{urn:oasis:names:tc:SAML:2.0:metadata}SPSSODescriptor")
+    return signing, digests, sp.get("WantAssertionsSigned")
+
+
 @pytest.mark.usefixtures("crypto_backend")
-def test_sp_metadata_does_not_advertise_weak_algorithms(saml_app):
-    """pysaml2's algorithm-support extension (xmlsec1's list: MD5, SHA-1, DSA...) is left out."""
-    text = saml_app.get("/saml/metadata").text
-    assert "SigningMethod" not in text and "DigestMethod" not in text
-    assert "md5" not in text.lower()
+def test_sp_metadata_lists_only_the_allowed_algorithms(saml_app, make_app):
+    """Not pysaml2's algorithm-support extension (xmlsec1's list: MD5, SHA-1, DSA...): saml.allowed_signature_algorithms."""
+    signing, digests, _ = advertised(saml_app)
+    defaults = ("rsa-sha256", "rsa-sha384", "rsa-sha512", "ecdsa-sha256", "ecdsa-sha384", "ecdsa-sha512")
+    assert signing == {SIGNATURE_ALGORITHMS[n][0] for n in defaults}
+    assert digests == {SIGNATURE_ALGORITHMS[n][1] for n in defaults}
+    assert "md5" not in saml_app.get("/saml/metadata").text.lower()
+    signing, digests, _ = advertised(make_app(**{"saml.allowed_signature_algorithms": "rsa-sha1 rsa-sha256"}))
+    assert signing == {SIGNATURE_ALGORITHMS["rsa-sha1"][0], SIGNATURE_ALGORITHMS["rsa-sha256"][0]}
+    assert digests == {SIGNATURE_ALGORITHMS["rsa-sha1"][1], SIGNATURE_ALGORITHMS["rsa-sha256"][1]}
+
+
+@pytest.mark.parametrize(
+    "require_signed, wanted", [("either", "true"), ("assertion", "true"), ("both", "true"), ("response", "false")]
+)
+def test_sp_metadata_says_what_must_be_signed(make_app, require_signed, wanted):
+    """Signed assertions are asked for (Entra's default) unless only a signed Response is required."""
+    assert advertised(make_app(**{"saml.require_signed": require_signed}))[2] == wanted
+
+
+def test_a_response_is_turned_into_objects_once(saml_app, idp, monkeypatch):
+    """pysaml2 loads a Response without a signature of its own twice; the gateway's fast path hands the retry the first."""
+    parsed = []
+    original = pysaml2_crypto._original_any_response
+    monkeypatch.setattr(pysaml2_crypto, "_original_any_response", lambda xml: parsed.append(1) or original(xml))
+    sign_in(saml_app, idp)  # assertion signed, Response not (Entra's default)
+    assert len(parsed) == 1
+    sign_in(saml_app, idp, sign_response=True)
+    assert len(parsed) == 2
+    # Outside the gateway's check, pysaml2 parses as it always did: nothing is kept.
+    assert pysaml2_crypto._unsigned_responses.get() is None

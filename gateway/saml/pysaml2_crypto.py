@@ -12,8 +12,16 @@ The schema validation pysaml2 runs before each signature check
 (``saml2.sigver.validate_doc_with_schema``, the pure-Python ``xmlschema``,
 several ms per element) is replaced by libxml2's (:mod:`.schema`, the same
 XSD files) while :func:`lxml_schema` is active, which the gateway's own
-``check_response`` sets; any other pysaml2 user in the process keeps
-``xmlschema``.
+``check_response`` sets (through :func:`fast_path`); any other pysaml2 user
+in the process keeps ``xmlschema``.
+
+pysaml2 turns a Response without a signature of its own (Entra signs the
+assertion) into objects twice: ``Entity._parse_response`` first loads it
+requiring a Response signature, to learn whether there is one, and loads it
+again when ``correctly_signed_response`` refuses it for the missing
+signature. Within :func:`fast_path` the second load gets the objects of the
+first (``samlp.any_response_from_string`` of the same text; only for a
+Response without a signature, which that refusal leaves untouched).
 
 tests/test_saml_crypto_backend.py fails loudly when pysaml2 changes any of
 these names or that signature.
@@ -29,7 +37,9 @@ from pathlib import Path
 import contextlib
 import contextvars
 
+import saml2.samlp
 import saml2.sigver
+from saml2.entity import Entity
 from saml2.sigver import CryptoBackend, SecurityContext
 from saml2.xml.schema import XMLSchemaError
 
@@ -103,6 +113,11 @@ def check_seam() -> None:
         raise RuntimeError("pysaml2 changed SecurityContext.verify_signature: it no longer calls self.crypto")
     if "validate_doc_with_schema(" not in inspect.getsource(SecurityContext._check_signature):
         raise RuntimeError("pysaml2 changed SecurityContext._check_signature: it no longer calls validate_doc_with_schema")
+    if "samlp.any_response_from_string(decoded_xml)" not in inspect.getsource(SecurityContext.correctly_signed_response):
+        raise RuntimeError("pysaml2 changed SecurityContext.correctly_signed_response: it no longer parses with samlp")
+    parse = inspect.getsource(Entity._parse_response)
+    if "response.require_response_signature = True" not in parse or parse.count("response.loads(xmlstr") != 2:
+        raise RuntimeError("pysaml2 changed Entity._parse_response: no longer a first load requiring a Response signature")
     schema.schema()  # the XSD files compile
 
 
@@ -130,12 +145,46 @@ def lxml_schema():
         _use_lxml_schema.reset(token)
 
 
-def install_schema_validation() -> None:
-    """Put the dispatcher in place of pysaml2's validator (idempotent)."""
-    current = getattr(saml2.sigver, "validate_doc_with_schema", None)
+_unsigned_responses = contextvars.ContextVar("gateway_unsigned_responses", default=None)
+_original_any_response = saml2.samlp.any_response_from_string
+
+
+def _any_response_from_string(xmlstr):
+    kept = _unsigned_responses.get()
+    if kept is None:
+        return _original_any_response(xmlstr)
+    response = kept.pop(xmlstr, None)
+    if response is None:
+        response = _original_any_response(xmlstr)
+        if response is not None and response.signature is None:
+            # Refused untouched by the first load (no Response signature); the retry takes it.
+            kept[xmlstr] = response
+    return response
+
+
+@contextlib.contextmanager
+def fast_path():
+    """Within this block (this thread or task only): schema validation on
+    libxml2 (:func:`lxml_schema`) and a Response text turned into objects once."""
+    token = _unsigned_responses.set({})
+    try:
+        with lxml_schema():
+            yield
+    finally:
+        _unsigned_responses.reset(token)
+
+
+def _replace(module, name: str, original, dispatcher) -> None:
+    current = getattr(module, name, None)
     if current is None:
-        raise RuntimeError("pysaml2 changed: saml2.sigver.validate_doc_with_schema is gone")
-    if current is not _validate_doc_with_schema:
-        if current is not _original_schema_validate:
-            raise RuntimeError("saml2.sigver.validate_doc_with_schema was replaced by someone else")
-        saml2.sigver.validate_doc_with_schema = _validate_doc_with_schema
+        raise RuntimeError(f"pysaml2 changed: {module.__name__}.{name} is gone")
+    if current is not dispatcher:
+        if current is not original:
+            raise RuntimeError(f"{module.__name__}.{name} was replaced by someone else")
+        setattr(module, name, dispatcher)
+
+
+def install_schema_validation() -> None:
+    """Put the dispatchers in place of pysaml2's validator and response parser (idempotent)."""
+    _replace(saml2.sigver, "validate_doc_with_schema", _original_schema_validate, _validate_doc_with_schema)
+    _replace(saml2.samlp, "any_response_from_string", _original_any_response, _any_response_from_string)

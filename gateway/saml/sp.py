@@ -32,11 +32,13 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 import saml2
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, md
 from saml2.cache import Cache
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
-from saml2.metadata import create_metadata_string
+from saml2.extension import algsupport
+from saml2.metadata import entity_descriptor
+from saml2.validate import valid_instance
 
 from ..errors import ConfigError
 from ..settings import SIGNATURE_ALGORITHMS
@@ -47,9 +49,9 @@ from .pysaml2_crypto import (
     PLACEHOLDER_BACKEND,
     InProcessBackend,
     check_seam,
+    fast_path,
     install,
     install_schema_validation,
-    lxml_schema,
 )
 from .verify import self_test
 from .xmlguard import SAML, SAMLP, check_structure, safe_parse
@@ -255,12 +257,27 @@ class ServiceProvider:
         return info
 
     def sp_metadata(self) -> str:
+        """The SP metadata, saying only what the gateway accepts.
+
+        pysaml2's algorithm-support extension would list what xmlsec1 can do
+        (MD5, SHA-1, DSA...): the extension lists saml.allowed_signature_algorithms
+        instead (SAML V2.0 Metadata Profile for Algorithm Support).
+        ``WantAssertionsSigned`` is true unless saml.require_signed is
+        ``response`` (metadata has no attribute for a signed Response): under
+        ``either`` the IdP is asked for what Entra does by default.
+        """
         config = self.pysaml2_config(None)
-        # Without an xmlsec1 path pysaml2 leaves out its algorithm-support
-        # extension, which would list what xmlsec1 can do (MD5, SHA-1, DSA...),
-        # not what the gateway accepts (saml.allowed_signature_algorithms).
         config.xmlsec_binary = None
-        return create_metadata_string(None, config, valid=None, sign=False).decode("utf-8")
+        descriptor = entity_descriptor(config)
+        descriptor.extensions = md.Extensions()
+        for uri in sorted(self.allowed_digest_uris):
+            descriptor.extensions.add_extension_element(algsupport.DigestMethod(algorithm=uri))
+        for uri in sorted(self.allowed_signature_uris):
+            descriptor.extensions.add_extension_element(algsupport.SigningMethod(algorithm=uri))
+        wanted = "false" if self.saml.require_signed == "response" else "true"
+        descriptor.spsso_descriptor.want_assertions_signed = wanted
+        valid_instance(descriptor)
+        return descriptor.to_string({"xs": "http://www.w3.org/2001/XMLSchema"}).decode("utf-8")
 
     # ------------------------------------------------------------ sign-in
 
@@ -282,14 +299,17 @@ class ServiceProvider:
         location = dict(info["headers"])["Location"]
         return request_id, location
 
-    def check_response(self, saml_response: str, now: dt.datetime, solicited_by: str | None = None) -> VerifiedAssertion:
+    def check_response(
+        self, saml_response: str, now: dt.datetime, solicited_by: str | None = None, *, root=None
+    ) -> VerifiedAssertion:
         """Everything that does not need the database; raise SamlRejection on the first failure.
 
         ``solicited_by`` is the InResponseTo that the caller found bound to
-        this browser (or None for an unsolicited response).
+        this browser (or None for an unsolicited response). ``root``: the
+        caller's ``safe_parse`` of this very response, so it is parsed once.
         """
-        xml = self.decode(saml_response)
-        root = safe_parse(xml)
+        if root is None:
+            root = safe_parse(self.decode(saml_response))
         structure = check_structure(root, self.allowed_signature_uris, self.allowed_digest_uris)
         idp = self.idp()
         self._check_status(root)
@@ -310,7 +330,7 @@ class ServiceProvider:
         outstanding = {in_response_to: "/"} if in_response_to else {}
         try:
             if self.verifier is not None:
-                with lxml_schema():
+                with fast_path():
                     response = client.parse_authn_request_response(
                         saml_response, BINDING_HTTP_POST, outstanding=outstanding
                     )

@@ -16,7 +16,7 @@ from pyramid.view import view_config
 
 from .. import sessions
 from ..templating import html_page
-from ..db.models import utcnow
+from ..db.models import SamlRequest, utcnow
 from ..forward_auth import urls
 from ..metrics import instruments
 from ..provisioning.signin import fire, identity_from_claims, sign_in
@@ -24,6 +24,7 @@ from . import browser, replay
 from . import slo as slo_module
 from . import testsignin
 from .errors import ASK_ADMIN, SamlRejection, rejection_response
+from .xmlguard import safe_parse
 
 log = logging.getLogger("gateway.saml")
 
@@ -123,8 +124,7 @@ def login(request):
 def acs(request):
     started = time.perf_counter()
     try:
-        # The answer to a test sign-in (/admin/test) becomes a report, never a session.
-        return testsignin.answer(request) or _acs(request)
+        return _acs(request)
     except SamlRejection as exc:
         return rejection_response(request, exc)
     finally:
@@ -136,6 +136,17 @@ def _acs(request):
     saml_response = request.POST.get("SAMLResponse")
     if not saml_response:
         raise SamlRejection("missing_response", "The sign-in message is missing.")
+    # Decoded and parsed once: the guard's checks, InResponseTo and the
+    # response checks all read this tree (pysaml2 then reads the same bytes).
+    root = safe_parse(provider.decode(saml_response))
+    in_response_to = root.get("InResponseTo")
+    # One look-up of the request row, shared with browser.bound below.
+    row = request.dbsession.get(SamlRequest, in_response_to[:128]) if in_response_to else None
+    if row is not None and row.kind == testsignin.KIND:
+        # The answer to a test sign-in (/admin/test) becomes a report, never a session.
+        answered = testsignin.answer(request)
+        if answered is not None:
+            return answered
     relay_state = request.POST.get("RelayState")
     # An IdP-initiated RelayState (Entra's "Relay State") may name a page of a
     # forward-auth app: the same allow-list as next, so it is no open redirect.
@@ -143,7 +154,6 @@ def _acs(request):
         raise SamlRejection("unsafe_relay_state", "The address to return to after sign-in is not on this site.")
     now = utcnow()
 
-    in_response_to = provider.peek_in_response_to(provider.decode(saml_response))
     next_path = "/"
     if in_response_to:
         row = browser.bound(request, in_response_to, "authn", now)
@@ -157,7 +167,7 @@ def _acs(request):
     elif relay_state:
         next_path = return_target(request, relay_state) or "/"
 
-    verified = provider.check_response(saml_response, now, solicited_by=in_response_to)
+    verified = provider.check_response(saml_response, now, solicited_by=in_response_to, root=root)
 
     if in_response_to:
         # Single use, atomically, on every instance.
