@@ -83,16 +83,30 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="gateway-bench-access-"))
     ini, token = forward_auth.prepare_gateway(folder, f"sqlite:///{folder}/bench.sqlite", forward_auth.free_port())
     base = {
-        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1",
-        "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
     }
-    check = {**base, "PATH_INFO": "/auth", "HTTP_COOKIE": f"gateway_session={token}",
-             "HTTP_X_ORIGINAL_URL": forward_auth.ORIGINAL_URL}
+    check = {
+        **base,
+        "PATH_INFO": "/auth",
+        "HTTP_COOKIE": f"gateway_session={token}",
+        "HTTP_X_ORIGINAL_URL": forward_auth.ORIGINAL_URL,
+    }
     health = {**base, "PATH_INFO": "/healthz"}
     apps = {"off": app_with(ini, False), "on": app_with(ini, True)}
-    calls = {(mode, what): caller(app, environ) for mode, app in apps.items()
-             for what, environ in (("/auth", check), ("/healthz", health))}
+    calls = {
+        (mode, what): caller(app, environ)
+        for mode, app in apps.items()
+        for what, environ in (("/auth", check), ("/healthz", health))
+    }
     for call in calls.values():
         for _ in range(200):  # warm: the identity cache, the URL caches
             status = call()

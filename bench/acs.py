@@ -46,15 +46,16 @@ def main(n: int = 200) -> None:
     import webtest
     from saml2 import BINDING_HTTP_POST
     from saml2.client import Saml2Client
-    from saml_support import TestIdp, b64, make_keypair, start_login
 
     from gateway import main as make_wsgi
-    from gateway.saml.pysaml2_crypto import fast_path
     from gateway.db import create_engine, migrate
+    from gateway.saml.pysaml2_crypto import fast_path
+    from saml_support import TestIdp, b64, make_keypair, start_login
 
     folder = Path(tempfile.mkdtemp(prefix="bench-acs-"))
     keys = make_keypair(folder, "idp")
     idp = TestIdp(folder, keys, keys, keys)
+
     def build(backend):
         database = f"sqlite:///{folder}/bench-{backend}.sqlite"
         engine = create_engine(database)
@@ -87,7 +88,9 @@ def main(n: int = 200) -> None:
 
     # pysaml2 as a stock SP configures it (xmlsec1, its own schema validation),
     # and the same pysaml2 with the gateway's in-process verifier.
-    stock = Saml2Client(apps["xmlsec1"].registry.saml_sp.pysaml2_config(apps["xmlsec1"].registry.saml_sp.store.current()))
+    stock = Saml2Client(
+        apps["xmlsec1"].registry.saml_sp.pysaml2_config(apps["xmlsec1"].registry.saml_sp.store.current())
+    )
     inproc_sp = apps["inprocess"].registry.saml_sp
     inproc = inproc_sp.client(inproc_sp.store.current())
     _browser, rid, resp = prepared["xmlsec1"][0]

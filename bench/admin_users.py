@@ -69,7 +69,7 @@ CASES = (
 
 
 def populate(engine, count: int) -> dict:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     rows, known = [], {}
     for i in range(count):
         first, last = FIRST[i % len(FIRST)], LAST[(i // len(FIRST)) % len(LAST)]
@@ -77,18 +77,31 @@ def populate(engine, count: int) -> dict:
         ext, sub = str(uuid.uuid4()), str(uuid.uuid4())
         rows.append(
             {
-                "id": str(uuid.uuid4()), "user_name": name, "user_name_key": name, "external_id": ext,
-                "idp_subject": sub, "active": i % 50 != 0, "display_name": f"{first.title()} {last.title()}",
-                "given_name": first.title(), "family_name": last.title(), "email": name, "email_key": name,
-                "scim_data": {"userName": name}, "attributes": {}, "provisioned_by": "saml" if i % 5 == 0 else "scim",
-                "is_admin": False, "version": 1, "created_at": now, "updated_at": now,
+                "id": str(uuid.uuid4()),
+                "user_name": name,
+                "user_name_key": name,
+                "external_id": ext,
+                "idp_subject": sub,
+                "active": i % 50 != 0,
+                "display_name": f"{first.title()} {last.title()}",
+                "given_name": first.title(),
+                "family_name": last.title(),
+                "email": name,
+                "email_key": name,
+                "scim_data": {"userName": name},
+                "attributes": {},
+                "provisioned_by": "saml" if i % 5 == 0 else "scim",
+                "is_admin": False,
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
             }
         )
         if i == count // 2:
             known = {"ext": ext, "sub": sub, "deep": name}
     with engine.begin() as connection:
         for start in range(0, len(rows), 5000):
-            connection.execute(sa.insert(User), rows[start:start + 5000])
+            connection.execute(sa.insert(User), rows[start : start + 5000])
     # What autovacuum does soon after a bulk load: statistics, and the visibility
     # map that lets the search read the covering indexes alone.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -98,19 +111,41 @@ def populate(engine, count: int) -> dict:
 
 def signed_in_admin(engine) -> str:
     """A live session of an admin, made directly: the cookie value."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     token = secrets.token_urlsafe(32)
     with engine.begin() as connection:
         user_id = str(uuid.uuid4())
-        connection.execute(sa.insert(User), [{
-            "id": user_id, "user_name": "bench-admin", "user_name_key": "bench-admin", "active": True,
-            "scim_data": {}, "attributes": {}, "provisioned_by": "saml", "is_admin": True, "version": 1,
-            "created_at": now, "updated_at": now,
-        }])
-        connection.execute(sa.insert(SsoSession), [{
-            "id_hash": hash_token(SECRET, token), "user_id": user_id, "created_at": now, "last_seen_at": now,
-            "expires_at": now + dt.timedelta(hours=8), "csrf_token": secrets.token_urlsafe(32),
-        }])
+        connection.execute(
+            sa.insert(User),
+            [
+                {
+                    "id": user_id,
+                    "user_name": "bench-admin",
+                    "user_name_key": "bench-admin",
+                    "active": True,
+                    "scim_data": {},
+                    "attributes": {},
+                    "provisioned_by": "saml",
+                    "is_admin": True,
+                    "version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            ],
+        )
+        connection.execute(
+            sa.insert(SsoSession),
+            [
+                {
+                    "id_hash": hash_token(SECRET, token),
+                    "user_id": user_id,
+                    "created_at": now,
+                    "last_seen_at": now,
+                    "expires_at": now + dt.timedelta(hours=8),
+                    "csrf_token": secrets.token_urlsafe(32),
+                }
+            ],
+        )
     return token
 
 
@@ -133,8 +168,13 @@ def scans_users(engine, query: str, known: dict) -> bool:
             return engine
 
     with engine.connect() as connection:
-        search_users(Capture(connection), params.get("q", ""), state=params.get("state", ""),
-                     source=params.get("source", ""), after=params.get("after"))
+        search_users(
+            Capture(connection),
+            params.get("q", ""),
+            state=params.get("state", ""),
+            source=params.get("source", ""),
+            after=params.get("after"),
+        )
         compiled = captured[0].compile(engine, compile_kwargs={"literal_binds": True})
         plan = "\n".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {compiled}"))
     return "Seq Scan on users" in plan
@@ -158,8 +198,11 @@ def measure(url: str, count: int, repeat: int) -> dict:
         app = main(
             {},
             **{
-                "gateway.base_url": "http://127.0.0.1", "gateway.plugins": "entra devidp sqlstore",
-                "saml.idp_profile": "devidp", "sqlalchemy.url": schema_url, "session.secret": SECRET,
+                "gateway.base_url": "http://127.0.0.1",
+                "gateway.plugins": "entra devidp sqlstore",
+                "saml.idp_profile": "devidp",
+                "sqlalchemy.url": schema_url,
+                "session.secret": SECRET,
                 "session.cookie_secure": "false",
             },
         )
@@ -197,7 +240,10 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--postgres", default=os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    )
     args = parser.parse_args()
     # The development IdP (metadata without a tenant) keeps its key in ./var: a temporary folder.
     os.chdir(tempfile.mkdtemp(prefix="bench-admin-"))
@@ -214,8 +260,10 @@ def main() -> int:
             f"  {'SEQ SCAN of users' if big['scan'] else 'indexed'}"
         )
     scans = [label for label, _ in CASES if large[label]["scan"]]
-    print(f"\n{args.users:,} users: slowest median {worst:.1f} ms (target < 50 ms); "
-          f"{'no case scans the table' if not scans else 'SCANS: ' + ', '.join(scans)}")
+    print(
+        f"\n{args.users:,} users: slowest median {worst:.1f} ms (target < 50 ms); "
+        f"{'no case scans the table' if not scans else 'SCANS: ' + ', '.join(scans)}"
+    )
     return 0 if worst < 50 and not scans else 1
 
 

@@ -76,7 +76,7 @@ formatter = generic
 format = %(asctime)s %(levelname)-5.5s [%(name)s] %(message)s
 """
 
-BARE_APP = '''
+BARE_APP = """
 from pyramid.config import Configurator
 from pyramid.response import Response
 
@@ -90,7 +90,7 @@ def main(global_config, **settings):
         config.add_route("auth", "/auth")
         config.add_view(ok, route_name="auth")
     return config.make_wsgi_app()
-'''
+"""
 
 
 def free_port() -> int:
@@ -120,7 +120,9 @@ def wait_for(url: str, timeout: float = 120) -> None:
 
 
 def serve(ini: Path, env=None) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "pserve"), str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return subprocess.Popen(
+        [str(BIN / "pserve"), str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
 
 
 def wrk(url: str, seconds: int, connections: int, cookie: str | None) -> dict:
@@ -151,11 +153,16 @@ def idp_metadata(folder: Path) -> Path:
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench idp")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=365)).sign(key, hashes.SHA256())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .sign(key, hashes.SHA256())
     )
     cert_b64 = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
     path = folder / "idp-metadata.xml"
@@ -188,21 +195,33 @@ def prepare_gateway(folder: Path, database_url: str, port: int) -> tuple[Path, s
         f"session.secret = {SECRET}\nsession.cookie_secure = false\n"
         "forward_auth.proxy = nginx\n"
         "forward_auth.rules =\n    app.example.com /reports Staff\n    * / Staff\n"
-        + (LOGGING if ACCESS_LOG["on"] else "\n") + server_section(port)
+        + (LOGGING if ACCESS_LOG["on"] else "\n")
+        + server_section(port)
     )
     engine = create_engine(database_url)
     migrate.upgrade(engine)
     token = uuid.uuid4().hex + uuid.uuid4().hex[:12]
     now = utcnow()
     with Session(engine) as session, session.begin():
-        user = User(user_name="bench@example.com", user_name_key="bench@example.com", email="bench@example.com",
-                    display_name="Bench User")
+        user = User(
+            user_name="bench@example.com",
+            user_name_key="bench@example.com",
+            email="bench@example.com",
+            display_name="Bench User",
+        )
         group = Group(display_name="Staff", display_name_key="staff")
         session.add_all([user, group])
         session.flush()
         session.add(GroupMember(group_id=group.id, user_id=user.id))
-        session.add(SsoSession(id_hash=hash_token(SECRET, token), user_id=user.id, csrf_token="x", last_seen_at=now,
-                               expires_at=now + dt.timedelta(hours=8)))
+        session.add(
+            SsoSession(
+                id_hash=hash_token(SECRET, token),
+                user_id=user.id,
+                csrf_token="x",
+                last_seen_at=now,
+                expires_at=now + dt.timedelta(hours=8),
+            )
+        )
     engine.dispose()
     return ini, token
 
@@ -221,8 +240,10 @@ def measure(label: str, database_url: str, args) -> None:
         try:
             wait_for(f"http://127.0.0.1:{bare_port}/auth")
             wait_for(f"http://127.0.0.1:{gateway_port}/healthz")
-            check = urllib.request.Request(f"http://127.0.0.1:{gateway_port}/auth",
-                                           headers={"Cookie": f"gateway_session={token}", "X-Original-URL": ORIGINAL_URL})
+            check = urllib.request.Request(
+                f"http://127.0.0.1:{gateway_port}/auth",
+                headers={"Cookie": f"gateway_session={token}", "X-Original-URL": ORIGINAL_URL},
+            )
             assert urllib.request.urlopen(check).status == 200
             # Warm up both, then alternate so drift on the machine hits both alike.
             wrk(f"http://127.0.0.1:{bare_port}/auth", 2, args.connections, None)
@@ -238,8 +259,12 @@ def measure(label: str, database_url: str, args) -> None:
     best_bare = max(bare_runs, key=lambda r: r["rps"])
     best_gateway = max(gateway_runs, key=lambda r: r["rps"])
     ratio = best_gateway["rps"] / best_bare["rps"]
-    print(f"{label:10s} bare view : {best_bare['rps']:8.0f} req/s  p50 {best_bare['p50']:6.2f} ms  p99 {best_bare['p99']:6.2f} ms")
-    print(f"{label:10s} /auth     : {best_gateway['rps']:8.0f} req/s  p50 {best_gateway['p50']:6.2f} ms  p99 {best_gateway['p99']:6.2f} ms")
+    print(
+        f"{label:10s} bare view : {best_bare['rps']:8.0f} req/s  p50 {best_bare['p50']:6.2f} ms  p99 {best_bare['p99']:6.2f} ms"
+    )
+    print(
+        f"{label:10s} /auth     : {best_gateway['rps']:8.0f} req/s  p50 {best_gateway['p50']:6.2f} ms  p99 {best_gateway['p99']:6.2f} ms"
+    )
     verdict = "meets" if ratio >= 0.5 else "MISSES"
     print(f"{label:10s} ratio     : {ratio:.2f} of the bare view ({verdict} the 0.50 target)")
 
@@ -264,24 +289,34 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--postgres", default=os.environ.get(
-        "GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    )
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--server", choices=["granian", "waitress"], default="granian")
-    parser.add_argument("--workers", default="auto", help="Granian worker processes (default auto: one per CPU, at least two)")
+    parser.add_argument(
+        "--workers", default="auto", help="Granian worker processes (default auto: one per CPU, at least two)"
+    )
     parser.add_argument("--threads", type=int, help="threads per worker (default 1 on Granian, 4 on waitress)")
     parser.add_argument("--access-log", action="store_true", help="the gateway's access log on (logging.access)")
     args = parser.parse_args()
     ACCESS_LOG["on"] = args.access_log
-    SERVER.update(server=args.server, workers=args.workers,
-                  threads=args.threads or (1 if args.server == "granian" else 4))
+    SERVER.update(
+        server=args.server, workers=args.workers, threads=args.threads or (1 if args.server == "granian" else 4)
+    )
     if not shutil.which("wrk"):
         raise SystemExit("bench/forward_auth.py needs wrk: apt-get install wrk")
-    server = (f"Granian: {SERVER['workers']} workers of {SERVER['threads']} threads" if args.server == "granian"
-              else f"waitress: 1 process, {SERVER['threads']} threads")
-    print(f"{server}; wrk: 1 thread, {args.connections} connections, "
-          f"{args.rounds} x {args.seconds} s each, best round shown"
-          + ("; gateway access log on" if args.access_log else ""))
+    server = (
+        f"Granian: {SERVER['workers']} workers of {SERVER['threads']} threads"
+        if args.server == "granian"
+        else f"waitress: 1 process, {SERVER['threads']} threads"
+    )
+    print(
+        f"{server}; wrk: 1 thread, {args.connections} connections, "
+        f"{args.rounds} x {args.seconds} s each, best round shown"
+        + ("; gateway access log on" if args.access_log else "")
+    )
     with tempfile.TemporaryDirectory() as tmp:
         measure("SQLite", f"sqlite:///{tmp}/bench.sqlite", args)
     if not args.skip_postgres:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER = r'''
+WORKER = r"""
 import os, time
 from gateway.metrics import instruments as i
 for outcome, reason in [("success", ""), ("refused", "expired"), ("refused", "signature_invalid"),
@@ -41,7 +41,7 @@ for decision in ("allow", "deny", "unauthenticated"):
 i.METADATA_REFRESHED.set(time.time())
 i.METADATA_FAILURES.inc()
 print(os.getpid())
-'''
+"""
 
 
 def read(directory: str) -> tuple[float, bytes]:
@@ -62,8 +62,11 @@ def median_ms(directory: str) -> float:
 def samples(text: bytes) -> set:
     from prometheus_client.parser import text_string_to_metric_families
 
-    return {(s.name, tuple(sorted(s.labels.items())), s.value)
-            for family in text_string_to_metric_families(text.decode()) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+    }
 
 
 def main() -> None:
@@ -78,16 +81,21 @@ def main() -> None:
         directory = tempfile.mkdtemp(prefix="gateway-bench-metrics-")
         try:
             env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=directory, PYTHONPATH=str(ROOT))
-            pid = int(subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True,
-                                     check=True).stdout)
+            pid = int(
+                subprocess.run(
+                    [sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, check=True
+                ).stdout
+            )
             files = os.listdir(directory)
             if baseline is None:
                 # One worker's files, as if it were alive: what every scrape reads at least.
                 baseline = median_ms(directory)
             for n in range(dead - 1):
                 for name in files:
-                    shutil.copy(os.path.join(directory, name),
-                                os.path.join(directory, name.replace(f"_{pid}.db", f"_{4_000_000 + n}.db")))
+                    shutil.copy(
+                        os.path.join(directory, name),
+                        os.path.join(directory, name.replace(f"_{pid}.db", f"_{4_000_000 + n}.db")),
+                    )
             before_text = read(directory)[1]
             before = median_ms(directory)
             started = time.perf_counter()
@@ -96,9 +104,11 @@ def main() -> None:
             after = median_ms(directory)
             same = samples(before_text) == samples(read(directory)[1])
             left = len([n for n in os.listdir(directory) if n.endswith(".db")])
-            print(f"{dead:5d} dead workers: scrape {before:8.1f} ms ({before / baseline:6.1f}x one worker's);"
-                  f" folding {folding:8.1f} ms once; then {after:6.1f} ms ({after / baseline:4.1f}x, {left} files);"
-                  f" same samples: {same}")
+            print(
+                f"{dead:5d} dead workers: scrape {before:8.1f} ms ({before / baseline:6.1f}x one worker's);"
+                f" folding {folding:8.1f} ms once; then {after:6.1f} ms ({after / baseline:4.1f}x, {left} files);"
+                f" same samples: {same}"
+            )
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 

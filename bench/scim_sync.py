@@ -36,7 +36,6 @@ import os
 import random
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -227,7 +226,9 @@ def wait_started(url: str, process, log: Path) -> None:
 
 
 class Gateway:
-    def __init__(self, name: str, database_url: str, workdir: Path, workers: str, threads: int, server: str = "granian"):
+    def __init__(
+        self, name: str, database_url: str, workdir: Path, workers: str, threads: int, server: str = "granian"
+    ):
         from scim_support import run_cli, write_ini
 
         self.name = name
@@ -242,7 +243,8 @@ class Gateway:
             )
         else:
             text = text.replace(
-                f"listen = 127.0.0.1:{self.port}\n", f"listen = 127.0.0.1:{self.port}\nworkers = {workers}\nthreads = {threads}\n"
+                f"listen = 127.0.0.1:{self.port}\n",
+                f"listen = 127.0.0.1:{self.port}\nworkers = {workers}\nthreads = {threads}\n",
             )
         self.ini.write_text(text)
         run_cli(self.ini, "migrate")
@@ -285,8 +287,18 @@ class Gateway:
             for i in range(start, min(target, start + 5000)):
                 data = entra_user(f"filler{run}-{i}@bench.contoso.com", i)
                 names.append(data["userName"])
-                rows.append({**user_columns(data), "id": new_id(), "version": 1, "created_at": now, "updated_at": now,
-                             "provisioned_by": "scim", "is_admin": False, "attributes": {}})
+                rows.append(
+                    {
+                        **user_columns(data),
+                        "id": new_id(),
+                        "version": 1,
+                        "created_at": now,
+                        "updated_at": now,
+                        "provisioned_by": "scim",
+                        "is_admin": False,
+                        "attributes": {},
+                    }
+                )
             with engine.begin() as connection:
                 connection.execute(sa.insert(User), rows)
         engine.dispose()
@@ -306,7 +318,8 @@ class Reference:
         workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [str(BIN / "scim2-server"), "--port", str(self.port), "--bearer-token", self.token],
-            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
+            stdout=open(self.log, "wb"),
+            stderr=subprocess.STDOUT,
         )
         self.base = f"http://127.0.0.1:{self.port}/v2"
         wait_started(f"{self.base}/ServiceProviderConfig", self.process, self.log)
@@ -331,11 +344,24 @@ def entra_user(user_name: str, i: int) -> dict:
         "preferredLanguage": "en-US",
         "emails": [{"primary": True, "type": "work", "value": user_name}],
         "phoneNumbers": [{"type": "work", "value": f"+1 425 555 {i % 10000:04d}"}],
-        "addresses": [{"type": "work", "streetAddress": "1 Microsoft Way", "locality": "Redmond", "postalCode": "98052", "country": "US"}],
+        "addresses": [
+            {
+                "type": "work",
+                "streetAddress": "1 Microsoft Way",
+                "locality": "Redmond",
+                "postalCode": "98052",
+                "country": "US",
+            }
+        ],
         "name": {"formatted": f"{given} {family}", "familyName": family, "givenName": given},
         "meta": {"resourceType": "User"},
-        ENTERPRISE: {"employeeNumber": str(100000 + i), "department": f"Dept {i % 50}", "costCenter": f"CC{i % 20}",
-                     "organization": "Contoso", "division": "Cloud"},
+        ENTERPRISE: {
+            "employeeNumber": str(100000 + i),
+            "department": f"Dept {i % 50}",
+            "costCenter": f"CC{i % 20}",
+            "organization": "Contoso",
+            "division": "Cloud",
+        },
     }
 
 
@@ -394,11 +420,20 @@ class Sync:
         def create_group(g):
             name = f"Group {g} {run}"
             client.call(
-                "GET filter displayName", "GET", "/Groups?excludedAttributes=members&filter=" + q('displayName eq "%s"' % name)
+                "GET filter displayName",
+                "GET",
+                "/Groups?excludedAttributes=members&filter=" + q('displayName eq "%s"' % name),
             )
-            status, body = client.call("POST /Groups", "POST", "/Groups", {
-                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name, "externalId": str(uuid.uuid4()),
-            })
+            status, body = client.call(
+                "POST /Groups",
+                "POST",
+                "/Groups",
+                {
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                    "displayName": name,
+                    "externalId": str(uuid.uuid4()),
+                },
+            )
             if status != 201:
                 self.problems.append(f"group {name}: {status} {body}")
                 return
@@ -418,10 +453,15 @@ class Sync:
 
         def patch(item):
             gid, members = item
-            status, body = client.call("PATCH /Groups +25", "PATCH", f"/Groups/{gid}", {
-                "schemas": [PATCH_OP],
-                "Operations": [{"op": "Add", "path": "members", "value": [{"value": m} for m in members]}],
-            })
+            status, body = client.call(
+                "PATCH /Groups +25",
+                "PATCH",
+                f"/Groups/{gid}",
+                {
+                    "schemas": [PATCH_OP],
+                    "Operations": [{"op": "Add", "path": "members", "value": [{"value": m} for m in members]}],
+                },
+            )
             if status not in (200, 204):
                 self.problems.append(f"patch {gid}: {status} {body}")
 
@@ -440,8 +480,10 @@ class Sync:
                 return
             status, body = client.call("GET /Users/{id}", "GET", f"/Users/{ids[name]}")
             sent = entra_user(name, i)
-            if status != 200 or any(body.get(k) != sent[k] for k in ("userName", "emails", "name", "externalId")) or (
-                body.get(ENTERPRISE, {}).get("employeeNumber") != sent[ENTERPRISE]["employeeNumber"]
+            if (
+                status != 200
+                or any(body.get(k) != sent[k] for k in ("userName", "emails", "name", "externalId"))
+                or (body.get(ENTERPRISE, {}).get("employeeNumber") != sent[ENTERPRISE]["employeeNumber"])
             ):
                 self.problems.append(f"verify {name}: {status}")
 
@@ -485,14 +527,18 @@ def filter_latency(client: Client, names: list[str], samples: int) -> tuple[floa
 
 def report(name: str, result: dict, users: int) -> None:
     print(f"\n== {name}")
-    print(f"   users: {result['created']}/{users} provisioned in {result['users_elapsed']:.1f} s"
-          f" = {result['users_per_s']:.0f} users/s; groups built in {result['groups_elapsed']:.1f} s;"
-          f" lost or wrong: {result['lost']}")
+    print(
+        f"   users: {result['created']}/{users} provisioned in {result['users_elapsed']:.1f} s"
+        f" = {result['users_per_s']:.0f} users/s; groups built in {result['groups_elapsed']:.1f} s;"
+        f" lost or wrong: {result['lost']}"
+    )
     print(f"   {'operation':<26}{'count':>8}{'p50 ms':>10}{'p99 ms':>10}")
     for op, values in result["timings"].items():
         if op == "warmup":
             continue
-        print(f"   {op:<26}{len(values):>8}{percentile(values, 50) * 1000:>10.1f}{percentile(values, 99) * 1000:>10.1f}")
+        print(
+            f"   {op:<26}{len(values):>8}{percentile(values, 50) * 1000:>10.1f}{percentile(values, 99) * 1000:>10.1f}"
+        )
     for problem in result["problems"][:5]:
         print(f"   problem: {problem}")
 
@@ -506,30 +552,45 @@ def main() -> int:
     parser.add_argument("--stored", default="10000,100000", help="stored-user counts for filter latency")
     parser.add_argument("--samples", type=int, default=400, help="filter lookups per latency point")
     parser.add_argument("--databases", default="sqlite,postgresql", help="gateway databases to run on")
-    parser.add_argument("--postgres-url", default=os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip scim2-server")
     parser.add_argument(
-        "--workers", default="auto",
+        "--workers",
+        default="auto",
         help="gateway worker processes (default auto: one per CPU and at least two, as in production.ini); a comma list runs one gateway per setting",
     )
-    parser.add_argument("--threads", type=int, default=1, help="Python threads per gateway worker (default 1, as in production.ini)")
     parser.add_argument(
-        "--server", default="granian", choices=["granian", "waitress"],
+        "--threads", type=int, default=1, help="Python threads per gateway worker (default 1, as in production.ini)"
+    )
+    parser.add_argument(
+        "--server",
+        default="granian",
+        choices=["granian", "waitress"],
         help="pserve's server for the gateway (default granian, as shipped; waitress: one process, --threads threads)",
     )
-    parser.add_argument("--slices", type=int, default=20,
-                        help="the user phase runs in this many slices, targets taking turns (default 20)")
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=20,
+        help="the user phase runs in this many slices, targets taking turns (default 20)",
+    )
     args = parser.parse_args()
     stored_levels = [int(s) for s in args.stored.split(",") if s]
     worker_settings = [w.strip() for w in args.workers.split(",") if w.strip()]
 
     server = (
-        f"Granian, {args.workers} workers of {args.threads} threads" if args.server == "granian"
+        f"Granian, {args.workers} workers of {args.threads} threads"
+        if args.server == "granian"
         else f"waitress, {args.threads} threads"
     )
-    print(f"Entra initial cycle: {args.users} users, {args.clients} clients, groups of {args.group_size} "
-          f"filled {args.patch_size} members per PATCH; gateway on {server};"
-          f" python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"Entra initial cycle: {args.users} users, {args.clients} clients, groups of {args.group_size} "
+        f"filled {args.patch_size} members per PATCH; gateway on {server};"
+        f" python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     workdir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
     targets, schemas, syncs, results = [], [], {}, {}
     admin = None
@@ -566,7 +627,7 @@ def main() -> int:
         # latencies: their top-ups write up to 100,000 rows, and the work that
         # leaves behind (SQLite's checkpoints, PostgreSQL's autovacuum) must
         # not fall on the next target's groups.
-        for key, target in targets:
+        for key, _ in targets:
             sync = syncs[key]
             sync.groups()
             sync.verify()
@@ -576,20 +637,26 @@ def main() -> int:
             report(target.name, result, args.users)
             if key == "reference":
                 p50, p99 = filter_latency(result["client"], result["names"], args.samples)
-                print(f"   filter userName eq at {result['created']} stored: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+                print(
+                    f"   filter userName eq at {result['created']} stored: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+                )
                 continue
             for level in stored_levels:
                 names = result["names"] + target.top_up(level)
                 p50, p99 = filter_latency(result["client"], names[: max(len(result["names"]), 1000)], args.samples)
-                print(f"   filter userName eq at {target.stored_users():>7} stored: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+                print(
+                    f"   filter userName eq at {target.stored_users():>7} stored: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+                )
         if "reference" in results:
             print(f"\nuser phase in {slices} slices, the targets taking turns")
             reference = results["reference"]["users_per_s"]
             for key, result in results.items():
                 if key != "reference":
                     ratio = result["users_per_s"] / reference
-                    print(f"throughput ratio, gateway on {key} / scim2-server: {ratio:.1f}x"
-                          f" ({result['users_per_s']:.0f} vs {reference:.0f} users/s)")
+                    print(
+                        f"throughput ratio, gateway on {key} / scim2-server: {ratio:.1f}x"
+                        f" ({result['users_per_s']:.0f} vs {reference:.0f} users/s)"
+                    )
     finally:
         for _, target in targets:
             target.stop()

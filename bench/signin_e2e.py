@@ -169,8 +169,9 @@ def server_section(port: int, workers: str) -> str:
 
 def serve(ini: Path, env: dict) -> subprocess.Popen:
     log = open(ini.with_suffix(".log"), "wb")
-    return subprocess.Popen([str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            cwd=ini.parent)
+    return subprocess.Popen(
+        [str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ini.parent
+    )
 
 
 def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 300) -> None:
@@ -245,9 +246,13 @@ class CpuMeter:
         if self.engine is None:
             return []
         with self.engine.connect() as connection:
-            return list(connection.scalars(sa.text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )))
+            return list(
+                connection.scalars(
+                    sa.text(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            )
 
     def read(self) -> float:
         return self.read_server() + self.read_database()
@@ -341,9 +346,14 @@ def batch(target: Target, idp, names: list[str], pool: ThreadPoolExecutor) -> tu
 
     def sign(browser):
         attributes = idp.claims(browser["name"], oid=stable_oid(browser["name"]))
-        xml = idp.response(browser["request_id"], name_id=browser["name"], attributes=attributes,
-                           audience=target.entity_id, recipient=target.base + target.acs_path,
-                           destination=target.base + target.acs_path)
+        xml = idp.response(
+            browser["request_id"],
+            name_id=browser["name"],
+            attributes=attributes,
+            audience=target.entity_id,
+            recipient=target.base + target.acs_path,
+            destination=target.base + target.acs_path,
+        )
         browser["response"] = base64.b64encode(xml.encode()).decode()
 
     list(pool.map(sign, browsers))  # the IdP's work: not measured
@@ -382,7 +392,8 @@ def compare(label: str, database_url: str, args, folder: Path) -> float:
     stock_ini = folder / "stock.ini"
     stock_ini.write_text(
         "[app:main]\nuse = call:stock_sp:main\n"
-        f"base_url = http://127.0.0.1:{stock_port}\nmetadata = {metadata}\n\n" + server_section(stock_port, args.workers)
+        f"base_url = http://127.0.0.1:{stock_port}\nmetadata = {metadata}\n\n"
+        + server_section(stock_port, args.workers)
     )
     stock_env = server_env(folder, "stock")
     stock_env.update(PYTHONPATH=str(folder), STOCK_SP_SECRET=SECRET)
@@ -414,8 +425,11 @@ def compare(label: str, database_url: str, args, folder: Path) -> float:
                     cpu[target.name] += used
                     done[target.name] += len(names)
                     figures[target.name] = len(names) / elapsed
-                print(f"{label:10s} round {round_no + 1}: gateway {figures['gateway']:6.1f}/s  stock {figures['stock']:6.1f}/s"
-                      f"  ratio {figures['gateway'] / figures['stock']:.2f}", flush=True)
+                print(
+                    f"{label:10s} round {round_no + 1}: gateway {figures['gateway']:6.1f}/s  stock {figures['stock']:6.1f}/s"
+                    f"  ratio {figures['gateway'] / figures['stock']:.2f}",
+                    flush=True,
+                )
     finally:
         for process in servers:
             process.terminate()
@@ -427,14 +441,21 @@ def compare(label: str, database_url: str, args, folder: Path) -> float:
     rates = {name: done[name] / seconds[name] for name in seconds}
     per = {name: cpu[name] / done[name] * 1000 for name in cpu}
     ratio = rates["gateway"] / rates["stock"]
-    for target, text in zip(targets, ("gateway      ", "stock pysaml2")):
+    for target, text in zip(targets, ("gateway      ", "stock pysaml2"), strict=True):
         name = target.name
-        database = f" ({target.database_cpu / done[name] * 1000:.1f} of them PostgreSQL's)" if target.meter.engine else ""
-        print(f"{label:10s} {text}: {rates[name]:6.1f} sign-ins/s ({done[name]} in {seconds[name]:.1f} s),"
-              f" server CPU {per[name]:6.1f} ms per sign-in{database}")
+        database = (
+            f" ({target.database_cpu / done[name] * 1000:.1f} of them PostgreSQL's)" if target.meter.engine else ""
+        )
+        print(
+            f"{label:10s} {text}: {rates[name]:6.1f} sign-ins/s ({done[name]} in {seconds[name]:.1f} s),"
+            f" server CPU {per[name]:6.1f} ms per sign-in{database}"
+        )
     verdict = "meets" if ratio >= 4 else "MISSES"
-    print(f"{label:10s} ratio        : {ratio:.2f} ({verdict} the 4x target); CPU per sign-in, stock / gateway:"
-          f" {per['stock'] / per['gateway']:.2f}", flush=True)
+    print(
+        f"{label:10s} ratio        : {ratio:.2f} ({verdict} the 4x target); CPU per sign-in, stock / gateway:"
+        f" {per['stock'] / per['gateway']:.2f}",
+        flush=True,
+    )
     return ratio
 
 
@@ -458,17 +479,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--signins", type=int, default=120, help="sign-ins per target per round")
     parser.add_argument("--concurrency", type=int, default=8, help="browsers at a time")
-    parser.add_argument("--people", type=int, default=200, help="distinct people signing in (each first one creates a user)")
+    parser.add_argument(
+        "--people", type=int, default=200, help="distinct people signing in (each first one creates a user)"
+    )
     parser.add_argument("--workers", default="auto", help="Granian worker processes of each server (default auto)")
-    parser.add_argument("--postgres", default=os.environ.get(
-        "GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    )
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--sqlite", action="store_true", help="also run the gateway on SQLite")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    print(f"Granian, {args.workers} workers of 1 thread each, for both; {args.concurrency} browsers at a time; "
-          f"{args.rounds} rounds of {args.signins} sign-ins per target, taking turns; new connection per request",
-          flush=True)
+    print(
+        f"Granian, {args.workers} workers of 1 thread each, for both; {args.concurrency} browsers at a time; "
+        f"{args.rounds} rounds of {args.signins} sign-ins per target, taking turns; new connection per request",
+        flush=True,
+    )
     if not args.skip_postgres:
         url, drop = own_postgres_database(args.postgres)
         try:

@@ -54,7 +54,7 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 PEOPLE = 500
 
-SITECUSTOMIZE = '''
+SITECUSTOMIZE = """
 import os, sys, threading, time, tracemalloc
 
 def _snapshots(folder=os.environ["SOAK_SNAPSHOT_DIR"], every=float(os.environ["SOAK_SNAPSHOT_EVERY"])):
@@ -69,22 +69,29 @@ def _snapshots(folder=os.environ["SOAK_SNAPSHOT_DIR"], every=float(os.environ["S
 
 if "--multiprocessing-fork" in sys.argv:  # a spawned worker, not pserve's master
     threading.Thread(target=_snapshots, daemon=True, name="soak-tracemalloc").start()
-'''
+"""
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="how long to run (default 30)")
-    parser.add_argument("--database", default="postgresql+psycopg://postgres@127.0.0.1:5432/gateway_soak",
-                        help="a PostgreSQL database of the soak's own: dropped and created afresh")
+    parser.add_argument(
+        "--database",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/gateway_soak",
+        help="a PostgreSQL database of the soak's own: dropped and created afresh",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--signins", type=float, default=2.0, help="sign-ins a second (default 2)")
     parser.add_argument("--auth", type=float, default=30.0, help="/auth checks a second (default 30)")
     parser.add_argument("--scim", type=float, default=4.0, help="SCIM writes a second (default 4)")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between report lines (default 60)")
     parser.add_argument("--workdir", help="folder for keys, ini and logs (default: a new temporary folder)")
-    parser.add_argument("--tracemalloc", action="store_true", help="snapshots of the workers' allocations each interval")
-    parser.add_argument("--compare", nargs=2, metavar="SNAPSHOT", help="print the top growth between two snapshots and exit")
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="snapshots of the workers' allocations each interval"
+    )
+    parser.add_argument(
+        "--compare", nargs=2, metavar="SNAPSHOT", help="print the top growth between two snapshots and exit"
+    )
     return parser.parse_args(argv)
 
 
@@ -117,30 +124,44 @@ def table_sizes(engine) -> dict[str, int]:
 
 def write_ini(folder: Path, database: str, port: int, metadata: str, workers: int) -> Path:
     ini = folder / "soak.ini"
-    ini.write_text("\n".join([
-        "[app:main]",
-        "use = egg:entra-identity-gateway",
-        f"gateway.base_url = http://127.0.0.1:{port}",
-        "gateway.plugins = entra sqlstore audit",
-        f"sqlalchemy.url = {database.replace('%', '%%')}",
-        f"saml.idp_metadata = {metadata}",
-        "provisioning.mode = scim first_login",
-        "session.secret = soak-secret-soak-secret-soak-secret-0123456789",
-        "session.cookie_secure = false",
-        "",
-        "[server:main]",
-        "use = egg:entra-identity-gateway#granian",
-        f"listen = 127.0.0.1:{port}",
-        f"workers = {workers}",
-        "",
-        "[loggers]", "keys = root",
-        "[handlers]", "keys = console",
-        "[formatters]", "keys = generic",
-        "[logger_root]", "level = WARN", "handlers = console",
-        "[handler_console]", "class = StreamHandler", "args = (sys.stderr,)", "level = NOTSET", "formatter = generic",
-        "[formatter_generic]", "format = %(asctime)s %(levelname)s [%(name)s] %(message)s",
-        "",
-    ]))
+    ini.write_text(
+        "\n".join(
+            [
+                "[app:main]",
+                "use = egg:entra-identity-gateway",
+                f"gateway.base_url = http://127.0.0.1:{port}",
+                "gateway.plugins = entra sqlstore audit",
+                f"sqlalchemy.url = {database.replace('%', '%%')}",
+                f"saml.idp_metadata = {metadata}",
+                "provisioning.mode = scim first_login",
+                "session.secret = soak-secret-soak-secret-soak-secret-0123456789",
+                "session.cookie_secure = false",
+                "",
+                "[server:main]",
+                "use = egg:entra-identity-gateway#granian",
+                f"listen = 127.0.0.1:{port}",
+                f"workers = {workers}",
+                "",
+                "[loggers]",
+                "keys = root",
+                "[handlers]",
+                "keys = console",
+                "[formatters]",
+                "keys = generic",
+                "[logger_root]",
+                "level = WARN",
+                "handlers = console",
+                "[handler_console]",
+                "class = StreamHandler",
+                "args = (sys.stderr,)",
+                "level = NOTSET",
+                "formatter = generic",
+                "[formatter_generic]",
+                "format = %(asctime)s %(levelname)s [%(name)s] %(message)s",
+                "",
+            ]
+        )
+    )
     return ini
 
 
@@ -229,6 +250,7 @@ def paced(rate: float, stop: threading.Event):
 
 def signins(base: str, idp, tally: Tally, sessions: list, stop: threading.Event, rate: float, seed: int):
     import requests
+
     from gateway.testing.saml import b64, stable_oid
 
     rng = random.Random(seed)
@@ -248,8 +270,14 @@ def signins(base: str, idp, tally: Tally, sessions: list, stop: threading.Event,
 
             request_xml = zlib.decompress(base64.b64decode(query["SAMLRequest"][0]), -15).decode()
             request_id = re.search(r' ID="([^"]+)"', request_xml).group(1)
-            xml = idp.response(request_id, name_id=name, attributes=idp.claims(name, oid=stable_oid(name)),
-                               audience=base + "/saml/metadata", recipient=acs, destination=acs)
+            xml = idp.response(
+                request_id,
+                name_id=name,
+                attributes=idp.claims(name, oid=stable_oid(name)),
+                audience=base + "/saml/metadata",
+                recipient=acs,
+                destination=acs,
+            )
             answer = browser.post(acs, data={"SAMLResponse": b64(xml)}, allow_redirects=False, timeout=30)
             cookie = browser.cookies.get("gateway_session")
             ok = answer.status_code == 303 and cookie is not None
@@ -271,8 +299,9 @@ def auth_checks(base: str, tally: Tally, sessions: list, stop: threading.Event, 
             continue
         cookie = rng.choice(sessions)
         try:
-            answer = client.get(base + "/auth", headers={"Cookie": f"gateway_session={cookie}"},
-                                allow_redirects=False, timeout=30)
+            answer = client.get(
+                base + "/auth", headers={"Cookie": f"gateway_session={cookie}"}, allow_redirects=False, timeout=30
+            )
             # 401 is right for a session a later sign-in of the same person did not end: no ending here.
             tally.add("auth", answer.status_code == 200, f"/auth {answer.status_code}")
         except requests.RequestException as exc:
@@ -287,20 +316,29 @@ def scim_writes(base: str, token: str, tally: Tally, stop: threading.Event, rate
     client.headers.update({"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"})
     created: list[str] = []
     counter = itertools.count()
-    for tick in paced(rate, stop):
+    for _ in paced(rate, stop):
         try:
             if created and next(counter) % 2:
                 user_id = rng.choice(created)
-                body = {"schemas": [PATCH], "Operations": [
-                    {"op": "replace", "path": "title", "value": f"Title {rng.randrange(10**6)}"},
-                    {"op": "replace", "path": "active", "value": rng.random() > 0.1},
-                ]}
+                body = {
+                    "schemas": [PATCH],
+                    "Operations": [
+                        {"op": "replace", "path": "title", "value": f"Title {rng.randrange(10**6)}"},
+                        {"op": "replace", "path": "active", "value": rng.random() > 0.1},
+                    ],
+                }
                 answer = client.patch(f"{base}/scim/v2/Users/{user_id}", json=body, timeout=30)
                 tally.add("scim", answer.status_code in (200, 204), f"PATCH {answer.status_code} {answer.text[:200]}")
             else:
                 name = f"scim-{seed}-{rng.randrange(10**12)}@soak.example"
-                body = {"schemas": [USER], "userName": name, "externalId": name, "active": True,
-                        "displayName": name.split("@")[0], "emails": [{"value": name, "type": "work", "primary": True}]}
+                body = {
+                    "schemas": [USER],
+                    "userName": name,
+                    "externalId": name,
+                    "active": True,
+                    "displayName": name.split("@")[0],
+                    "emails": [{"value": name, "type": "work", "primary": True}],
+                }
                 answer = client.post(f"{base}/scim/v2/Users", json=body, timeout=30)
                 ok = answer.status_code == 201
                 tally.add("scim", ok, f"POST {answer.status_code} {answer.text[:200]}")
@@ -318,7 +356,10 @@ def compare(first: str, second: str, top: int = 25) -> None:
     import tracemalloc
 
     old, new = tracemalloc.Snapshot.load(first), tracemalloc.Snapshot.load(second)
-    ignore = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap>")]
+    ignore = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
+    ]
     old, new = old.filter_traces(ignore), new.filter_traces(ignore)
     total = sum(s.size for s in new.statistics("filename")) - sum(s.size for s in old.statistics("filename"))
     print(f"traced growth: {total / 1024:+.1f} KiB")
@@ -335,6 +376,7 @@ def main(argv=None) -> None:
         return
     sys.path.insert(0, str(ROOT / "tests"))
     import sqlalchemy as sa
+
     from gateway.testing.saml import TestIdp, make_keypair
     from scim_support import run_cli
 
@@ -347,19 +389,26 @@ def main(argv=None) -> None:
     port = free_port()
     ini = write_ini(folder, args.database, port, metadata, args.workers)
     run_cli(ini, "migrate")
-    token = next(line.strip() for line in run_cli(ini, "token", "create", "soak").stdout.splitlines()
-                 if line.strip().startswith("gws_"))
+    token = next(
+        line.strip()
+        for line in run_cli(ini, "token", "create", "soak").stdout.splitlines()
+        if line.strip().startswith("gws_")
+    )
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     if args.tracemalloc:
         site = folder / "site"
         site.mkdir(exist_ok=True)
         (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-        env.update(PYTHONPATH=f"{site}{os.pathsep}{env.get('PYTHONPATH', '')}",
-                   SOAK_SNAPSHOT_DIR=str(folder), SOAK_SNAPSHOT_EVERY=str(args.interval))
+        env.update(
+            PYTHONPATH=f"{site}{os.pathsep}{env.get('PYTHONPATH', '')}",
+            SOAK_SNAPSHOT_DIR=str(folder),
+            SOAK_SNAPSHOT_EVERY=str(args.interval),
+        )
     log = folder / "pserve.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen([str(BIN / "pserve"), str(ini)], stdout=out, stderr=subprocess.STDOUT,
-                                  cwd=folder, env=env)
+        server = subprocess.Popen(
+            [str(BIN / "pserve"), str(ini)], stdout=out, stderr=subprocess.STDOUT, cwd=folder, env=env
+        )
     base = f"http://127.0.0.1:{port}"
     engine = sa.create_engine(args.database)
     stop = threading.Event()
@@ -377,9 +426,15 @@ def main(argv=None) -> None:
             thread.daemon = True
             thread.start()
         workers = workers_of(server.pid)
-        print(f"soak: {args.minutes:g} min, pserve {server.pid}, workers {workers}, database {args.database}, folder {folder}")
+        print(
+            f"soak: {args.minutes:g} min, pserve {server.pid}, workers {workers}, database {args.database}, folder {folder}"
+        )
         print(f"rates a second: {args.signins:g} sign-ins, {args.auth:g} /auth, {args.scim:g} SCIM writes")
-        print("minute  requests  errors  " + "  ".join(f"rss[{pid}] MB" for pid in workers) + "  sessions  audit_events  users")
+        print(
+            "minute  requests  errors  "
+            + "  ".join(f"rss[{pid}] MB" for pid in workers)
+            + "  sessions  audit_events  users"
+        )
         started = time.monotonic()
         total_requests = total_errors = 0
         intervals = max(1, round(args.minutes * 60 / args.interval))
@@ -396,8 +451,11 @@ def main(argv=None) -> None:
             memory = "  ".join(f"{rss_mb(pid) or 0:10.1f}" for pid in now_workers)
             sizes = table_sizes(engine)
             restarted = "" if now_workers == workers else f"  (workers now {now_workers})"
-            print(f"{minute:6d}  {requests_:8d}  {errors:6d}  {memory}  {sizes['sessions']:8d}  "
-                  f"{sizes['audit_events']:12d}  {sizes['users']:5d}{restarted}", flush=True)
+            print(
+                f"{minute:6d}  {requests_:8d}  {errors:6d}  {memory}  {sizes['sessions']:8d}  "
+                f"{sizes['audit_events']:12d}  {sizes['users']:5d}{restarted}",
+                flush=True,
+            )
         stop.set()
         for thread in threads:
             thread.join(timeout=35)

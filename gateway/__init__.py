@@ -68,10 +68,11 @@ def main(global_config, **settings):
         # The one bridge to Pyramid for plugins: their routes and views.
         config.registry.pm.hook.gateway_pyramid_configure(config=config)
     # Allowed forward-auth checks of cached identities are answered before Pyramid.
-    from .forward_auth import fast_path
-    # Unreadable requests (400) and an unreachable database (503), answered for every route.
-    from .guard import Guard
     # One line per request (logging.access), around all of it: fast-path answers are logged too.
     from .accesslog import access_log
+    from .forward_auth import fast_path
+
+    # Unreadable requests (400) and an unreachable database (503), answered for every route.
+    from .guard import Guard
 
     return access_log(fast_path(Guard(config.make_wsgi_app(), config.registry), config.registry), config.registry)

@@ -107,8 +107,18 @@ class AccessLog:
             fields["user_id"] = user_id
         # The record made directly: Logger.info would walk the stack for the caller's file and line, which
         # costs more than the rest of the line, on every request (bench/forward_auth.py --access-log).
-        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %s %.1fms [%s]",
-                                  (method, route or "-", code, duration_ms, rid), None, extra=fields))
+        log.handle(
+            log.makeRecord(
+                log.name,
+                logging.INFO,
+                __file__,
+                0,
+                "%s %s %s %.1fms [%s]",
+                (method, route or "-", code, duration_ms, rid),
+                None,
+                extra=fields,
+            )
+        )
 
 
 class _Closing:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import ConfigError
 
@@ -145,7 +145,11 @@ COMMANDS: dict[str, tuple[Callable, str, Callable[[argparse.ArgumentParser], Non
         "users list, users show USERNAME; users grant-admin|revoke-admin|sign-out|deactivate|reactivate USERNAME",
         _users_arguments,
     ),
-    "prune": (cmd_prune, "delete expired sign-in traces, provisioning log rows, test sign-ins, sessions and audit events now", None),
+    "prune": (
+        cmd_prune,
+        "delete expired sign-in traces, provisioning log rows, test sign-ins, sessions and audit events now",
+        None,
+    ),
 }
 
 

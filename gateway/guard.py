@@ -116,8 +116,14 @@ class Guard:
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
-            log.warning("database unavailable [%s]: %s", _correlation_id(environ), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            return self._answer(environ, start_response, 503, "the database is unavailable; try again shortly", sys.exc_info())
+            log.warning(
+                "database unavailable [%s]: %s",
+                _correlation_id(environ),
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
+            return self._answer(
+                environ, start_response, 503, "the database is unavailable; try again shortly", sys.exc_info()
+            )
 
     def _answer(self, environ, start_response, status: int, detail: str, exc_info=None):
         rid = _correlation_id(environ)
@@ -165,7 +171,10 @@ class Guard:
                 return html.encode(), "text/html; charset=utf-8"
             except Exception:
                 log.exception("the unavailable page could not be rendered [%s]", rid)
-            return f"Temporarily unavailable. Please try again shortly.\nReference: {rid}\n".encode(), "text/plain; charset=utf-8"
+            return (
+                f"Temporarily unavailable. Please try again shortly.\nReference: {rid}\n".encode(),
+                "text/plain; charset=utf-8",
+            )
         return f"Bad request: {detail}.\nReference: {rid}\n".encode(), "text/plain; charset=utf-8"
 
 

@@ -70,7 +70,9 @@ def deployment_warnings(request) -> list[str]:
             " machine only; put it behind a TLS proxy and set an https URL"
         )
     if not settings.session.cookie_secure:
-        warnings.append("session.cookie_secure is false: the session cookie also travels over plain http; set it to true")
+        warnings.append(
+            "session.cookie_secure is false: the session cookie also travels over plain http; set it to true"
+        )
     if not settings.gateway.admin_groups and not settings.gateway.admin_users:
         warnings.append(
             "no admin configured: set gateway.admin_groups to the Entra group of your admins"

@@ -64,9 +64,7 @@ def hold_identity_lock(dbsession, user_id: str) -> None:
     no-op on SQLite, whose change detection sees every commit.
     """
     if dbsession.get_bind().dialect.name == "postgresql":
-        dbsession.execute(
-            sa.select(sa.func.pg_advisory_xact_lock(IDENTITY_LOCK_CLASS, sa.func.hashtext(user_id)))
-        )
+        dbsession.execute(sa.select(sa.func.pg_advisory_xact_lock(IDENTITY_LOCK_CLASS, sa.func.hashtext(user_id))))
 
 
 class ChangeCache:
@@ -222,7 +220,9 @@ class PostgresNotifications(_Detector):
                             self.clear(notify.payload or None)
             except Exception:  # noqa: BLE001 - any failure means "not listening"; retry
                 if not self._stop.is_set():
-                    log.warning("identity cache: lost the PostgreSQL listener; serving from the database", exc_info=True)
+                    log.warning(
+                        "identity cache: lost the PostgreSQL listener; serving from the database", exc_info=True
+                    )
             finally:
                 self.listening = False
                 self.clear()

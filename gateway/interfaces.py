@@ -7,8 +7,9 @@ them without importing Pyramid or SQLAlchemy.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 #: The profile fields every IdP profile maps its claims onto.
 PROFILE_FIELDS = (
@@ -75,7 +76,7 @@ class AttributeTransform:
     """
 
     name: str
-    apply: Callable[[dict, "TransformContext"], dict]
+    apply: Callable[[dict, TransformContext], dict]
 
 
 @dataclass(frozen=True)
@@ -111,15 +112,15 @@ class Decision:
     reason: str = ""
 
     @classmethod
-    def allow(cls) -> "Decision":
+    def allow(cls) -> Decision:
         return cls("allow")
 
     @classmethod
-    def create(cls) -> "Decision":
+    def create(cls) -> Decision:
         return cls("create")
 
     @classmethod
-    def deny(cls, reason: str) -> "Decision":
+    def deny(cls, reason: str) -> Decision:
         return cls("deny", reason)
 
 
@@ -150,7 +151,7 @@ class HookContext:
     request: Any = None
 
     @classmethod
-    def of(cls, request) -> "HookContext":
+    def of(cls, request) -> HookContext:
         return cls(request.registry, request.dbsession, request)
 
     @property

@@ -37,7 +37,7 @@ class JsonFormatter(_JsonFormatter):
         super().__init__(" ".join(f"%({name})s" for name in FIELDS), datefmt, "%", *args, **kwargs)
 
     def formatTime(self, record, datefmt=None) -> str:  # noqa: N802 - logging's name
-        return dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds")
+        return dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
 
     def add_fields(self, log_data, record, message_dict) -> None:
         super().add_fields(log_data, record, message_dict)

@@ -46,7 +46,10 @@ def cutoffs(settings, now: dt.datetime | None = None) -> dict:
     sessions = SsoSession.__table__
     session_oldest = now - dt.timedelta(days=admin.session_retention_days)
     return {
-        "signin_traces": (SigninTrace.__table__, SigninTrace.__table__.c.at < now - dt.timedelta(days=admin.trace_retention_days)),
+        "signin_traces": (
+            SigninTrace.__table__,
+            SigninTrace.__table__.c.at < now - dt.timedelta(days=admin.trace_retention_days),
+        ),
         "provisioning_log": (
             ProvisioningLogEntry.__table__,
             ProvisioningLogEntry.__table__.c.at < now - dt.timedelta(days=admin.provisioning_log_retention_days),
@@ -63,11 +66,16 @@ def cutoffs(settings, now: dt.datetime | None = None) -> dict:
                 sessions.c.expires_at < session_oldest,
             ),
         ),
-        "audit_events": (AuditEvent.__table__, AuditEvent.__table__.c.at < now - dt.timedelta(days=admin.audit_retention_days)),
+        "audit_events": (
+            AuditEvent.__table__,
+            AuditEvent.__table__.c.at < now - dt.timedelta(days=admin.audit_retention_days),
+        ),
     }
 
 
-def prune_batch(connection: sa.Connection, settings, now: dt.datetime | None = None, batch: int = BATCH) -> dict[str, int]:
+def prune_batch(
+    connection: sa.Connection, settings, now: dt.datetime | None = None, batch: int = BATCH
+) -> dict[str, int]:
     """Delete up to ``batch`` expired rows of each table; the counts deleted."""
     deleted = {}
     for name, (table, condition) in cutoffs(settings, now).items():

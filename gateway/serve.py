@@ -137,7 +137,10 @@ def parse_server_settings(settings: dict[str, str]) -> dict:
     if not app_name or any(c.isspace() for c in app_name):
         raise ConfigError(f'server:main app: expected the NAME of an [app:NAME] section, got "{app_name}"')
     parsed = {"host": host, "port": int(port), "workers": worker_count, "app": app_name}
-    for key, low, high, meaning in (("threads", 1, 256, "Python threads per worker"), ("backlog", 128, 65535, "queued connections")):
+    for key, low, high, meaning in (
+        ("threads", 1, 256, "Python threads per worker"),
+        ("backlog", 128, 65535, "queued connections"),
+    ):
         text = values[key].strip()
         if not text.isdigit() or not low <= int(text) <= high:
             raise ConfigError(f'server:main {key}: expected {meaning} from {low} to {high}, got "{text}"')
@@ -148,7 +151,7 @@ def parse_server_settings(settings: dict[str, str]) -> dict:
 class _WorkerApp:
     """Loads the app in a worker process (a class, so a spawned worker can unpickle it)."""
 
-    def __init__(self, name: str, variables: dict[str, str], master: int, start_line: "_StartLine | None" = None):
+    def __init__(self, name: str, variables: dict[str, str], master: int, start_line: _StartLine | None = None):
         self.name = name
         self.variables = variables
         self.master = master
@@ -226,11 +229,30 @@ def _stop_with_master(master: int) -> None:
 
 
 #: CGI request meta-variables (RFC 3875) and WSGI's own keys: never a process setting.
-_REQUEST_VARIABLES = frozenset({
-    "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "GATEWAY_INTERFACE", "HTTPS", "PATH_INFO", "PATH_TRANSLATED",
-    "QUERY_STRING", "REMOTE_ADDR", "REMOTE_HOST", "REMOTE_IDENT", "REMOTE_PORT", "REMOTE_USER", "REQUEST_METHOD",
-    "REQUEST_URI", "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE",
-})
+_REQUEST_VARIABLES = frozenset(
+    {
+        "AUTH_TYPE",
+        "CONTENT_LENGTH",
+        "CONTENT_TYPE",
+        "GATEWAY_INTERFACE",
+        "HTTPS",
+        "PATH_INFO",
+        "PATH_TRANSLATED",
+        "QUERY_STRING",
+        "REMOTE_ADDR",
+        "REMOTE_HOST",
+        "REMOTE_IDENT",
+        "REMOTE_PORT",
+        "REMOTE_USER",
+        "REQUEST_METHOD",
+        "REQUEST_URI",
+        "SCRIPT_NAME",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "SERVER_SOFTWARE",
+    }
+)
 
 
 def _hide_request_variables() -> None:

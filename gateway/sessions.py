@@ -400,7 +400,6 @@ class SessionSecurityPolicy:
 
 def includeme(config):
     from .db.prepared import FastSelect, read_engine
-
     from .identity_cache import IdentityCache, attach
 
     reader_engine = read_engine(config.registry.gateway_settings.database_url)

@@ -15,8 +15,9 @@ import dataclasses
 import difflib
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -82,7 +83,9 @@ def expand_environment(
     for key, value in raw.items():
         if isinstance(value, str) and "${" in value:
             where = f"{section} {key}" if section else key
-            value = _ENVIRONMENT_REFERENCE.sub(lambda match: _environment_value(where, match, environ), value)
+            value = _ENVIRONMENT_REFERENCE.sub(
+                lambda match, where=where: _environment_value(where, match, environ), value
+            )
         expanded[key] = value
     return expanded
 
@@ -300,7 +303,9 @@ def parse_host_patterns(raw: str) -> tuple[str, ...]:
         wildcard = word.startswith("*.")
         host = canonical_host(word[2:] if wildcard else word)
         if host is None or (wildcard and (host.startswith("[") or host.replace(".", "").isdigit())):
-            raise ValueError("expected host names or *.domain, without scheme, port or path, such as app.example.com *.example.com")
+            raise ValueError(
+                "expected host names or *.domain, without scheme, port or path, such as app.example.com *.example.com"
+            )
         patterns.append("*." + host if wildcard else host)
     return tuple(patterns)
 
@@ -529,7 +534,9 @@ def documented_keys() -> list[str]:
 def _families() -> dict[str, dataclasses.Field]:
     """{``<section>.<field>.``: the field} of every family of keys (:func:`setting_family`)."""
     return {
-        f"{prefix}.{f.name}.": f for prefix, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+        f"{prefix}.{f.name}.": f
+        for prefix, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
         if "parse_name" in f.metadata
     }
 

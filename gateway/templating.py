@@ -97,14 +97,14 @@ def copy_button(target_id: str, label: str = "Copy") -> Markup:
 def when(value: dt.datetime | None, empty: str = "-") -> Markup:
     if value is None:
         return Markup(escape(empty))
-    value = value.astimezone(dt.timezone.utc)
+    value = value.astimezone(dt.UTC)
     return Markup(f'<time datetime="{value.isoformat(timespec="seconds")}">{value:%Y-%m-%d %H:%M:%S} UTC</time>')
 
 
 def ago(value: dt.datetime | None, now: dt.datetime | None = None) -> str:
     if value is None:
         return "never"
-    seconds = int(((now or dt.datetime.now(dt.timezone.utc)) - value).total_seconds())
+    seconds = int(((now or dt.datetime.now(dt.UTC)) - value).total_seconds())
     if seconds < 0:
         return "in the future"
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
@@ -114,9 +114,22 @@ def ago(value: dt.datetime | None, now: dt.datetime | None = None) -> str:
     return "just now"
 
 
-_BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"), ("Version/", "Safari"))
-_SYSTEMS = (("Windows", "Windows"), ("iPhone", "iOS"), ("iPad", "iPadOS"), ("Mac OS X", "macOS"), ("Android", "Android"),
-            ("CrOS", "ChromeOS"), ("Linux", "Linux"))
+_BROWSERS = (
+    ("Edg/", "Edge"),
+    ("OPR/", "Opera"),
+    ("Firefox/", "Firefox"),
+    ("Chrome/", "Chrome"),
+    ("Version/", "Safari"),
+)
+_SYSTEMS = (
+    ("Windows", "Windows"),
+    ("iPhone", "iOS"),
+    ("iPad", "iPadOS"),
+    ("Mac OS X", "macOS"),
+    ("Android", "Android"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
 
 
 def browser(user_agent: str | None) -> str:

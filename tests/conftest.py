@@ -15,12 +15,12 @@ that into a failure.
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import subprocess
 import sys
 import time
-import http.client
 import urllib.parse
 import uuid
 from dataclasses import dataclass
@@ -139,7 +139,10 @@ def pserve():
         log_path = ini.with_suffix(".log")
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, cwd=ini.parent,
+                [str(BIN / "pserve"), str(ini)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ini.parent,
                 env=server_environment(env),
             )
         served = Served(f"http://127.0.0.1:{port}", process, log_path)
@@ -233,10 +236,17 @@ def base_settings():
 #: its data outside the gateway's tables (plugins/gateway_memstore), on SQLite:
 #: the proof that sign-in, deactivation, forward-auth and Entra's SCIM calls
 #: work on any backend (gateway/scim/directory.py). Only these: it doubles their time.
-BACKEND_MODULES = frozenset({
-    "test_scim_entra", "test_provisioning", "test_provisioning_deactivation", "test_provisioning_log",
-    "test_provisioning_scim", "test_saml_acs", "test_forward_auth",
-})
+BACKEND_MODULES = frozenset(
+    {
+        "test_scim_entra",
+        "test_provisioning",
+        "test_provisioning_deactivation",
+        "test_provisioning_log",
+        "test_provisioning_scim",
+        "test_saml_acs",
+        "test_forward_auth",
+    }
+)
 
 
 def pytest_generate_tests(metafunc):
@@ -247,9 +257,14 @@ def pytest_generate_tests(metafunc):
 def pytest_collection_modifyitems(config, items):
     # memstore's run is one run: SQLite, the in-process SAML backend.
     dropped = [
-        item for item in items
-        if getattr(item, "callspec", None) and item.callspec.params.get("scim_backend") == "memstore"
-        and (item.callspec.params.get("database_url") == "postgresql" or item.callspec.params.get("crypto_backend") == "xmlsec1")
+        item
+        for item in items
+        if getattr(item, "callspec", None)
+        and item.callspec.params.get("scim_backend") == "memstore"
+        and (
+            item.callspec.params.get("database_url") == "postgresql"
+            or item.callspec.params.get("crypto_backend") == "xmlsec1"
+        )
     ]
     if dropped:
         config.hook.pytest_deselected(items=dropped)

@@ -47,10 +47,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import pytest
 
 from conftest import BIN, SESSION_SECRET, free_port, server_environment, stop, wait_for_http
-from saml_support import authn_request_id, b64
-
 from gateway.testing.idp_server import IdpServer as KitIdpServer
 from gateway.testing.saml import stable_oid
+from saml_support import authn_request_id, b64
 
 ROOT = Path(__file__).parent.parent
 PROXY_DOCS = ROOT / "docs" / "proxies"
@@ -59,6 +58,7 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin
 CADDY = shutil.which("caddy")
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 HAVE_CHROMIUM = os.path.exists(CHROMIUM) or shutil.which("chromium") is not None
+
 
 def _have_ipv6_loopback() -> bool:
     try:
@@ -153,7 +153,7 @@ def make_tls(folder: Path) -> Tls:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"*.{DOMAIN}")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -454,17 +454,23 @@ class Gateway:
         if self._token is None:
             result = subprocess.run(
                 [str(BIN / "gateway"), str(self.ini), "token", "create", f"tests-{uuid.uuid4().hex[:8]}"],
-                capture_output=True, text=True, timeout=60, cwd=self.ini.parent,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=self.ini.parent,
             )
             assert result.returncode == 0, result.stdout + result.stderr
-            self._token = next(l.strip() for l in result.stdout.splitlines() if l.strip().startswith("gws_"))
+            self._token = next(line.strip() for line in result.stdout.splitlines() if line.strip().startswith("gws_"))
         return self._token
 
     def scim(self, method: str, path: str, body=None, expect: int | None = None):
         import requests
 
         response = requests.request(
-            method, f"{self.direct}/scim/v2{path}", json=body, timeout=60,
+            method,
+            f"{self.direct}/scim/v2{path}",
+            json=body,
+            timeout=60,
             headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/scim+json"},
         )
         if expect is not None:
@@ -487,28 +493,37 @@ class Gateway:
 
     def add_member(self, group_id: str, user_id: str) -> None:
         self.scim(
-            "PATCH", f"/Groups/{group_id}",
+            "PATCH",
+            f"/Groups/{group_id}",
             {"schemas": [PATCH_OP], "Operations": [{"op": "Add", "path": "members", "value": [{"value": user_id}]}]},
         )
 
     def set_active(self, user_id: str, active: bool) -> None:
         self.scim(
-            "PATCH", f"/Users/{user_id}",
+            "PATCH",
+            f"/Users/{user_id}",
             {"schemas": [PATCH_OP], "Operations": [{"op": "Replace", "path": "active", "value": active}]},
             expect=200,
         )
 
     # ------------------------------------------------------------ sign-in with the test IdP
 
-    def sign_in(self, idp, user_name: str, oid: str | None = None, *, via: "Proxy | None" = None,
-                drop_claims=()) -> str:
+    def sign_in(self, idp, user_name: str, oid: str | None = None, *, via: Proxy | None = None, drop_claims=()) -> str:
         """SP-initiated sign-in with a signed Entra-shaped response; the session cookie's value."""
         acs = self.sign_in_answer(idp, user_name, oid, via=via, drop_claims=drop_claims)
         assert acs.status in (302, 303), (acs.status, acs.text[:2000])
         return acs.cookies()["gateway_session"]
 
-    def sign_in_answer(self, idp, user_name: str, oid: str | None = None, *, via: "Proxy | None" = None,
-                       login: str = "/saml/login?next=/", drop_claims=()) -> Answer:
+    def sign_in_answer(
+        self,
+        idp,
+        user_name: str,
+        oid: str | None = None,
+        *,
+        via: Proxy | None = None,
+        login: str = "/saml/login?next=/",
+        drop_claims=(),
+    ) -> Answer:
         """``login`` (an SP-initiated sign-in's start), then the ACS with the test IdP's answer.
 
         Through ``via`` (the proxy, as a browser reaches the gateway) or
@@ -518,10 +533,19 @@ class Gateway:
 
         def send(method, target, headers=(), body=b""):
             if via is not None:
-                return raw_request(via.port, target, host=f"{AUTH_HOST}:{via.port}", method=method,
-                                   headers=headers, body=body)
-            return raw_request(self.port, target, host=f"{AUTH_HOST}:{self.port}", method=method, headers=headers,
-                               body=body, tls=False, address=self.address)
+                return raw_request(
+                    via.port, target, host=f"{AUTH_HOST}:{via.port}", method=method, headers=headers, body=body
+                )
+            return raw_request(
+                self.port,
+                target,
+                host=f"{AUTH_HOST}:{self.port}",
+                method=method,
+                headers=headers,
+                body=body,
+                tls=False,
+                address=self.address,
+            )
 
         started = send("GET", login)
         assert started.status in (302, 303), (started.status, started.text)
@@ -530,12 +554,16 @@ class Gateway:
         attributes = idp.claims(user_name, oid=oid or str(uuid.uuid5(uuid.NAMESPACE_URL, user_name)), groups=())
         attributes = {k: v for k, v in attributes.items() if k not in drop_claims}
         xml = idp.response(
-            request_id, name_id=user_name, attributes=attributes,
-            audience=self.base_url + "/saml/metadata", recipient=self.base_url + "/saml/acs",
+            request_id,
+            name_id=user_name,
+            attributes=attributes,
+            audience=self.base_url + "/saml/metadata",
+            recipient=self.base_url + "/saml/acs",
             destination=self.base_url + "/saml/acs",
         )
         return send(
-            "POST", "/saml/acs",
+            "POST",
+            "/saml/acs",
             headers=[("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", binding)],
             body=form_body({"SAMLResponse": b64(xml)}),
         )
@@ -546,8 +574,14 @@ class Gateway:
 
 
 def write_gateway_ini(
-    folder: Path, port: int, *, base_url: str, idp_metadata: str, settings: dict[str, str] | None = None,
-    server: str = "granian", listen_host: str = "127.0.0.1",
+    folder: Path,
+    port: int,
+    *,
+    base_url: str,
+    idp_metadata: str,
+    settings: dict[str, str] | None = None,
+    server: str = "granian",
+    listen_host: str = "127.0.0.1",
 ) -> Path:
     app_settings = {
         "gateway.base_url": base_url,
@@ -562,21 +596,41 @@ def write_gateway_ini(
     lines = ["[app:main]", "use = egg:entra-identity-gateway"]
     for key, value in app_settings.items():
         value = str(value).replace("%", "%%")
-        lines.append(f"{key} = {value}" if "\n" not in value else f"{key} =\n" + "\n".join(
-            f"    {line}" for line in value.splitlines() if line.strip()))
+        lines.append(
+            f"{key} = {value}"
+            if "\n" not in value
+            else f"{key} =\n" + "\n".join(f"    {line}" for line in value.splitlines() if line.strip())
+        )
     lines += ["", "[server:main]"]
     if server == "granian":
-        lines += ["use = egg:entra-identity-gateway#granian", f"listen = {listen_host}:{port}", "workers = 1",
-                  "threads = 4"]
+        lines += [
+            "use = egg:entra-identity-gateway#granian",
+            f"listen = {listen_host}:{port}",
+            "workers = 1",
+            "threads = 4",
+        ]
     elif server == "waitress":
         lines += ["use = egg:waitress#main", f"listen = {listen_host}:{port}", "threads = 4"]
     else:
         raise ValueError(server)
     lines += [
-        "", "[loggers]", "keys = root", "[handlers]", "keys = console", "[formatters]", "keys = generic",
-        "[logger_root]", "level = WARN", "handlers = console",
-        "[handler_console]", "class = StreamHandler", "args = (sys.stderr,)", "level = NOTSET", "formatter = generic",
-        "[formatter_generic]", "format = %%(levelname)s [%%(name)s] %%(message)s",
+        "",
+        "[loggers]",
+        "keys = root",
+        "[handlers]",
+        "keys = console",
+        "[formatters]",
+        "keys = generic",
+        "[logger_root]",
+        "level = WARN",
+        "handlers = console",
+        "[handler_console]",
+        "class = StreamHandler",
+        "args = (sys.stderr,)",
+        "level = NOTSET",
+        "formatter = generic",
+        "[formatter_generic]",
+        "format = %%(levelname)s [%%(name)s] %%(message)s",
     ]
     ini = folder / "gateway.ini"
     ini.write_text("\n".join(lines) + "\n")
@@ -584,20 +638,34 @@ def write_gateway_ini(
 
 
 def start_gateway(
-    folder: Path, *, base_url: str, idp_metadata: str, settings: dict[str, str] | None = None,
-    server: str = "granian", listen_host: str = "127.0.0.1", port: int | None = None,
+    folder: Path,
+    *,
+    base_url: str,
+    idp_metadata: str,
+    settings: dict[str, str] | None = None,
+    server: str = "granian",
+    listen_host: str = "127.0.0.1",
+    port: int | None = None,
 ) -> Gateway:
     """Migrate and ``pserve`` a gateway ini; returns once /healthz answers. Stop it with :func:`stop_gateway`."""
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    ini = write_gateway_ini(folder, port, base_url=base_url, idp_metadata=idp_metadata, settings=settings,
-                            server=server, listen_host=listen_host)
+    ini = write_gateway_ini(
+        folder,
+        port,
+        base_url=base_url,
+        idp_metadata=idp_metadata,
+        settings=settings,
+        server=server,
+        listen_host=listen_host,
+    )
     migrate = subprocess.run([str(BIN / "gateway"), str(ini), "migrate"], capture_output=True, text=True, timeout=120)
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     log_path = folder / "gateway.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, cwd=folder,
-                                   env=server_environment())
+        process = subprocess.Popen(
+            [str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT, cwd=folder, env=server_environment()
+        )
     direct = f"http://127.0.0.1:{port}" if listen_host in ("127.0.0.1", "0.0.0.0", "[::]") else f"http://[::1]:{port}"
     try:
         wait_for_http(direct + "/healthz", process, log_path)
@@ -626,14 +694,23 @@ class Proxy:
     def url(self, host: str = APP_HOST, path: str = "/") -> str:
         return f"https://{host}:{self.port}{path}"
 
-    def request(self, target: str, *, host: str | None = None, cookie: str | None = None,
-                headers: list[tuple[str, str]] | tuple = (), method: str = "GET", **kwargs) -> Answer:
+    def request(
+        self,
+        target: str,
+        *,
+        host: str | None = None,
+        cookie: str | None = None,
+        headers: list[tuple[str, str]] | tuple = (),
+        method: str = "GET",
+        **kwargs,
+    ) -> Answer:
         """A request to the app (or ``host``) through this proxy, target and headers sent as-is."""
         sent = list(headers)
         if cookie is not None:
             sent.append(("Cookie", f"gateway_session={cookie}"))
-        return raw_request(self.port, target, host=host or f"{APP_HOST}:{self.port}", headers=sent, method=method,
-                           **kwargs)
+        return raw_request(
+            self.port, target, host=host or f"{APP_HOST}:{self.port}", headers=sent, method=method, **kwargs
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -693,7 +770,8 @@ http {{
     )
     process = subprocess.Popen(
         [NGINX, "-p", str(folder), "-c", str(conf), "-e", str(log_path), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     proxy = Proxy("nginx", port, process, folder, log_path, site)
     _wait_for_proxy(proxy)
@@ -725,12 +803,19 @@ def start_caddy(folder: Path, *, gateway: str, app_port: int, port: int | None =
 """
     config = folder / "Caddyfile"
     config.write_text(options + site)
-    env = {**os.environ, "HOME": str(folder), "XDG_DATA_HOME": str(folder / "xdg-data"),
-           "XDG_CONFIG_HOME": str(folder / "xdg-config")}
+    env = {
+        **os.environ,
+        "HOME": str(folder),
+        "XDG_DATA_HOME": str(folder / "xdg-data"),
+        "XDG_CONFIG_HOME": str(folder / "xdg-config"),
+    }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [CADDY, "run", "--config", str(config), "--adapter", "caddyfile"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=folder,
         )
     proxy = Proxy("caddy", port, process, folder, log_path, site)
     _wait_for_proxy(proxy)

@@ -13,10 +13,8 @@ names stay importable from here.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -141,5 +139,3 @@ def http(method: str, url: str, token: str, body=None, timeout: float = 30):
     except urllib.error.HTTPError as exc:
         raw = exc.read()
         return exc.code, (json.loads(raw) if raw else None)
-
-

@@ -37,9 +37,13 @@ def test_one_line_per_request_with_method_route_status_duration_and_the_id_retur
     ]
     records = access()
     assert len(records) == len(responses)
-    expected = [("GET", "health.live", 200), ("POST", "saml.acs", 400), ("GET", None, 404),
-                ("GET", "forward_auth.check", 401)]
-    for record, response, (method, route, status) in zip(records, responses, expected):
+    expected = [
+        ("GET", "health.live", 200),
+        ("POST", "saml.acs", 400),
+        ("GET", None, 404),
+        ("GET", "forward_auth.check", 401),
+    ]
+    for record, response, (method, route, status) in zip(records, responses, expected, strict=True):
         assert (record.method, record.route, record.status) == (method, route, status)
         assert record.levelname == "INFO"
         assert isinstance(record.duration_ms, float) and record.duration_ms > 0
@@ -84,7 +88,8 @@ def test_forward_auth_checks_are_logged_on_the_fast_path_too(make_app, database_
     assert first.headers["X-Request-Id"] != second.headers["X-Request-Id"]
     # Otherwise the fast path's answer is the app's: the same identity headers.
     assert {k: v for k, v in first.headerlist if k != "X-Request-Id"} == {
-        k: v for k, v in second.headerlist if k != "X-Request-Id"}
+        k: v for k, v in second.headerlist if k != "X-Request-Id"
+    }
 
 
 def test_a_signed_in_request_s_line_names_the_user(make_app, idp, access):

@@ -51,7 +51,10 @@ def screenshots(tmp_path):
 def watch_csp(page) -> list[str]:
     """Console messages that report a Content-Security-Policy violation (there must be none)."""
     violations = []
-    page.on("console", lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None)
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
     return violations
 
 
@@ -69,7 +72,10 @@ def check_accessibility(page, label: str) -> None:
 def console_pages(page, base: str) -> list[str]:
     """Every page the console's navigation links to."""
     page.goto(base + "/admin")
-    return [base + href for href in page.eval_on_selector_all("nav.admin-nav a", "links => links.map(a => a.getAttribute('href'))")]
+    return [
+        base + href
+        for href in page.eval_on_selector_all("nav.admin-nav a", "links => links.map(a => a.getAttribute('href'))")
+    ]
 
 
 def scim_status(base: str, token: str) -> int:
@@ -227,7 +233,7 @@ def test_an_admin_signs_in_through_entra_and_signs_in_again_for_a_sensitive_acti
     # Signed in longer ago than admin.reauth_seconds: creating a token sends her to Entra again.
     engine = create_engine(database)
     with engine.begin() as connection:
-        connection.execute(sa.update(SsoSession).values(created_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)))
+        connection.execute(sa.update(SsoSession).values(created_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
     engine.dispose()
     page.fill("#token-name", "entra")
     page.click("#create-token")

@@ -18,12 +18,12 @@ import zlib
 import pytest
 import sqlalchemy as sa
 import webtest
-from conftest import status_from_another_process
-from saml_support import post_response, sign_in, start_login
-from scim_support import ScimClient, make_token
 
+from conftest import status_from_another_process
 from gateway.db.models import AuditEvent, Group, SsoSession, User, utcnow
 from gateway.forward_auth import FastPath
+from saml_support import post_response, sign_in, start_login
+from scim_support import ScimClient, make_token
 
 ADMIN = "admin@example.com"
 ADMIN_OID = "11111111-1111-4111-8111-111111111111"
@@ -182,7 +182,9 @@ def test_gateway_admin_users_makes_the_first_admin(make_app, console_settings, i
     assert "No admin group is configured" in dashboard
 
 
-def test_a_cli_grant_survives_the_group_sync_and_can_be_revoked(make_app, console_settings, idp, tmp_path, idp_metadata_file):
+def test_a_cli_grant_survives_the_group_sync_and_can_be_revoked(
+    make_app, console_settings, idp, tmp_path, idp_metadata_file
+):
     from gateway.cli import main
 
     app = make_app(**console_settings)
@@ -210,14 +212,16 @@ def write_cli_ini(tmp_path, settings, idp_metadata_file):
     ini.write_text(
         "[app:main]\nuse = egg:entra-identity-gateway\ngateway.base_url = http://localhost\n"
         f"sqlalchemy.url = {settings['sqlalchemy.url'].replace('%', '%%')}\n"
-        "gateway.plugins = entra sqlstore audit\ngateway.admin_groups = \"Gateway Admins\"\n"
+        'gateway.plugins = entra sqlstore audit\ngateway.admin_groups = "Gateway Admins"\n'
         f"saml.idp_metadata = {idp_metadata_file}\n"
         "session.secret = test-secret-test-secret-test-secret-0123456789\nsession.cookie_secure = false\n"
     )
     return str(ini)
 
 
-def test_the_cli_signs_out_deactivates_and_reactivates(console, console_settings, idp, tmp_path, idp_metadata_file, capsys):
+def test_the_cli_signs_out_deactivates_and_reactivates(
+    console, console_settings, idp, tmp_path, idp_metadata_file, capsys
+):
     from gateway.cli import main
 
     ini = write_cli_ini(tmp_path, console_settings, idp_metadata_file)
@@ -252,10 +256,14 @@ def test_grants_and_admin_users_survive_writes_to_the_admin_group(make_app, cons
     flags = lambda: {n: db_user(app, i).is_admin for n, i in ids.items()}  # noqa: E731
     # gateway.admin_users counts from the person's sign-in (the console needs one anyway).
     sign_in_user(browser(app), idp, name="carol@example.com", oid="55555555-5555-4555-8555-555555555555")
-    scim.patch_ops(f"/Groups/{admins['id']}", {"op": "add", "path": "members", "value": [{"value": ids["bob"]}]}, status=204)
+    scim.patch_ops(
+        f"/Groups/{admins['id']}", {"op": "add", "path": "members", "value": [{"value": ids["bob"]}]}, status=204
+    )
     assert flags() == {"alice": True, "bob": True, "carol": True}
     scim.patch_ops(f"/Groups/{admins['id']}", {"op": "remove", "path": f'members[value eq "{ids["bob"]}"]'}, status=204)
-    scim.patch_ops(f"/Groups/{admins['id']}", {"op": "remove", "path": f'members[value eq "{ids["alice"]}"]'}, status=204)
+    scim.patch_ops(
+        f"/Groups/{admins['id']}", {"op": "remove", "path": f'members[value eq "{ids["alice"]}"]'}, status=204
+    )
     assert flags() == {"alice": False, "bob": True, "carol": True}
     scim.delete(f"/Groups/{admins['id']}")
     assert flags() == {"alice": False, "bob": True, "carol": True}
@@ -274,7 +282,11 @@ def test_a_console_post_without_the_session_token_is_refused(console, idp):
     token = token_of(console.get("/admin/tokens"))
     for _name, url, methods in console_routes(console):
         if "POST" in methods:
-            for fields in ({"name": "sneaky"}, {"name": "sneaky", "csrf_token": "wrong-" + token}, {"csrf_token": "é" * 5}):
+            for fields in (
+                {"name": "sneaky"},
+                {"name": "sneaky", "csrf_token": "wrong-" + token},
+                {"csrf_token": "é" * 5},
+            ):
                 page = console.post(url, fields, status=403)
                 assert "This form expired" in page.text
     assert console.get("/admin/tokens").html.find(id="no-tokens") is not None
@@ -302,7 +314,7 @@ def test_every_console_page_has_the_security_headers_and_forward_auth_keeps_its_
         assert headers["Cache-Control"] == "no-store"
         body = console.get(url).text
         assert "<script>" not in body and " style=" not in body and " on" + "click=" not in body, url
-    for status_page in (browser(console), ):
+    for status_page in (browser(console),):
         sign_in_user(status_page, idp)
         assert status_page.get("/admin", status=403).headers["X-Frame-Options"] == "DENY"
     cookie = next(c for c in console.cookiejar if c.name == "gateway_session")
@@ -327,7 +339,9 @@ def test_ending_a_session_signs_that_browser_out_at_once(console, idp, events):
     other.get("/whoami", status=401)
     other.get("/auth", status=401)
     assert ("signed_out", BOB, f"admin:{ADMIN}", "admin", ()) in events
-    assert [(r.action, r.actor, r.target_name) for r in audit_rows(console)] == [("admin.session.end", f"admin:{ADMIN}", BOB)]
+    assert [(r.action, r.actor, r.target_name) for r in audit_rows(console)] == [
+        ("admin.session.end", f"admin:{ADMIN}", BOB)
+    ]
     # Ending it twice says so.
     refused = end.submit(status=409)
     assert "already ended" in refused.text
@@ -350,7 +364,9 @@ def test_sign_out_everywhere_deactivate_and_reactivate_a_first_login_user(consol
     assert page.html.find(id="source-of-truth") is None
     form(page, "/deactivate").submit(status=303)
     phone.get("/whoami", status=401)
-    refused = post_response(phone, idp.response(start_login(phone), name_id=BOB, attributes=idp.claims(BOB, oid=BOB_OID)), status=403)
+    refused = post_response(
+        phone, idp.response(start_login(phone), name_id=BOB, attributes=idp.claims(BOB, oid=BOB_OID)), status=403
+    )
     assert "deactivated" in refused.text
     page = console.get(f"/admin/users/{bob}")
     assert page.html.find(id="user-state").text == "inactive"
@@ -421,7 +437,13 @@ def test_sensitive_actions_need_a_recent_sign_in(console, idp):
     assert 'ForceAuthn="true"' in xml
     assert console.get("/admin/tokens").html.find(id="no-tokens") is not None  # nothing was created
     request_id = re.search(r' ID="([^"]+)"', xml).group(1)
-    back = post_response(console, idp.response(request_id, name_id=ADMIN, attributes=idp.claims(ADMIN, oid=ADMIN_OID, groups=("Gateway Admins",))), status=303)
+    back = post_response(
+        console,
+        idp.response(
+            request_id, name_id=ADMIN, attributes=idp.claims(ADMIN, oid=ADMIN_OID, groups=("Gateway Admins",))
+        ),
+        status=303,
+    )
     assert back.headers["Location"] == "http://localhost/admin/tokens"
     create = form(console.get("/admin/tokens"), "/admin/tokens/create")
     create["name"] = "entra"
@@ -435,7 +457,9 @@ def test_the_reauth_page_returns_only_to_console_pages(console, idp):
     for target in ("https://evil.example/admin", "//evil.example/admin", "/whoami", "/adminx"):
         to_idp = console.get("/admin/reauth", params={"next": target}, status=303).headers["Location"]
         request_id = re.search(r' ID="([^"]+)"', authn_request_xml(to_idp)).group(1)
-        back = post_response(console, idp.response(request_id, name_id=ADMIN, attributes=idp.claims(ADMIN, oid=ADMIN_OID)), status=303)
+        back = post_response(
+            console, idp.response(request_id, name_id=ADMIN, attributes=idp.claims(ADMIN, oid=ADMIN_OID)), status=303
+        )
         assert back.headers["Location"] == "http://localhost/admin", target
         console.reset()
 
@@ -515,9 +539,16 @@ def test_user_search_by_prefix_and_exact_ids_filters_and_pages(console, idp):
     made = {}
     for i in range(60):
         name = f"user{i:02d}@example.com"
-        made[name] = scim.create_user(name, displayName=f"Person {i:02d}", externalId=f"ext-{i:02d}", active=i % 10 != 0,
-                                      emails=[{"value": f"mail{i:02d}@corp.example", "primary": True}])
-    scim.create_user("zed@example.com", displayName="Marie Curie", emails=[{"value": "radium@corp.example", "primary": True}])
+        made[name] = scim.create_user(
+            name,
+            displayName=f"Person {i:02d}",
+            externalId=f"ext-{i:02d}",
+            active=i % 10 != 0,
+            emails=[{"value": f"mail{i:02d}@corp.example", "primary": True}],
+        )
+    scim.create_user(
+        "zed@example.com", displayName="Marie Curie", emails=[{"value": "radium@corp.example", "primary": True}]
+    )
     sign_in_admin(console, idp)
 
     names, page = search(console)
@@ -525,7 +556,9 @@ def test_user_search_by_prefix_and_exact_ids_filters_and_pages(console, idp):
     next_url = page.html.find(id="next-page")["href"]
     second = console.get(next_url)
     rest = [a.text for a in second.html.select("#users tbody td:first-child a")]
-    assert rest[0] == "user49@example.com" and rest[-1] == "zed@example.com" and second.html.find(id="next-page") is None
+    assert (
+        rest[0] == "user49@example.com" and rest[-1] == "zed@example.com" and second.html.find(id="next-page") is None
+    )
     assert len(set(names) | set(rest)) == 62
 
     assert search(console, q="USER5")[0] == [f"user5{i}@example.com" for i in range(10)]
@@ -571,7 +604,10 @@ def test_groups_and_members_are_paged(console, idp):
     assert len(rows) == 50 and "admin group" in rows[1].text and "Engineering" in rows[0].text
     assert rows[0].select("td")[2].text == "55"
     assert "Team 49" in console.get(groups.html.find("a", rel="next")["href"]).text
-    assert [r.text for r in console.get("/admin/groups", params={"q": "team 5"}).html.select("#groups tbody a")] == ["Team 50", "Team 51"]
+    assert [r.text for r in console.get("/admin/groups", params={"q": "team 5"}).html.select("#groups tbody a")] == [
+        "Team 50",
+        "Team 51",
+    ]
     group = console.get(f"/admin/groups/{big['id']}")
     assert group.html.find(id="member-count").text == "55" and len(group.html.select("#members tbody tr")) == 50
     second = console.get(group.html.find("a", rel="next")["href"])
@@ -597,7 +633,10 @@ def test_audit_filters_and_exports(console, idp):
     create.submit(status=400)  # a bad name: nothing recorded
     create["name"] = "entra"
     create.submit()
-    rows = lambda **f: [tr.select("td")[1].text for tr in console.get("/admin/audit", params=f).html.select("#audit tbody tr")]  # noqa: E731
+
+    def rows(**f):
+        return [tr.select("td")[1].text for tr in console.get("/admin/audit", params=f).html.select("#audit tbody tr")]
+
     assert rows(event="scim.token") == ["scim.token.create"]
     assert set(rows(actor="user:bob")) == {"user.created", "user.signed_in"}
     assert set(rows(user=BOB)) == {"user.created", "user.signed_in"}
@@ -623,8 +662,18 @@ def test_audit_filters_and_exports(console, idp):
 def test_csv_export_cells_are_never_spreadsheet_formulas():
     from gateway.admin.views.audit import _csv_line
 
-    row = {"id": 1, "at": "t", "actor": "=HYPERLINK(1)", "action": "+x", "target_type": "user", "target_id": None,
-           "target_name": "@SUM(1)", "source": "-1", "correlation_id": "ok", "details": {}}
+    row = {
+        "id": 1,
+        "at": "t",
+        "actor": "=HYPERLINK(1)",
+        "action": "+x",
+        "target_type": "user",
+        "target_id": None,
+        "target_name": "@SUM(1)",
+        "source": "-1",
+        "correlation_id": "ok",
+        "details": {},
+    }
     cells = next(csv.reader(io.StringIO(_csv_line(row).decode())))
     assert cells[2:5] == ["'=HYPERLINK(1)", "'+x", "user"] and cells[6] == "'@SUM(1)" and cells[7] == "'-1"
 
@@ -671,11 +720,19 @@ def test_dashboard_counts_and_what_is_wrong(console, idp):
     scim.create_user("gone@example.com", active=False)
     sign_in_admin(console, idp)
     refused = browser(console)
-    post_response(refused, idp.response(start_login(refused), name_id="gone@example.com", attributes=idp.claims("gone@example.com")), status=403)
+    post_response(
+        refused,
+        idp.response(start_login(refused), name_id="gone@example.com", attributes=idp.claims("gone@example.com")),
+        status=403,
+    )
     with console.app.registry.dbsession_factory() as db, db.begin():
         from gateway.db.models import ScimToken
 
-        db.execute(sa.update(ScimToken).values(created_at=utcnow() - dt.timedelta(days=120), last_used_at=utcnow() - dt.timedelta(days=91)))
+        db.execute(
+            sa.update(ScimToken).values(
+                created_at=utcnow() - dt.timedelta(days=120), last_used_at=utcnow() - dt.timedelta(days=91)
+            )
+        )
     page = console.get("/admin")
     assert page.html.find(id="count-users").text == "2"
     assert "1 active, 1 inactive" in page.text and "1 from first sign-in, 1 from SCIM" in page.text
@@ -689,10 +746,15 @@ def test_dashboard_counts_and_what_is_wrong(console, idp):
 
 def test_development_idp_alice_is_an_admin(make_app):
     """development.ini: scim first_login, "Gateway Admins"; Alice from the development IdP's pick page."""
-    app = make_app(**{
-        "gateway.plugins": "entra devidp sqlstore audit", "saml.idp_profile": "devidp", "saml.idp_metadata": None,
-        "gateway.admin_groups": '"Gateway Admins"', "provisioning.mode": "scim first_login",
-    })
+    app = make_app(
+        **{
+            "gateway.plugins": "entra devidp sqlstore audit",
+            "saml.idp_profile": "devidp",
+            "saml.idp_metadata": None,
+            "gateway.admin_groups": '"Gateway Admins"',
+            "provisioning.mode": "scim first_login",
+        }
+    )
     app.extra_environ["REMOTE_ADDR"] = "127.0.0.1"  # the development IdP answers only this machine
     to_idp = app.get("/admin", status=303).headers["Location"]
     to_devidp = app.get(to_idp.replace("http://localhost", ""), status=303).headers["Location"]

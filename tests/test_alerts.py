@@ -33,15 +33,31 @@ needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not insta
 #: Each alert and the metrics it must look at: what the issue asks the rules to watch.
 ALERTS = {
     "GatewayIdpCertificateExpiresSoon": {"gateway_idp_certificate_not_after_timestamp_seconds"},
-    "GatewayIdpMetadataRefreshFailing": {"gateway_idp_metadata_last_refresh_timestamp_seconds",
-                                         "gateway_idp_metadata_refresh_failures_total"},
+    "GatewayIdpMetadataRefreshFailing": {
+        "gateway_idp_metadata_last_refresh_timestamp_seconds",
+        "gateway_idp_metadata_refresh_failures_total",
+    },
     "GatewayScimServerErrors": {"gateway_scim_requests_total"},
     "GatewayScimClientErrorsRising": {"gateway_scim_requests_total"},
     "GatewaySigninRefusalsSpiking": {"gateway_signins_total"},
 }
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
-PROMQL_WORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "offset",
-                "bool", "inf", "nan", "atan2"}
+PROMQL_WORDS = {
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "inf",
+    "nan",
+    "atan2",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -54,7 +70,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for match in re.finditer(r"(?<![A-Za-z0-9_:.])[A-Za-z_:][A-Za-z0-9_:]*", expr):
         word = match.group(0)
-        if word.lower() in PROMQL_WORDS or re.match(r"\s*\(", expr[match.end():]):
+        if word.lower() in PROMQL_WORDS or re.match(r"\s*\(", expr[match.end() :]):
             continue  # a keyword, or a function or aggregation being called
         names.add(word)
     return names
@@ -64,7 +80,11 @@ def test_metric_names_finds_every_selector_and_nothing_else():
     # The check below is only as good as this: a name it missed would never be looked for.
     assert metric_names('sum without (instance) (rate(up{job=~"$job", le="0.5"}[5m] offset 15m)) > 3 * 1e3') == {"up"}
     assert metric_names("histogram_quantile(0.95, sum by (le) (rate(a_bucket[5m]))) / on (job) b or c unless d") == {
-        "a_bucket", "b", "c", "d"}
+        "a_bucket",
+        "b",
+        "c",
+        "d",
+    }
     assert metric_names("max(x) - time() < 14 * 86400") == {"x"}
 
 
@@ -115,8 +135,9 @@ def test_promtool_checks_the_rules():
 
 @needs_promtool
 def test_promtool_unit_tests_fire_each_alert_on_trouble_and_not_otherwise():
-    result = subprocess.run([PROMTOOL, "test", "rules", str(RULE_TESTS)], capture_output=True, text=True,
-                            timeout=120, cwd=RULE_TESTS.parent)
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, timeout=120, cwd=RULE_TESTS.parent
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 

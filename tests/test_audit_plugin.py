@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from saml_support import post_response, sign_in, start_login
-from scim_support import ScimClient, make_token
 
 from gateway.db.models import AuditEvent
 from gateway.provisioning.policy import NOT_ASSIGNED
+from saml_support import post_response, sign_in, start_login
+from scim_support import ScimClient, make_token
 
 OID = "709cd037-9bbb-4dd2-a6ce-a8838ddcb62a"
 
@@ -44,7 +44,12 @@ def test_a_refused_sign_in_is_recorded_with_its_reason(make_app, idp):
     app = make_app(**{"gateway.plugins": "entra audit", "provisioning.mode": "scim"})
     post_response(app, idp.response(start_login(app)), status=403)
     (row,) = audit_rows(app)
-    assert (row.action, row.target_id, row.target_name, row.source) == ("user.denied", None, "alice@example.com", "saml")
+    assert (row.action, row.target_id, row.target_name, row.source) == (
+        "user.denied",
+        None,
+        "alice@example.com",
+        "saml",
+    )
     assert row.details == {"reason": NOT_ASSIGNED}
 
 

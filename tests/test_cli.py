@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from saml_support import write_test_metadata
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
@@ -114,7 +115,9 @@ def test_a_key_set_twice_is_one_line(tmp_path, sqlite_url):
 def test_check_says_what_a_deployer_still_has_to_fix(tmp_path, fresh_sqlite):
     def with_scim(path, **extra):
         ini = write_ini(path, fresh_sqlite, **extra)
-        Path(ini).write_text(Path(ini).read_text().replace("gateway.plugins = entra\n", "gateway.plugins = entra sqlstore\n"))
+        Path(ini).write_text(
+            Path(ini).read_text().replace("gateway.plugins = entra\n", "gateway.plugins = entra sqlstore\n")
+        )
         return ini
 
     ini = with_scim(tmp_path / "gw.ini")

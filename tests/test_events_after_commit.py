@@ -38,8 +38,9 @@ def test_committed_user_events_follow_the_commit(gateway_scim, gateway_events):
 
 def test_a_rolled_back_request_announces_nothing(gateway_app, gateway_scim, gateway_events):
     gateway_app.app.registry.pm.register(FailOnce("created", RuntimeError("sink down")))
-    gateway_scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "kim@example.com"},
-                      status=500)
+    gateway_scim.post(
+        "/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "kim@example.com"}, status=500
+    )
     assert gateway_events.types() == ["created"]  # seen in the transaction ...
     assert gateway_events.committed == []  # ... which was rolled back
     assert gateway_scim.get("/Users").json["totalResults"] == 0
@@ -69,12 +70,18 @@ def test_group_changes_fire_group_events(gateway_scim, gateway_events):
     a = gateway_scim.create_user("a@example.com")["id"]
     b = gateway_scim.create_user("b@example.com")["id"]
     group = gateway_scim.create_group("Team", members=[a])
-    gateway_scim.patch_ops(f"/Groups/{group['id']}", {"op": "add", "path": "members", "value": [{"value": b}]},
-                           status="*")
-    gateway_scim.patch_ops(f"/Groups/{group['id']}", {"op": "remove", "path": f'members[value eq "{a}"]'},
-                           status="*")
-    gateway_scim.put(f"/Groups/{group['id']}", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-                                                "displayName": "Team 2", "members": [{"value": a}]})
+    gateway_scim.patch_ops(
+        f"/Groups/{group['id']}", {"op": "add", "path": "members", "value": [{"value": b}]}, status="*"
+    )
+    gateway_scim.patch_ops(f"/Groups/{group['id']}", {"op": "remove", "path": f'members[value eq "{a}"]'}, status="*")
+    gateway_scim.put(
+        f"/Groups/{group['id']}",
+        {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "Team 2",
+            "members": [{"value": a}],
+        },
+    )
     gateway_scim.delete(f"/Groups/{group['id']}")
     seen = [(e.type, e.user_ids, e.display_name) for e in gateway_events.group_events]
     assert seen == [
@@ -102,8 +109,11 @@ def test_a_scim_refusal_fires_denied_and_announces_it(gateway_app, gateway_scim,
                 return Decision.deny("Contractors are provisioned elsewhere")
 
     gateway_app.app.registry.pm.register(NoContractors())
-    response = gateway_scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                                            "userName": "contractor@example.com"}, status=403)
+    response = gateway_scim.post(
+        "/Users",
+        {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "contractor@example.com"},
+        status=403,
+    )
     (denied,) = gateway_events.events
     assert denied.type == "denied" and denied.user_name == "contractor@example.com" and denied.source == "scim"
     assert denied.user_id is None and denied.reason == "Contractors are provisioned elsewhere"

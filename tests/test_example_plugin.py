@@ -30,16 +30,31 @@ def test_the_example_plugin_passes_its_own_tests(tmp_path):
     site = tmp_path / "site"
     # No build isolation: offline, with the setuptools of this venv (the test extra).
     installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert (site / "acme_gateway" / "__init__.py").exists()
 
     result = subprocess.run(
         [str(BIN / "pytest"), "-p", "no:cacheprovider", "-p", "no:xdist", "-W", "ignore::DeprecationWarning"],
-        cwd=source, capture_output=True, text=True, timeout=600,
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env=server_environment({"PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}),
     )
     output = result.stdout + result.stderr

@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from conftest import free_port
 from scim_support import http
 from test_serve import _children
@@ -108,7 +109,9 @@ def user_names(gateway, token: str) -> list[str]:
     stored: list[str] = []
     start_index = 1
     while True:
-        status, page = http("GET", f"{gateway.scim_url}/Users?attributes=userName&count=500&startIndex={start_index}", token)
+        status, page = http(
+            "GET", f"{gateway.scim_url}/Users?attributes=userName&count=500&startIndex={start_index}", token
+        )
         assert status == 200
         stored += [r["userName"] for r in page["Resources"]]
         start_index += len(page["Resources"])
@@ -123,22 +126,30 @@ def signed_in_cookie(gateway, url: str, token: str) -> str:
     import secrets
 
     import sqlalchemy as sa
-    from conftest import SESSION_SECRET
-    from scim_support import http as scim_http
 
+    from conftest import SESSION_SECRET
     from gateway.db.models import SsoSession, utcnow
     from gateway.sessions import hash_token
+    from scim_support import http as scim_http
 
-    status, user = scim_http("POST", gateway.scim_url + "/Users", token, {"schemas": [USER], "userName": "held@fault.example"})
+    status, user = scim_http(
+        "POST", gateway.scim_url + "/Users", token, {"schemas": [USER], "userName": "held@fault.example"}
+    )
     assert status == 201
     value = secrets.token_urlsafe(32)
     engine = sa.create_engine(url)
     now = utcnow()
     with engine.begin() as connection:
-        connection.execute(sa.insert(SsoSession).values(
-            id_hash=hash_token(SESSION_SECRET, value), user_id=user["id"], created_at=now, last_seen_at=now,
-            expires_at=now + dt.timedelta(hours=8), csrf_token="x",
-        ))
+        connection.execute(
+            sa.insert(SsoSession).values(
+                id_hash=hash_token(SESSION_SECRET, value),
+                user_id=user["id"],
+                created_at=now,
+                last_seen_at=now,
+                expires_at=now + dt.timedelta(hours=8),
+                csrf_token="x",
+            )
+        )
     engine.dispose()
     return f"gateway_session={value}"
 

@@ -70,9 +70,7 @@ def test_signed_in_gets_identity_headers(fa_app, idp):
 
 
 def test_extra_profile_headers_and_custom_header_names(make_app, idp):
-    app = make_app(
-        **{"forward_auth.headers": "title department", "forward_auth.header_user": "Remote-User"}
-    )
+    app = make_app(**{"forward_auth.headers": "title department", "forward_auth.header_user": "Remote-User"})
     sign_in(app, idp, "bob@example.com")
     set_user(app, "bob@example.com", title="Engineer", department="R&D – Zürich")
     headers = app.get("/auth", extra_environ=PROXY).headers

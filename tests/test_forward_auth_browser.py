@@ -31,9 +31,9 @@ from conftest import free_port
 from proxy_support import (
     APP_HOST,
     AUTH_HOST,
-    IdpServer,
     Echo,
     Gateway,
+    IdpServer,
     Proxy,
     launch_chromium,
     make_tls,
@@ -91,8 +91,14 @@ def stack(request, tmp_path_factory, idp):
     )
     proxy = None
     try:
-        proxy = start_proxy(kind, folder / kind, gateway=f"127.0.0.1:{gateway.port}", app_port=echo.port,
-                            tls=make_tls(folder / "tls"), port=port)
+        proxy = start_proxy(
+            kind,
+            folder / kind,
+            gateway=f"127.0.0.1:{gateway.port}",
+            app_port=echo.port,
+            tls=make_tls(folder / "tls"),
+            port=port,
+        )
         # The people on the IdP's page, provisioned over SCIM as Entra would.
         users = {}
         for user_name, display_name, group in (
@@ -203,6 +209,6 @@ def test_a_deactivated_person_is_sent_to_sign_in_again_and_refused(stack, page):
     assert "deactivated" in page.content()
     page.screenshot(path=str(stack.folder / f"deactivated-{stack.kind}.png"))
     assert stack.echo.reached(before) == []
-    response = page.goto(target)  # and still signed out
+    page.goto(target)  # and still signed out
     assert page.url.startswith(f"{stack.idp.url}/saml2?SAMLRequest=")
     assert stack.echo.reached(before) == []

@@ -23,17 +23,49 @@ PROXIES = ["nginx", "traefik", "caddy"]
 
 # Other spellings of /reports/q3: the /reports rule must decide them.
 PROTECTED = [
-    "/reports/q3", "/REPORTS/q3", "/Reports/Q3", "/%72eports/q3", "/%52EPORTS/q3", "/reports;jsessionid=x/q3",
-    "/reports;/q3", "/reports/q3/", "/reports", "/reports/", "/reports?x=1", "/reports/q3?next=/public",
+    "/reports/q3",
+    "/REPORTS/q3",
+    "/Reports/Q3",
+    "/%72eports/q3",
+    "/%52EPORTS/q3",
+    "/reports;jsessionid=x/q3",
+    "/reports;/q3",
+    "/reports/q3/",
+    "/reports",
+    "/reports/",
+    "/reports?x=1",
+    "/reports/q3?next=/public",
 ]
 
 # No single normal form: refused for everybody on a host whose rules look at paths.
 REFUSED = [
-    "//reports/q3", "///reports/q3", "/reports//q3", "/x/../reports/q3", "/./reports/q3", "/reports/./q3",
-    "/reports/q3/..", "/..;/reports/q3", "/x/..;/reports/q3", "/;x/reports/q3", "/%2freports/q3", "/reports%2Fq3",
-    "/%2E%2E/reports/q3", "/.%2e/reports/q3", "/%2e/reports/q3", "/%5Creports/q3", "/\\reports/q3",
-    "/%2572eports/q3", "/%3Breports/q3", "/%zz/reports", "/%/reports", "/%C3/reports", "/%C3%28/reports",
-    "/%00/reports", "/reports%0a/q3", "/reports/q3\t", "/rep orts",
+    "//reports/q3",
+    "///reports/q3",
+    "/reports//q3",
+    "/x/../reports/q3",
+    "/./reports/q3",
+    "/reports/./q3",
+    "/reports/q3/..",
+    "/..;/reports/q3",
+    "/x/..;/reports/q3",
+    "/;x/reports/q3",
+    "/%2freports/q3",
+    "/reports%2Fq3",
+    "/%2E%2E/reports/q3",
+    "/.%2e/reports/q3",
+    "/%2e/reports/q3",
+    "/%5Creports/q3",
+    "/\\reports/q3",
+    "/%2572eports/q3",
+    "/%3Breports/q3",
+    "/%zz/reports",
+    "/%/reports",
+    "/%C3/reports",
+    "/%C3%28/reports",
+    "/%00/reports",
+    "/reports%0a/q3",
+    "/reports/q3\t",
+    "/rep orts",
 ]
 
 # Other spellings of app.example.com.
@@ -44,8 +76,7 @@ def original(proxy: str, host: str, path: str, scheme: str = "https") -> dict:
     """The headers ``proxy`` sends to /auth for a browser's ``scheme://host path``."""
     if proxy == "nginx":
         return {"X-Original-URL": f"{scheme}://{host}{path}", "X-Original-Method": "GET"}
-    return {"X-Forwarded-Proto": scheme, "X-Forwarded-Host": host, "X-Forwarded-Uri": path,
-            "X-Forwarded-Method": "GET"}
+    return {"X-Forwarded-Proto": scheme, "X-Forwarded-Host": host, "X-Forwarded-Uri": path, "X-Forwarded-Method": "GET"}
 
 
 def forged(proxy: str) -> dict:
@@ -173,8 +204,9 @@ def test_a_stranger_on_ipv6_is_not_trusted(make_app, idp):
 
 
 def test_case_sensitive_paths_for_case_sensitive_apps(make_app, idp):
-    app = make_app(**{"forward_auth.rules": RULES, "forward_auth.proxy": "nginx",
-                      "forward_auth.case_sensitive_paths": "true"})
+    app = make_app(
+        **{"forward_auth.rules": RULES, "forward_auth.proxy": "nginx", "forward_auth.case_sensitive_paths": "true"}
+    )
     sign_in(app, idp, "olga@example.com")
     assert answers(app, original("nginx", "app.example.com", "/reports/q3")) == (403, 403)
     assert answers(app, original("nginx", "app.example.com", "/%72eports/q3")) == (403, 403)
@@ -183,8 +215,12 @@ def test_case_sensitive_paths_for_case_sensitive_apps(make_app, idp):
 
 
 def test_rule_prefixes_are_normalised_too(make_app, idp):
-    app = make_app(**{"forward_auth.rules": "app.example.com /Berichte/über Finance\napp.example.com / *",
-                      "forward_auth.proxy": "nginx"})
+    app = make_app(
+        **{
+            "forward_auth.rules": "app.example.com /Berichte/über Finance\napp.example.com / *",
+            "forward_auth.proxy": "nginx",
+        }
+    )
     sign_in(app, idp, "olga@example.com")
     for path in ("/berichte/%C3%BCber", "/BERICHTE/%C3%BCber/x", "/Berichte/%c3%bcber"):
         assert answers(app, original("nginx", "app.example.com", path)) == (403, 403), path
@@ -199,15 +235,31 @@ def test_rule_prefixes_are_normalised_too(make_app, idp):
         ({"forward_auth.rules": "* / *"}, "forward_auth.proxy: required when forward_auth.rules"),
         ({"forward_auth.allowed_hosts": "*.example.com"}, "forward_auth.proxy: required when"),
         ({"forward_auth.proxy": "apache"}, "forward_auth.proxy: expected one of nginx, traefik, caddy"),
-        ({"forward_auth.proxy": "nginx", "forward_auth.allowed_hosts": "https://app.example.com"},
-         "forward_auth.allowed_hosts: expected host names"),
-        ({"forward_auth.proxy": "nginx", "forward_auth.allowed_hosts": "app.example.com:8443"},
-         "forward_auth.allowed_hosts: expected host names"),
+        (
+            {"forward_auth.proxy": "nginx", "forward_auth.allowed_hosts": "https://app.example.com"},
+            "forward_auth.allowed_hosts: expected host names",
+        ),
+        (
+            {"forward_auth.proxy": "nginx", "forward_auth.allowed_hosts": "app.example.com:8443"},
+            "forward_auth.allowed_hosts: expected host names",
+        ),
         ({"forward_auth.proxy": "nginx", "forward_auth.allowed_hosts": "*"}, "forward_auth.allowed_hosts: expected"),
-        ({"forward_auth.proxy": "nginx", "forward_auth.allowed_hosts": "*.10.0.0.1"}, "forward_auth.allowed_hosts: expected"),
-        ({"forward_auth.proxy": "nginx", "forward_auth.rules": "app.example.com /a//b *"}, "forward_auth.rules: expected"),
-        ({"forward_auth.proxy": "nginx", "forward_auth.rules": "app.example.com /a/../b *"}, "forward_auth.rules: expected"),
-        ({"forward_auth.proxy": "nginx", "forward_auth.rules": "app.example.com /a%2Fb *"}, "forward_auth.rules: expected"),
+        (
+            {"forward_auth.proxy": "nginx", "forward_auth.allowed_hosts": "*.10.0.0.1"},
+            "forward_auth.allowed_hosts: expected",
+        ),
+        (
+            {"forward_auth.proxy": "nginx", "forward_auth.rules": "app.example.com /a//b *"},
+            "forward_auth.rules: expected",
+        ),
+        (
+            {"forward_auth.proxy": "nginx", "forward_auth.rules": "app.example.com /a/../b *"},
+            "forward_auth.rules: expected",
+        ),
+        (
+            {"forward_auth.proxy": "nginx", "forward_auth.rules": "app.example.com /a%2Fb *"},
+            "forward_auth.rules: expected",
+        ),
         ({"forward_auth.header_encoding": "latin-1"}, "forward_auth.header_encoding: expected one of utf-8, percent"),
         ({"forward_auth.case_sensitive_paths": "maybe"}, "forward_auth.case_sensitive_paths: expected true or false"),
     ],

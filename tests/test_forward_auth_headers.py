@@ -14,7 +14,6 @@ import urllib.parse
 import uuid
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from conftest import SESSION_SECRET, free_port
@@ -62,8 +61,11 @@ def granian_get(app, path: str) -> tuple[str, dict]:
     """``path`` asked of the WSGI app as Granian asks (webtest's lint insists on PEP 3333's latin-1)."""
     from webob import Request
 
-    request = Request.blank(path, environ={**PROXY, "SERVER_SOFTWARE": "Granian", "HTTP_HOST": "localhost"},
-                            headers={"Cookie": f"gateway_session={app.cookies['gateway_session']}"})
+    request = Request.blank(
+        path,
+        environ={**PROXY, "SERVER_SOFTWARE": "Granian", "HTTP_HOST": "localhost"},
+        headers={"Cookie": f"gateway_session={app.cookies['gateway_session']}"},
+    )
     status, headers, body = request.call_application(app.app)
     return status, dict(headers)
 
@@ -96,7 +98,6 @@ def test_control_characters_never_break_the_header_block(make_app, idp, encoding
         assert response.headers["X-Auth-Request-Title"] == "a%00b%7Fc%C2%85d%09e%0Bf"
 
 
-
 def test_percent_encoding_keeps_every_value_ascii_and_lossless(make_app, idp):
     app = make_app(**{"forward_auth.header_encoding": "percent"})
     sign_in_without_groups(app, idp, "zoe@example.com")
@@ -120,12 +121,18 @@ def test_percent_encoding_keeps_every_value_ascii_and_lossless(make_app, idp):
     ],
 )
 def test_pass_groups_keeps_the_groups_header_small(make_app, idp, setting, expected):
-    app = make_app(**{"forward_auth.pass_groups": setting, "forward_auth.proxy": "nginx",
-                      "forward_auth.rules": "app.example.com /reports Finance\napp.example.com / Ops Staff *"})
+    app = make_app(
+        **{
+            "forward_auth.pass_groups": setting,
+            "forward_auth.proxy": "nginx",
+            "forward_auth.rules": "app.example.com /reports Finance\napp.example.com / Ops Staff *",
+        }
+    )
     sign_in_without_groups(app, idp, "paul@example.com")
     add_to_group(app, "paul@example.com", "Finance", "Ops", "Auditors")
-    headers = app.get("/auth", headers={"X-Original-URL": "https://app.example.com/"}, extra_environ=PROXY,
-                      status=200).headers
+    headers = app.get(
+        "/auth", headers={"X-Original-URL": "https://app.example.com/"}, extra_environ=PROXY, status=200
+    ).headers
     assert headers["X-Auth-Request-Groups"] == expected
 
 
@@ -171,9 +178,15 @@ def serve_with_person(tmp_path, pserve, server: str, encoding: str) -> tuple[int
     engine = create_engine(f"sqlite:///{database}")
     now = utcnow()
     with Session(engine) as session, session.begin():
-        user = User(user_name="李雷@example.com", user_name_key="李雷@example.com", email="zoe@example.com",
-                    display_name=NAMES["latin"], title=NAMES["emoji"], department="Lead\r\nX-Injected: yes",
-                    given_name=NAMES["zwnj"])
+        user = User(
+            user_name="李雷@example.com",
+            user_name_key="李雷@example.com",
+            email="zoe@example.com",
+            display_name=NAMES["latin"],
+            title=NAMES["emoji"],
+            department="Lead\r\nX-Injected: yes",
+            given_name=NAMES["zwnj"],
+        )
         session.add(user)
         session.flush()
         for name in GROUPS:
@@ -181,8 +194,15 @@ def serve_with_person(tmp_path, pserve, server: str, encoding: str) -> tuple[int
             session.add(group)
             session.flush()
             session.add(GroupMember(group_id=group.id, user_id=user.id))
-        session.add(SsoSession(id_hash=hash_token(SESSION_SECRET, token), user_id=user.id, csrf_token="x",
-                               last_seen_at=now, expires_at=now + dt.timedelta(hours=1)))
+        session.add(
+            SsoSession(
+                id_hash=hash_token(SESSION_SECRET, token),
+                user_id=user.id,
+                csrf_token="x",
+                last_seen_at=now,
+                expires_at=now + dt.timedelta(hours=1),
+            )
+        )
     engine.dispose()
     return port, token
 

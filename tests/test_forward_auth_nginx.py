@@ -21,9 +21,9 @@ from conftest import free_port
 from proxy_support import (
     APP_HOST,
     AUTH_HOST,
+    LONG_GROUP,
     MISSING,
     NGINX,
-    LONG_GROUP,
     Echo,
     make_tls,
     start_gateway,
@@ -48,7 +48,9 @@ def setup(tmp_path_factory, idp, idp_metadata_file):
     port, defaults_port = free_port(), free_port()
     echo = Echo()
     gateway = start_gateway(
-        folder / "gateway", base_url=f"https://{AUTH_HOST}:{port}", idp_metadata=idp_metadata_file,
+        folder / "gateway",
+        base_url=f"https://{AUTH_HOST}:{port}",
+        idp_metadata=idp_metadata_file,
         settings={"forward_auth.proxy": "nginx", "forward_auth.allowed_hosts": APP_HOST},
     )
     proxies = []
@@ -63,8 +65,14 @@ def setup(tmp_path_factory, idp, idp_metadata_file):
             assert count == 3, "docs/proxies/nginx.conf no longer sets the three buffer sizes"
             return edited
 
-        defaults = start_nginx(folder / "defaults", gateway=upstream, app_port=echo.port, tls=tls,
-                               port=defaults_port, edit=without_buffer_lines)
+        defaults = start_nginx(
+            folder / "defaults",
+            gateway=upstream,
+            app_port=echo.port,
+            tls=tls,
+            port=defaults_port,
+            edit=without_buffer_lines,
+        )
         proxies.append(defaults)
         user = gateway.create_user("mia@example.com", "Mia Many", email="mia@example.com")
         names = [LONG_GROUP.format(i) for i in range(150)]

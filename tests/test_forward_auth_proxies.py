@@ -65,8 +65,9 @@ STACKS = [
     proxy_param("nginx", "127.0.0.1", "127.0.0.1", "all"),
     proxy_param("caddy", "127.0.0.1", "127.0.0.1", "all"),
     proxy_param("nginx", "[::]", "127.0.0.1", SMALL_GROUPS, id="nginx-gateway-on-[::]-small-groups", marks=[NO_IPV6]),
-    proxy_param("caddy", "[::]", "[::1]", SMALL_GROUPS, id="caddy-gateway-on-[::]-via-[::1]-small-groups",
-                marks=[NO_IPV6]),
+    proxy_param(
+        "caddy", "[::]", "[::1]", SMALL_GROUPS, id="caddy-gateway-on-[::]-via-[::1]-small-groups", marks=[NO_IPV6]
+    ),
 ]
 
 #: People whose names are not ASCII, and a group of theirs that is not either.
@@ -121,8 +122,9 @@ class Stack:
                 made = self.gateway.create_group(name, [user_id], external_id=str(uuid.uuid4()))
                 self.groups[name] = made["id"]
 
-    def provision(self, user_name: str, display_name: str, groups=(), email: str | None = None, idp=None,
-                  drop_claims=()) -> Person:
+    def provision(
+        self, user_name: str, display_name: str, groups=(), email: str | None = None, idp=None, drop_claims=()
+    ) -> Person:
         """A SCIM user in these groups (made when new), signed in through the proxy."""
         user = self.gateway.create_user(user_name, display_name, email=email)
         self.join(user["id"], groups)
@@ -153,8 +155,14 @@ def stack(request, tmp_path_factory, idp, idp_metadata_file):
     )
     proxy = None
     try:
-        proxy = start_proxy(kind, folder / kind, gateway=f"{upstream}:{gateway.port}", app_port=echo.port,
-                            tls=make_tls(folder / "tls"), port=port)
+        proxy = start_proxy(
+            kind,
+            folder / kind,
+            gateway=f"{upstream}:{gateway.port}",
+            app_port=echo.port,
+            tls=make_tls(folder / "tls"),
+            port=port,
+        )
         built = Stack(kind, pass_groups, gateway, proxy, echo)
         built.provision("fiona@example.com", "Fiona Finance", ["Finance"], email="fiona@example.com", idp=idp)
         built.provision("oscar@example.com", "Oscar Outsider", ["Staff"], email="oscar@example.com", idp=idp)
@@ -186,8 +194,7 @@ def test_a_signed_out_visit_is_sent_to_sign_in_and_back_to_that_url(stack, idp):
     assert urllib.parse.parse_qs(login.query)["next"] == [stack.app_url(target)]
 
     # The sign-in that URL starts (through the proxy, like the browser) ends on that very URL.
-    acs = stack.gateway.sign_in_answer(idp, "oscar@example.com", via=stack.proxy,
-                                       login=f"{login.path}?{login.query}")
+    acs = stack.gateway.sign_in_answer(idp, "oscar@example.com", via=stack.proxy, login=f"{login.path}?{login.query}")
     assert acs.status == 303, (acs.status, acs.text[:1000])
     assert acs.header("Location").decode() == stack.app_url(target)
     cookie = acs.cookies()["gateway_session"]
@@ -217,8 +224,11 @@ def test_a_signed_out_visit_is_sent_to_sign_in_and_back_to_that_url(stack, idp):
     ],
 )
 def test_sign_in_refuses_to_send_the_browser_anywhere_else(stack, next_url):
-    answer = raw_request(stack.proxy.port, "/saml/login?next=" + urllib.parse.quote(next_url, safe=""),
-                         host=f"{AUTH_HOST}:{stack.proxy.port}")
+    answer = raw_request(
+        stack.proxy.port,
+        "/saml/login?next=" + urllib.parse.quote(next_url, safe=""),
+        host=f"{AUTH_HOST}:{stack.proxy.port}",
+    )
     assert answer.status == 400, (answer.status, answer.text[:500])
     assert answer.header("Location") is None
 
@@ -270,8 +280,6 @@ def test_a_browsers_own_identity_headers_never_reach_the_app(stack):
 
 
 # ---------------------------------------------------------------- many groups
-
-
 
 
 @pytest.fixture(scope="module")
@@ -405,8 +413,12 @@ def test_more_spellings_never_reach_the_app(stack, target):
 def test_every_method_is_judged_by_the_same_rules(stack, method):
     for person, expected in (("oscar@example.com", 403), ("fiona@example.com", 200)):
         before = len(stack.echo.seen)
-        answer = stack.proxy.request("/reports/q3", cookie=stack.people[person].cookie, method=method,
-                                     body=b"x=1" if method in ("POST", "PUT") else b"")
+        answer = stack.proxy.request(
+            "/reports/q3",
+            cookie=stack.people[person].cookie,
+            method=method,
+            body=b"x=1" if method in ("POST", "PUT") else b"",
+        )
         reached = stack.echo.reached(before)
         assert answer.status == expected, (method, person, answer.status, answer.text)
         assert [r["method"] for r in reached] == ([method] if expected == 200 else [])
@@ -415,8 +427,12 @@ def test_every_method_is_judged_by_the_same_rules(stack, method):
 def test_an_absolute_request_target_is_no_way_around(stack):
     port = stack.proxy.port
     wrong = []
-    for target in (f"https://{APP_HOST}:{port}/reports/q3", f"https://{APP_HOST}/reports/q3",
-                   f"http://{APP_HOST}:{port}/REPORTS/q3", f"https://{APP_HOST}:{port}//reports/q3"):
+    for target in (
+        f"https://{APP_HOST}:{port}/reports/q3",
+        f"https://{APP_HOST}/reports/q3",
+        f"http://{APP_HOST}:{port}/REPORTS/q3",
+        f"https://{APP_HOST}:{port}//reports/q3",
+    ):
         for label, headers in FORGED.items():
             answer, reached = stack.get(target, "oscar@example.com", headers=headers)
             if reached or answer.status not in (400, 403):

@@ -24,15 +24,21 @@ FILES = ["nginx.conf", "Caddyfile", "traefik.yml"]
 
 #: The identity headers the gateway sends by default (forward_auth.header_*).
 IDENTITY_HEADERS = [
-    f.default for f in dataclasses.fields(ForwardAuthSettings)
+    f.default
+    for f in dataclasses.fields(ForwardAuthSettings)
     if f.name.startswith("header_") and f.name != "header_encoding"
 ]
 
 
 def test_identity_headers_are_the_five_documented():
     assert sorted(IDENTITY_HEADERS) == sorted(
-        ["X-Auth-Request-User-Id", "X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Name",
-         "X-Auth-Request-Groups"]
+        [
+            "X-Auth-Request-User-Id",
+            "X-Auth-Request-User",
+            "X-Auth-Request-Email",
+            "X-Auth-Request-Name",
+            "X-Auth-Request-Groups",
+        ]
     )
 
 
@@ -61,7 +67,7 @@ def test_nginx_sets_every_identity_header_and_the_original_url():
 
 def test_caddy_drops_the_browsers_headers_then_copies_every_identity_header():
     text = (PROXIES / "Caddyfile").read_text()
-    route = text[text.index("route {"):]
+    route = text[text.index("route {") :]
     assert route.index("request_header -X-Auth-Request-*") < route.index("forward_auth ") < route.index("reverse_proxy")
     copied = re.search(r"^\s*copy_headers (.+)$", text, re.M).group(1).split()
     assert sorted(copied) == sorted(IDENTITY_HEADERS)

@@ -27,8 +27,13 @@ def signin_location(app, proxy: str, url: str) -> str:
     """The sign-in URL that /auth gives a signed-out browser asking for ``url``."""
     parts = urllib.parse.urlsplit(url)
     path = parts.path + ("?" + parts.query if parts.query else "")
-    response = app.get("/auth", {"rd": ""}, headers=original(proxy, parts.netloc, path, parts.scheme),
-                       extra_environ=PROXY, status=401 if proxy == "nginx" else 302)
+    response = app.get(
+        "/auth",
+        {"rd": ""},
+        headers=original(proxy, parts.netloc, path, parts.scheme),
+        extra_environ=PROXY,
+        status=401 if proxy == "nginx" else 302,
+    )
     assert response.headers["Cache-Control"] == "no-store"
     return response.headers["Location"]
 
@@ -36,7 +41,7 @@ def signin_location(app, proxy: str, url: str) -> str:
 def complete_signin(app, idp, signin_url: str, name="alice@example.com"):
     """Follow the sign-in URL through the IdP; return the ACS's 303."""
     assert signin_url.startswith("http://localhost/saml/login?next=")
-    started = app.get(signin_url[len("http://localhost"):], status=303)
+    started = app.get(signin_url[len("http://localhost") :], status=303)
     return post_response(app, idp.response(authn_request_id(started.headers["Location"]), name_id=name), status=303)
 
 
@@ -61,8 +66,9 @@ def test_a_signed_out_visit_lands_back_on_the_same_page(make_app, idp, proxy, ur
     assert back.headers["Location"] == url
     parts = urllib.parse.urlsplit(url)
     path = parts.path + ("?" + parts.query if parts.query else "")
-    headers = app.get("/auth", headers=original(proxy, parts.netloc, path, parts.scheme), extra_environ=PROXY,
-                      status=200).headers
+    headers = app.get(
+        "/auth", headers=original(proxy, parts.netloc, path, parts.scheme), extra_environ=PROXY, status=200
+    ).headers
     assert headers["X-Auth-Request-User"] == "alice@example.com"
 
 
@@ -80,8 +86,9 @@ def test_an_explicit_rd_and_a_local_path_come_back_too(make_app, idp):
 def test_without_a_url_from_the_proxy_the_browser_comes_back_to_the_gateway(make_app, idp, caplog):
     # No forward_auth.proxy: nobody says which page was asked for.
     app = make_app()
-    response = app.get("/auth", {"rd": ""}, headers={"X-Original-URL": "https://app.example.com/x"},
-                       extra_environ=PROXY, status=401)
+    response = app.get(
+        "/auth", {"rd": ""}, headers={"X-Original-URL": "https://app.example.com/x"}, extra_environ=PROXY, status=401
+    )
     assert response.headers["Location"] == "http://localhost/saml/login?next=%2F"
     assert "forward_auth.proxy is not set" in caplog.text
     assert complete_signin(app, idp, response.headers["Location"]).headers["Location"] == "http://localhost/"
@@ -102,8 +109,13 @@ def test_without_a_url_from_the_proxy_the_browser_comes_back_to_the_gateway(make
 def test_a_page_on_a_host_not_allowed_gets_no_sign_in_redirect(make_app, proxy, url, caplog):
     app = app_for(make_app, proxy)
     parts = urllib.parse.urlsplit(url)
-    response = app.get("/auth", {"rd": ""}, headers=original(proxy, parts.netloc, parts.path, parts.scheme),
-                       extra_environ=PROXY, status=401)
+    response = app.get(
+        "/auth",
+        {"rd": ""},
+        headers=original(proxy, parts.netloc, parts.path, parts.scheme),
+        extra_environ=PROXY,
+        status=401,
+    )
     assert "Location" not in response.headers
     assert "refused redirect" in caplog.text
 
@@ -151,8 +163,13 @@ def test_a_host_no_longer_allowed_when_the_answer_comes_is_not_returned_to(make_
     # The sign-in starts on an instance that allows wiki.example.com and ends on
     # one whose settings no longer do: the person lands on the gateway instead.
     first = app_for(make_app, **{"sqlalchemy.url": database_url})
-    second = make_app(**{"sqlalchemy.url": database_url, "forward_auth.proxy": "nginx",
-                         "forward_auth.allowed_hosts": "partner.example.net"})
+    second = make_app(
+        **{
+            "sqlalchemy.url": database_url,
+            "forward_auth.proxy": "nginx",
+            "forward_auth.allowed_hosts": "partner.example.net",
+        }
+    )
     started = first.get("/saml/login", params={"next": "https://wiki.example.com/x"}, status=303)
     second.cookiejar = first.cookiejar
     response = post_response(second, idp.response(authn_request_id(started.headers["Location"])), status=303)
@@ -166,9 +183,13 @@ def test_a_deactivated_person_is_sent_to_sign_in_again_and_refused(make_app, idp
     app.get("/auth", headers=original("nginx", "app.example.com", "/deep/page?x=1"), extra_environ=PROXY, status=200)
     set_user(app, "dora@example.com", active=False)
     location = signin_location(app, "nginx", url)
-    started = app.get(location[len("http://localhost"):], status=303)
-    refused(post_response(app, idp.response(authn_request_id(started.headers["Location"]), name_id="dora@example.com"),
-                          status=403), "denied")
+    started = app.get(location[len("http://localhost") :], status=303)
+    refused(
+        post_response(
+            app, idp.response(authn_request_id(started.headers["Location"]), name_id="dora@example.com"), status=403
+        ),
+        "denied",
+    )
     app.get("/auth", headers=original("nginx", "app.example.com", "/deep/page?x=1"), extra_environ=PROXY, status=401)
 
 

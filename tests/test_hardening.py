@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy.exc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scim_support import PATCH_OP, SCIM
 
 from gateway import jsoncodec
 from gateway.saml.errors import SamlRejection
 from gateway.saml.xmlguard import safe_parse
+from scim_support import PATCH_OP, SCIM
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -33,9 +33,17 @@ def scim_error(response, status, scim_type=None):
 
 
 def test_undecodable_path_and_query_are_scim_400s(scim):
-    for url in (f"{SCIM}/Users/%ff%fe", f"{SCIM}/Users?filter=userName%20eq%20%22%ff%22", f"{SCIM}/Users?startIndex=%c3"):
+    for url in (
+        f"{SCIM}/Users/%ff%fe",
+        f"{SCIM}/Users?filter=userName%20eq%20%22%ff%22",
+        f"{SCIM}/Users?startIndex=%c3",
+    ):
         scim_error(scim.app.get(url, headers=scim.headers(), status=400), 400, "invalidSyntax")
-    scim_error(scim.app.get(f"{SCIM}/Users?filter=userName%20eq%20%22a%00%22", headers=scim.headers(), status=400), 400, "invalidSyntax")
+    scim_error(
+        scim.app.get(f"{SCIM}/Users?filter=userName%20eq%20%22a%00%22", headers=scim.headers(), status=400),
+        400,
+        "invalidSyntax",
+    )
 
 
 def test_undecodable_path_query_and_form_elsewhere_are_plain_400_pages(app):
@@ -43,7 +51,9 @@ def test_undecodable_path_query_and_form_elsewhere_are_plain_400_pages(app):
         response = app.get(url, status=400)
         assert response.content_type == "text/plain" and "Reference: " in response.text
         assert response.headers["X-Request-Id"] in response.text
-    response = app.post("/saml/acs", b"SAMLResponse=%ff%ff", content_type="application/x-www-form-urlencoded", status=400)
+    response = app.post(
+        "/saml/acs", b"SAMLResponse=%ff%ff", content_type="application/x-www-form-urlencoded", status=400
+    )
     assert "not valid UTF-8" in response.text
     body = "SAMLResponse=abc".encode("utf-16")
     response = app.post("/saml/acs", body, content_type="application/x-www-form-urlencoded; charset=utf-16", status=400)
@@ -176,11 +186,45 @@ def test_other_errors_are_not_mistaken_for_an_outage(scim, monkeypatch):
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 _json_leaf = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.text(max_size=12)
-json_values = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12)
+json_values = st.recursive(
+    _json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
 filter_words = st.sampled_from(
-    ['userName', 'eq', 'ne', 'co', 'sw', 'pr', 'gt', 'and', 'or', 'not', '(', ')', '[', ']', '"x"', '"\\"', 'emails',
-     'emails[type eq "work"]', 'name.givenName', 'meta.lastModified', '"2020-01-01T00:00:00Z"', 'true', 'null', '1e400',
-     '99999999999999999999999', 'displayName', 'members.value', ' ', '.', '"é"', 'urn:ietf:params:scim:schemas:core:2.0:User:userName']
+    [
+        "userName",
+        "eq",
+        "ne",
+        "co",
+        "sw",
+        "pr",
+        "gt",
+        "and",
+        "or",
+        "not",
+        "(",
+        ")",
+        "[",
+        "]",
+        '"x"',
+        '"\\"',
+        "emails",
+        'emails[type eq "work"]',
+        "name.givenName",
+        "meta.lastModified",
+        '"2020-01-01T00:00:00Z"',
+        "true",
+        "null",
+        "1e400",
+        "99999999999999999999999",
+        "displayName",
+        "members.value",
+        " ",
+        ".",
+        '"é"',
+        "urn:ietf:params:scim:schemas:core:2.0:User:userName",
+    ]
 )
 
 
@@ -199,17 +243,31 @@ def test_any_filter_is_answered_without_500(scim, database_url, words, tail):
 
 
 @FUZZ
-@given(operations=st.lists(
-    st.fixed_dictionaries(
-        {"op": st.sampled_from(["add", "replace", "remove", "Replace", "bogus"])},
-        optional={
-            "path": st.sampled_from(["displayName", "userName", "active", "emails", 'emails[type eq "work"].value', "name.givenName",
-                                     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "nickName", "x[", ""]),
-            "value": json_values,
-        },
-    ),
-    max_size=4,
-))
+@given(
+    operations=st.lists(
+        st.fixed_dictionaries(
+            {"op": st.sampled_from(["add", "replace", "remove", "Replace", "bogus"])},
+            optional={
+                "path": st.sampled_from(
+                    [
+                        "displayName",
+                        "userName",
+                        "active",
+                        "emails",
+                        'emails[type eq "work"].value',
+                        "name.givenName",
+                        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+                        "nickName",
+                        "x[",
+                        "",
+                    ]
+                ),
+                "value": json_values,
+            },
+        ),
+        max_size=4,
+    )
+)
 def test_any_patch_body_is_answered_without_500(scim, database_url, operations):
     user = scim.create_user("patched@example.com") if not hasattr(scim, "fuzz_user") else scim.fuzz_user
     scim.fuzz_user = user
@@ -218,7 +276,12 @@ def test_any_patch_body_is_answered_without_500(scim, database_url, operations):
 
 
 @FUZZ
-@given(body=json_values | st.dictionaries(st.sampled_from(["schemas", "userName", "displayName", "emails", "active", "name", "externalId"]), json_values))
+@given(
+    body=json_values
+    | st.dictionaries(
+        st.sampled_from(["schemas", "userName", "displayName", "emails", "active", "name", "externalId"]), json_values
+    )
+)
 def test_any_create_body_is_answered_without_500(scim, database_url, body):
     for path in ("/Users", "/Groups"):
         _no_500(scim.post(path, json.dumps(body), status="*"))
@@ -275,23 +338,39 @@ def _shouted(text: str) -> str:
 
 def _python_match(op: str, stored: str, wanted: str) -> bool:
     stored, wanted = stored.lower(), wanted.lower()
-    return {"eq": stored == wanted, "sw": stored.startswith(wanted), "co": wanted in stored, "ew": stored.endswith(wanted)}[op]
+    return {
+        "eq": stored == wanted,
+        "sw": stored.startswith(wanted),
+        "co": wanted in stored,
+        "ew": stored.endswith(wanted),
+    }[op]
 
 
 def test_non_ascii_values_are_found_in_any_case_as_python_lowercases_on_both_databases(scim, database_url):
     users = []
     for user_name, display, email, family, title, department in UNICODE_PEOPLE:
-        users.append(scim.create_user(
-            user_name, displayName=display, emails=[{"value": email, "type": "work", "primary": True}],
-            name={"familyName": family}, title=title, **{ENTERPRISE: {"department": department}},
-        ))
+        users.append(
+            scim.create_user(
+                user_name,
+                displayName=display,
+                emails=[{"value": email, "type": "work", "primary": True}],
+                name={"familyName": family},
+                title=title,
+                **{ENTERPRISE: {"department": department}},
+            )
+        )
     checked = found = 0
     for user in users:
         for path in UNICODE_ATTRIBUTES:
             stored = _attribute(user, path)
             pieces = {"eq": stored, "sw": stored[:5], "co": stored[2:7], "ew": stored[-5:]}
             for op, piece in pieces.items():
-                for wanted in {piece, piece.lower(), _shouted(piece), piece.swapcase() if len(piece.swapcase()) == len(piece) else piece}:
+                for wanted in {
+                    piece,
+                    piece.lower(),
+                    _shouted(piece),
+                    piece.swapcase() if len(piece.swapcase()) == len(piece) else piece,
+                }:
                     quoted = wanted.replace("\\", "\\\\").replace('"', '\\"')
                     page = scim.get("/Users", filter=f'{path} {op} "{quoted}"', count="100").json
                     got = {r["id"] for r in page["Resources"]}
@@ -301,8 +380,14 @@ def test_non_ascii_values_are_found_in_any_case_as_python_lowercases_on_both_dat
                     found += user["id"] in got
     # The capitals and the lower case of every stored value find its person by every operator.
     assert checked > 200 and found >= checked * 3 // 4, (checked, found)
-    for path, wanted in (("displayName", "émilie durand"), ("title", "ingénieure"), ("name.familyName", "παπαδοπουλος"),
-                         ("emails.value", "ΣΟΦΙΑ@example.gr"), ("title", "kierownik łączności"), ("displayName", "HAUPTSTRAßE")):
+    for path, wanted in (
+        ("displayName", "émilie durand"),
+        ("title", "ingénieure"),
+        ("name.familyName", "παπαδοπουλος"),
+        ("emails.value", "ΣΟΦΙΑ@example.gr"),
+        ("title", "kierownik łączności"),
+        ("displayName", "HAUPTSTRAßE"),
+    ):
         page = scim.get("/Users", filter=f'{path} eq "{wanted}"').json
         assert page["totalResults"] == 1, (path, wanted)
     # Lower case, not case folding: "ß" is not "ss".
@@ -310,7 +395,8 @@ def test_non_ascii_values_are_found_in_any_case_as_python_lowercases_on_both_dat
     # Sorting by a non-indexed attribute orders by the same lower case.
     page = scim.get("/Users", sortBy="name.familyName", count="10").json
     assert [r["name"]["familyName"] for r in page["Resources"]] == sorted(
-        (u["name"]["familyName"] for u in users), key=str.lower)
+        (u["name"]["familyName"] for u in users), key=str.lower
+    )
 
 
 def test_unicode_user_name_and_group_name_uniqueness_agree_on_both_databases(scim, database_url):
@@ -360,14 +446,18 @@ def _reaches_the_app(answer):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("server", ["granian", "waitress"])
-def test_the_servers_own_url_and_header_limits_are_as_documented(patient_pserve, tmp_path, sqlite_url, idp_metadata_file, server):
+def test_the_servers_own_url_and_header_limits_are_as_documented(
+    patient_pserve, tmp_path, sqlite_url, idp_metadata_file, server
+):
     from test_waitress import serve
 
     gateway = serve(patient_pserve, tmp_path, sqlite_url, server, idp_metadata_file)
     users = "/scim/v2/Users?filter="
     # Up to the limits, the request reaches the gateway, which answers as SCIM does.
     _reaches_the_app(_raw(gateway.url, users + "a" * 60_000, []))
-    _reaches_the_app(_raw(gateway.url, "/scim/v2/Users", [f"X-Extra-{i}: v" for i in range(98)]))  # 100 fields with Host, Connection
+    _reaches_the_app(
+        _raw(gateway.url, "/scim/v2/Users", [f"X-Extra-{i}: v" for i in range(98)])
+    )  # 100 fields with Host, Connection
     _reaches_the_app(_raw(gateway.url, "/scim/v2/Users", ["X-Big: " + "b" * 200_000]))
     if server == "granian":
         # Beyond them Granian answers itself, with no body: a request target over 65,534 bytes,

@@ -39,8 +39,12 @@ def spy_on(app) -> Spy:
 
 
 def test_a_saml_sign_in_gives_the_policy_its_context_and_the_whole_user(gateway_app, gateway_scim, gateway_sign_in):
-    gateway_scim.create_user("gina@example.com", title="Engineer", name={"givenName": "Gina"},
-                             **{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "R&D"}})
+    gateway_scim.create_user(
+        "gina@example.com",
+        title="Engineer",
+        name={"givenName": "Gina"},
+        **{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "R&D"}},
+    )
     spy = spy_on(gateway_app)
     gateway_sign_in("gina@example.com", claims={GROUPS: ["g-1"]})
     ((context, identity, user, source, dbsession),) = spy.decisions
@@ -51,7 +55,10 @@ def test_a_saml_sign_in_gives_the_policy_its_context_and_the_whole_user(gateway_
     assert context.dbsession is dbsession is not None
     assert identity.user_name == "gina@example.com" and identity.groups == ("g-1",)
     assert {k: user[k] for k in ("userName", "title", "department", "givenName", "provisioned_by")} == {
-        "userName": "gina@example.com", "title": "Engineer", "department": "R&D", "givenName": "Gina",
+        "userName": "gina@example.com",
+        "title": "Engineer",
+        "department": "R&D",
+        "givenName": "Gina",
         "provisioned_by": "scim",
     }
     assert [e.type for _, e in spy.events] == ["updated", "signed_in"]

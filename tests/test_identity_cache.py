@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from conftest import status_from_another_process
 from gateway.db.models import SsoSession, User, utcnow
 from gateway.identity_cache import wait_until_listening
-from conftest import status_from_another_process
 from saml_support import sign_in
 
 PROXY = {"REMOTE_ADDR": "127.0.0.1"}
@@ -77,7 +77,7 @@ def test_expired_session_is_not_served_from_memory(make_app, idp):
     sign_in(app, idp)
     app.get("/auth", extra_environ=PROXY, status=200)
     cache = cache_of(app)
-    (key, identity), = cache._entries.items()
+    ((key, identity),) = cache._entries.items()
     # Age the cached copy only: the database row is untouched, so only the
     # cache's own expiry check can refuse it.
     import dataclasses
@@ -116,7 +116,9 @@ def _add_member(app, user_name: str, group_name: str) -> None:
 
     with app.app.registry.dbsession_factory() as db, db.begin():
         user_id = db.scalar(sa.select(User.id).where(User.user_name == user_name))
-        group = Group(display_name=group_name, display_name_key=group_name.lower(), scim_data={"displayName": group_name})
+        group = Group(
+            display_name=group_name, display_name_key=group_name.lower(), scim_data={"displayName": group_name}
+        )
         db.add(group)
         db.flush()
         db.add(GroupMember(group_id=group.id, user_id=user_id))
@@ -148,18 +150,36 @@ def _pid(connection) -> int:
 
 def _session_row(user_id: str, **values) -> dict:
     now = utcnow()
-    return {"id_hash": values.pop("id_hash", "s" * 64), "user_id": user_id, "created_at": now, "last_seen_at": now,
-            "expires_at": now + dt.timedelta(hours=8), "csrf_token": "c", **values}
+    return {
+        "id_hash": values.pop("id_hash", "s" * 64),
+        "user_id": user_id,
+        "created_at": now,
+        "last_seen_at": now,
+        "expires_at": now + dt.timedelta(hours=8),
+        "csrf_token": "c",
+        **values,
+    }
 
 
 def _new_user(connection, name: str) -> str:
     from gateway.db.models import new_id
 
     user_id = new_id()
-    connection.execute(sa.insert(User).values(
-        id=user_id, user_name=name, user_name_key=name.lower(), active=True, scim_data={}, attributes={},
-        provisioned_by="scim", is_admin=False, version=1, created_at=utcnow(), updated_at=utcnow(),
-    ))
+    connection.execute(
+        sa.insert(User).values(
+            id=user_id,
+            user_name=name,
+            user_name_key=name.lower(),
+            active=True,
+            scim_data={},
+            attributes={},
+            provisioned_by="scim",
+            is_admin=False,
+            version=1,
+            created_at=utcnow(),
+            updated_at=utcnow(),
+        )
+    )
     return user_id
 
 
@@ -167,10 +187,17 @@ def _new_group(connection, name: str) -> str:
     from gateway.db.models import Group, new_id
 
     group_id = new_id()
-    connection.execute(sa.insert(Group).values(
-        id=group_id, display_name=name, display_name_key=name.lower(), scim_data={"displayName": name},
-        version=1, created_at=utcnow(), updated_at=utcnow(),
-    ))
+    connection.execute(
+        sa.insert(Group).values(
+            id=group_id,
+            display_name=name,
+            display_name_key=name.lower(),
+            scim_data={"displayName": name},
+            version=1,
+            created_at=utcnow(),
+            updated_at=utcnow(),
+        )
+    )
     return group_id
 
 
@@ -214,18 +241,24 @@ def test_only_changes_a_signed_in_identity_can_show_are_announced(postgres_url):
                 bob, carol, dave = (_new_user(connection, f"{n}@example.com") for n in ("bob", "carol", "dave"))
                 group = _new_group(connection, "Engineering")
                 connection.execute(sa.insert(SsoSession).values(_session_row(carol)))
-                connection.execute(sa.insert(SsoSession).values(
-                    _session_row(dave, id_hash="d" * 64, ended_at=utcnow())  # signed out
-                ))
+                connection.execute(
+                    sa.insert(SsoSession).values(
+                        _session_row(dave, id_hash="d" * 64, ended_at=utcnow())  # signed out
+                    )
+                )
             listener.sent_by(pid)
             bump = sa.update(Group).where(Group.id == group).values(version=Group.version + 1)
             for user_id in (bob, dave):  # no session, an ended one
-                assert change(sa.insert(members).values(group_id=group, user_id=user_id, created_at=utcnow()), bump) == []
+                assert (
+                    change(sa.insert(members).values(group_id=group, user_id=user_id, created_at=utcnow()), bump) == []
+                )
                 assert change(sa.delete(members).where(members.c.user_id == user_id), bump) == []
             # A name is what identities show of a group.
             assert change(sa.update(Group).where(Group.id == group).values(display_name="Eng")) == ["groups"]
             # Carol is signed in.
-            assert change(sa.insert(members).values(group_id=group, user_id=carol, created_at=utcnow())) == ["group_members"]
+            assert change(sa.insert(members).values(group_id=group, user_id=carol, created_at=utcnow())) == [
+                "group_members"
+            ]
             assert change(sa.delete(members).where(members.c.user_id == carol)) == ["group_members"]
     finally:
         listener.close()
@@ -251,9 +284,11 @@ def test_large_membership_changes_and_group_deletes_hold_few_locks(postgres_url)
                 users = [_new_user(connection, f"u{i}@example.com") for i in range(101)]
                 group = _new_group(connection, "All")
             with connection.begin():  # one statement of 101
-                connection.execute(sa.insert(members).values(
-                    [{"group_id": group, "user_id": u, "created_at": utcnow()} for u in users]
-                ))
+                connection.execute(
+                    sa.insert(members).values(
+                        [{"group_id": group, "user_id": u, "created_at": utcnow()} for u in users]
+                    )
+                )
                 assert connection.execute(advisory).scalar() == 0
             assert listener.sent_by(pid) == ["group_members"]
             with connection.begin():  # 101 statements of one
@@ -262,9 +297,11 @@ def test_large_membership_changes_and_group_deletes_hold_few_locks(postgres_url)
                 assert connection.execute(advisory).scalar() == 64
             assert listener.sent_by(pid) == ["group_members"]
             with connection.begin():
-                connection.execute(sa.insert(members).values(
-                    [{"group_id": group, "user_id": u, "created_at": utcnow()} for u in users[:10]]
-                ))
+                connection.execute(
+                    sa.insert(members).values(
+                        [{"group_id": group, "user_id": u, "created_at": utcnow()} for u in users[:10]]
+                    )
+                )
             listener.sent_by(pid)
             with connection.begin():
                 connection.execute(sa.delete(Group).where(Group.id == group))
@@ -302,7 +339,9 @@ def test_a_membership_change_during_a_sign_in_waits_for_it_and_notifies(postgres
 
                 def add():
                     with adding.begin():
-                        adding.execute(sa.insert(GroupMember.__table__).values(group_id=group, user_id=alice, created_at=utcnow()))
+                        adding.execute(
+                            sa.insert(GroupMember.__table__).values(group_id=group, user_id=alice, created_at=utcnow())
+                        )
                     done.set()
 
                 worker = threading.Thread(target=add)

@@ -36,8 +36,10 @@ def forms(page: str) -> dict[str, dict[str, str]]:
     found = {}
     for form in re.findall(r"<form (.*?)</form>", page, re.S):
         user = html.unescape(re.search(r'data-user="([^"]*)"', form).group(1))
-        fields = {name: html.unescape(value) for name, value in
-                  re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form)}
+        fields = {
+            name: html.unescape(value)
+            for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form)
+        }
         found[user] = {"action": html.unescape(re.search(r'action="([^"]*)"', form).group(1)), **fields}
     return found
 
@@ -86,7 +88,7 @@ def test_single_logout_comes_back_with_a_signed_answer(served):
     status, _, headers = fetch(to_idp)
     assert status == 303 and headers["Location"].startswith(GATEWAY + "/saml/slo?SAMLResponse=")
     assert "Signature=" in headers["Location"]
-    app.get(headers["Location"][len(GATEWAY):], status=303)
+    app.get(headers["Location"][len(GATEWAY) :], status=303)
     app.get("/whoami", status=401)
 
 

@@ -68,8 +68,11 @@ def test_a_line_outside_a_request_has_no_request_fields(json_log):
 
 
 def test_no_request_secret_reaches_a_line(app, json_log):
-    app.get("/whoami", headers={"Authorization": "Bearer do-not-log-me", "Cookie": "gateway_session=do-not-log-me"},
-            status=401)
+    app.get(
+        "/whoami",
+        headers={"Authorization": "Bearer do-not-log-me", "Cookie": "gateway_session=do-not-log-me"},
+        status=401,
+    )
     logging.getLogger("gateway").warning("after the request")
     text = json.dumps(json_log())
     assert "do-not-log-me" not in text

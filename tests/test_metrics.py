@@ -97,10 +97,13 @@ def test_metrics_token_is_required_when_set_and_may_come_from_the_environment(ma
     app.get("/metrics", headers={"Authorization": "Bearer scrape-token-0123456789"}, extra_environ=STRANGER, status=403)
 
 
-@pytest.mark.parametrize("key, raw, message", [
-    ("metrics.allow", "localhost", "metrics.allow: expected IP addresses or networks"),
-    ("metrics.token", "short", "metrics.token: expected a random token of at least 16 characters"),
-])
+@pytest.mark.parametrize(
+    "key, raw, message",
+    [
+        ("metrics.allow", "localhost", "metrics.allow: expected IP addresses or networks"),
+        ("metrics.token", "short", "metrics.token: expected a random token of at least 16 characters"),
+    ],
+)
 def test_a_bad_metrics_setting_stops_start_up_naming_it(make_app, key, raw, message):
     with pytest.raises(ConfigError) as error:
         make_app(**{key: raw})
@@ -130,10 +133,13 @@ def test_every_family_of_the_contract_with_its_type_and_labels(scim_app, idp):
 
 
 def test_forward_auth_counts_each_decision_on_the_fast_path_and_in_pyramid(make_app, database_url, idp):
-    app = make_app(**{
-        "sqlalchemy.url": database_url, "forward_auth.proxy": "nginx",
-        "forward_auth.rules": "app.example.com /admin nobody-has-this-group\napp.example.com / *",
-    })
+    app = make_app(
+        **{
+            "sqlalchemy.url": database_url,
+            "forward_auth.proxy": "nginx",
+            "forward_auth.rules": "app.example.com /admin nobody-has-this-group\napp.example.com / *",
+        }
+    )
     before = scrape(app)
     app.get("/auth", headers={"X-Original-URL": "https://app.example.com/"}, extra_environ=LOCAL, status=401)
     sign_in(app, idp, "alice@example.com")
@@ -143,7 +149,8 @@ def test_forward_auth_counts_each_decision_on_the_fast_path_and_in_pyramid(make_
     after = scrape(app)
     for decision, count in (("allow", 3), ("deny", 1), ("unauthenticated", 1)):
         delta = value(after, "gateway_forward_auth_total", decision=decision) - value(
-            before, "gateway_forward_auth_total", decision=decision)
+            before, "gateway_forward_auth_total", decision=decision
+        )
         assert delta == count, decision
 
 
@@ -186,7 +193,8 @@ def test_signins_by_outcome_and_refusal_reason(saml_app, idp):
     # Refusals of other SAML endpoints are not sign-ins.
     saml_app.get("/saml/login", params={"next": "https://elsewhere.example.org/"}, status=400)
     assert value(scrape(saml_app), "gateway_signins_total", outcome="refused", reason="unsafe_next") == value(
-        after, "gateway_signins_total", outcome="refused", reason="unsafe_next")
+        after, "gateway_signins_total", outcome="refused", reason="unsafe_next"
+    )
 
 
 def test_database_gauges_are_read_at_scrape_time(scim_app, idp):
@@ -194,18 +202,22 @@ def test_database_gauges_are_read_at_scrape_time(scim_app, idp):
     scim = ScimClient(scim_app, token)
     user = scim.create_user("gone@example.com")
     scim.create_user("stays@example.com")
-    scim.patch(f"/Users/{user['id']}", {
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [{"op": "replace", "path": "active", "value": False}],
-    })
+    scim.patch(
+        f"/Users/{user['id']}",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "active", "value": False}],
+        },
+    )
     sign_in(scim_app, idp, "stays@example.com")
     samples = scrape(scim_app)
     assert value(samples, "gateway_users", state="inactive") == 1
     assert value(samples, "gateway_users", state="active") == 1
     assert value(samples, "gateway_sessions_active") == 1
     assert value(samples, "gateway_scim_token_last_used_timestamp_seconds", token="entra-metrics") > 1.7e9
-    certificates = [v for (name, labels), v in samples.items()
-                    if name == "gateway_idp_certificate_not_after_timestamp_seconds"]
+    certificates = [
+        v for (name, labels), v in samples.items() if name == "gateway_idp_certificate_not_after_timestamp_seconds"
+    ]
     assert certificates and all(v > 1.7e9 for v in certificates)
     assert value(samples, "gateway_idp_metadata_last_refresh_timestamp_seconds") > 1.7e9
     # Read at scrape time: a session ended by another instance counts at once.
@@ -234,7 +246,11 @@ def _dead_worker(code: str) -> int:
 
     result = subprocess.run(
         [sys.executable, "-c", f"import os\nfrom gateway.metrics import instruments as i\n{code}\nprint(os.getpid())"],
-        capture_output=True, text=True, check=True, timeout=60, env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=dict(os.environ),
     )
     return int(result.stdout.split()[-1])
 
@@ -255,7 +271,9 @@ def test_dead_workers_fold_into_the_archive_and_the_totals_stay(app):
 
     before = scrape(app)
     stamp = float(int(time.time()) + 86400)  # later than any this process set: the max of all workers
-    first = _dead_worker(f"i.FORWARD_AUTH_DENY.inc(7)\ni.SIGNIN_DURATION.observe(0.3)\ni.METADATA_REFRESHED.set({stamp})")
+    first = _dead_worker(
+        f"i.FORWARD_AUTH_DENY.inc(7)\ni.SIGNIN_DURATION.observe(0.3)\ni.METADATA_REFRESHED.set({stamp})"
+    )
     assert sorted(_files_of(first)) == [f"counter_{first}.db", f"gauge_max_{first}.db", f"histogram_{first}.db"]
 
     def delta(samples, name, **labels):

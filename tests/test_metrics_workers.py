@@ -79,6 +79,7 @@ def _scrape(base: str) -> dict:
 
 def _counters(samples: dict) -> dict:
     """What the clients sent, as the scrape counts it."""
+
     def get(name, **labels):
         return samples.get((name, frozenset(labels.items())), 0.0)
 
@@ -95,7 +96,7 @@ def _counters(samples: dict) -> dict:
 
 def _worker_files(directory) -> set[int]:
     """The pids of the processes with a counter file (not the archive of dead ones)."""
-    pids = {name[len("counter_"):-len(".db")] for name in os.listdir(directory) if name.startswith("counter_")}
+    pids = {name[len("counter_") : -len(".db")] for name in os.listdir(directory) if name.startswith("counter_")}
     return {int(pid) for pid in pids if pid.isdigit()}
 
 
@@ -111,17 +112,27 @@ def test_one_scrape_adds_up_both_workers_and_survives_a_killed_one(live_gateway,
 
     sessions = [_sign_in(base, f"person{i}@example.com") for i in range(5)]
     with ThreadPoolExecutor(4) as pool:
-        statuses = list(pool.map(
-            lambda i: http("POST", f"{gateway.scim_url}/Users", token, {"userName": f"w{i}@contoso.com"})[0], range(20)
-        ))
+        statuses = list(
+            pool.map(
+                lambda i: http("POST", f"{gateway.scim_url}/Users", token, {"userName": f"w{i}@contoso.com"})[0],
+                range(20),
+            )
+        )
         assert statuses == [201] * 20
         statuses = list(pool.map(lambda i: _send(f"{base}/auth", cookies=sessions[i % 5])[0], range(40)))
         assert statuses == [200] * 40
     # Both workers counted something, each in its own file.
     assert _worker_files(metrics_dir) == workers, "the requests did not reach both workers"
 
-    expected = {"allow": 40, "scim_creates": 20, "scim_seconds": 20, "signins": 5, "signin_seconds": 5,
-                "users": 25, "sessions": 5}
+    expected = {
+        "allow": 40,
+        "scim_creates": 20,
+        "scim_seconds": 20,
+        "signins": 5,
+        "signin_seconds": 5,
+        "users": 25,
+        "sessions": 5,
+    }
     for _ in range(3):
         assert _counters(_scrape(base)) == expected
 

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from gateway import ConfigError, main
+from gateway import ConfigError
 
 
 def write_module(directory, name, source):

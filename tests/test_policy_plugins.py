@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from saml_support import post_response, sign_in, start_login
-from scim_support import ScimClient, make_token
 
 from gateway import ConfigError
 from gateway.db.models import User
 from gateway_seat_limit import message as seat_message
+from saml_support import post_response, sign_in, start_login
+from scim_support import ScimClient, make_token
 
 OIDS = {
     "alice@example.com": "709cd037-9bbb-4dd2-a6ce-a8838ddcb62a",
@@ -27,7 +27,9 @@ def sign_in_as(app, idp, name, groups=("Staff",)):
 def refused(app, idp, name, groups=("Staff",)) -> str:
     app.reset()
     response = post_response(
-        app, idp.response(start_login(app), name_id=name, attributes=idp.claims(name, oid=OIDS[name], groups=groups)), status=403
+        app,
+        idp.response(start_login(app), name_id=name, attributes=idp.claims(name, oid=OIDS[name], groups=groups)),
+        status=403,
     )
     return response.text
 
@@ -74,7 +76,11 @@ def test_seat_limit_needs_a_positive_whole_number(make_app, value):
 
 
 def test_allowed_domains_refuses_other_domains_at_sign_in_and_over_scim(make_app, scim_settings, idp):
-    settings = {**scim_settings, "gateway.plugins": "entra sqlstore allowed_domains", "allowed_domains.domains": "Example.com corp.example"}
+    settings = {
+        **scim_settings,
+        "gateway.plugins": "entra sqlstore allowed_domains",
+        "allowed_domains.domains": "Example.com corp.example",
+    }
     app = make_app(**settings)
     sign_in_as(app, idp, "alice@example.com")
     text = refused(app, idp, "mallory@elsewhere.test")

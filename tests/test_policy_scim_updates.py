@@ -72,7 +72,12 @@ def test_an_update_the_policy_refuses_is_stored_and_ends_the_sessions(gateway, g
     assert not signed_in(app)
     assert events.types() == ["updated", "denied"]
     denied = events.events[1]
-    assert (denied.user_id, denied.source, denied.actor, denied.reason) == (alice["id"], "scim", "scim:entra", ELSEWHERE)
+    assert (denied.user_id, denied.source, denied.actor, denied.reason) == (
+        alice["id"],
+        "scim",
+        "scim:entra",
+        ELSEWHERE,
+    )
     assert denied.changed == ("sessions",)
     assert events.committed_types() == ["updated", "denied"]
 
@@ -82,8 +87,15 @@ def test_an_update_the_policy_refuses_is_stored_and_ends_the_sessions(gateway, g
     # ... and a deactivation is never asked about: it always goes through.
     scim.patch_ops(f"/Users/{alice['id']}", replace("active", "False"))
     scim.patch_ops(f"/Users/{alice['id']}", replace("active", "True"), status=403)  # nor is this one, yet
-    scim.put(f"/Users/{alice['id']}", {"schemas": [USER_SCHEMA], "userName": "alice@example.com",
-                                       "emails": emails("alice@example.com"), "active": True})
+    scim.put(
+        f"/Users/{alice['id']}",
+        {
+            "schemas": [USER_SCHEMA],
+            "userName": "alice@example.com",
+            "emails": emails("alice@example.com"),
+            "active": True,
+        },
+    )
     gateway_sign_in("alice@example.com", app=app)
     assert signed_in(app)
 
@@ -127,14 +139,23 @@ def test_a_reactivation_the_policy_refuses_is_refused_like_a_create_and_writes_n
     before = scim.get(f"/Users/{bob['id']}").json
     events.clear()
 
-    error = scim.patch_ops(f"/Users/{bob['id']}", replace("active", "True"), replace("title", "Manager"),
-                           replace('emails[type eq "work"].value', "bob@elsewhere.test"), status=403).json
+    error = scim.patch_ops(
+        f"/Users/{bob['id']}",
+        replace("active", "True"),
+        replace("title", "Manager"),
+        replace('emails[type eq "work"].value', "bob@elsewhere.test"),
+        status=403,
+    ).json
     assert error["status"] == "403" and error["detail"] == ELSEWHERE
     assert set(error) == set(create_refusal)  # the same shape as a create's refusal (no scimType)
     assert scim.get(f"/Users/{bob['id']}").json == before  # nothing written, not even the title
     (denied,) = events.events
-    assert (denied.type, denied.user_id, denied.user_name, denied.reason) == ("denied", bob["id"], "bob@example.com",
-                                                                             ELSEWHERE)
+    assert (denied.type, denied.user_id, denied.user_name, denied.reason) == (
+        "denied",
+        bob["id"],
+        "bob@example.com",
+        ELSEWHERE,
+    )
     assert events.committed == [denied]
 
     # Reactivated at an allowed address, it goes through.
@@ -198,8 +219,9 @@ def test_a_user_taken_out_of_the_allowed_groups_loses_their_sessions(gateway, ga
     assert signed_in(app)
 
     # A PUT that replaces the members, a rename and a delete take the group away too.
-    scim.put(path, {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "App Users",
-                    "members": []})
+    scim.put(
+        path, {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "App Users", "members": []}
+    )
     assert not signed_in(app)
     scim.patch_ops(path, add_member(alice["id"]), status="*")
     gateway_sign_in("alice@example.com", app=app, groups=())
@@ -263,7 +285,9 @@ def test_the_policy_gets_the_user_before_and_the_identity_after_each_change(gate
     spy.asked.clear()
     scim.patch_ops(f"/Users/{dan['id']}", replace("externalId", "e-1"))  # not part of the identity
     scim.patch_ops(f"/Users/{dan['id']}", replace("active", "False"))  # a deactivation always goes through
-    scim.patch_ops(f"/Groups/{team['id']}", replace("displayName", "Crew"), status="*")  # dan is inactive: nothing to end
+    scim.patch_ops(
+        f"/Groups/{team['id']}", replace("displayName", "Crew"), status="*"
+    )  # dan is inactive: nothing to end
     assert spy.asked == []
     scim.patch_ops(f"/Users/{dan['id']}", replace("active", "True"))
     ((identity, user, _),) = spy.asked

@@ -77,21 +77,25 @@ def test_requests_are_the_gateways_own_class_with_pyramid_tm_included(make_app, 
 
 
 def test_an_optional_hook_of_a_later_gateway_is_accepted(make_app, plugin_dir):
-    (plugin_dir / "gw_test_optional.py").write_text(textwrap.dedent("""
+    (plugin_dir / "gw_test_optional.py").write_text(
+        textwrap.dedent("""
         from gateway import hookimpl
 
         @hookimpl(optionalhook=True)
         def gateway_from_a_later_version(config):
             pass
-    """))
+    """)
+    )
     make_app(**{"gateway.plugins": "entra gw_test_optional"})
 
 
 def test_an_unknown_hook_is_named_with_its_plugin(make_app, plugin_dir):
-    (plugin_dir / "gw_test_unknown.py").write_text(textwrap.dedent("""
+    (plugin_dir / "gw_test_unknown.py").write_text(
+        textwrap.dedent("""
         def gateway_user_evnt(context, event):
             pass
-    """))
+    """)
+    )
     with pytest.raises(ConfigError) as info:
         make_app(**{"gateway.plugins": "entra gw_test_unknown"})
     assert str(info.value) == (

@@ -77,8 +77,13 @@ def deployment(tmp_path, fresh_schema, idp):
             "GATEWAY_LISTEN": f"127.0.0.1:{gateway_port}",
         }
         yield {
-            "env": env, "secret": secret, "base_url": base_url, "tls_port": tls_port,
-            "gateway": f"http://127.0.0.1:{gateway_port}", "idp": live_idp, "tmp": tmp_path,
+            "env": env,
+            "secret": secret,
+            "base_url": base_url,
+            "tls_port": tls_port,
+            "gateway": f"http://127.0.0.1:{gateway_port}",
+            "idp": live_idp,
+            "tmp": tmp_path,
         }
 
 
@@ -119,13 +124,20 @@ def tls_proxy(deployment):
     tmp = deployment["tmp"]
     keys = make_keypair(tmp, "tls", common_name="auth.example.test")
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_TLS.format(
-        user="user root;" if os.geteuid() == 0 else "", tmp=tmp, cert=keys.cert_file, key=keys.key_file,
-        tls_port=deployment["tls_port"], gateway_port=deployment["gateway"].rsplit(":", 1)[1],
-    ))
+    conf.write_text(
+        NGINX_TLS.format(
+            user="user root;" if os.geteuid() == 0 else "",
+            tmp=tmp,
+            cert=keys.cert_file,
+            key=keys.key_file,
+            tls_port=deployment["tls_port"],
+            gateway_port=deployment["gateway"].rsplit(":", 1)[1],
+        )
+    )
     nginx = subprocess.Popen(
         [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "nginx-error.log"), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     yield nginx
     stop(nginx)
@@ -153,7 +165,10 @@ def test_production_ini_as_documented(deployment, tls_proxy):
     log_path = tmp / "pserve.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
-            [str(BIN / "pserve"), PRODUCTION_INI], stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+            [str(BIN / "pserve"), PRODUCTION_INI],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
             env={**env, "PYTHONWARNINGS": "always::DeprecationWarning"},
         )
     try:
@@ -178,7 +193,9 @@ def test_production_ini_as_documented(deployment, tls_proxy):
         children = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
         workers = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
         assert len(workers) == max(2, len(os.sched_getaffinity(0))), children
-        assert all(b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in set(children) - set(workers))
+        assert all(
+            b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in set(children) - set(workers)
+        )
 
         sign_in_and_out_in_chromium(deployment)
     finally:
@@ -191,12 +208,19 @@ def test_production_ini_as_documented(deployment, tls_proxy):
 
 
 def provision(gateway: str, token: str, user_name: str) -> None:
-    body = json.dumps({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name, "active": True,
-        "displayName": "Alice Example", "emails": [{"value": user_name, "type": "work", "primary": True}],
-    }).encode()
+    body = json.dumps(
+        {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": user_name,
+            "active": True,
+            "displayName": "Alice Example",
+            "emails": [{"value": user_name, "type": "work", "primary": True}],
+        }
+    ).encode()
     request = urllib.request.Request(
-        gateway + "/scim/v2/Users", data=body, method="POST",
+        gateway + "/scim/v2/Users",
+        data=body,
+        method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"},
     )
     with urllib.request.urlopen(request) as response:
@@ -215,7 +239,11 @@ def sign_in_and_out_in_chromium(deployment) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP auth.example.test 127.0.0.1", "--ignore-certificate-errors"],
+            args=[
+                *CHROMIUM_ARGS,
+                "--host-resolver-rules=MAP auth.example.test 127.0.0.1",
+                "--ignore-certificate-errors",
+            ],
         )
         try:
             page = browser.new_page()
@@ -227,7 +255,7 @@ def sign_in_and_out_in_chromium(deployment) -> None:
             try:
                 page.wait_for_url(base_url + "/", timeout=10000)
             except Exception:
-                raise AssertionError(f"{page.url} {redirects}\n{page.content()[:3000]}")
+                raise AssertionError(f"{page.url} {redirects}\n{page.content()[:3000]}") from None
             assert page.inner_text("#display-name") == "Alice Example"
             cookie = {c["name"]: c for c in page.context.cookies()}["gateway_session"]
             assert cookie["secure"] and cookie["httpOnly"]
@@ -258,7 +286,12 @@ def test_each_variable_missing_stops_everything_with_one_line(deployment, missin
         assert "Traceback" not in result.stdout + result.stderr
 
     result = subprocess.run(
-        [str(BIN / "pserve"), PRODUCTION_INI], capture_output=True, text=True, timeout=120, env=env, cwd=deployment["tmp"]
+        [str(BIN / "pserve"), PRODUCTION_INI],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=deployment["tmp"],
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"environment variable {missing} is not set" in result.stderr, result.stderr
@@ -306,9 +339,16 @@ def test_secret_from_the_environment_and_from_a_file(deployment):
 def test_the_installed_dependencies_import_without_warnings():
     """No third-party warning reaches a deployer (pkg_resources' removal notice was one on Python 3.13)."""
     result = subprocess.run(
-        [sys.executable, "-W", "error::UserWarning", "-c",
-         "import pyramid.path, pyramid.paster, gateway.cli, gateway.serve, saml2.sigver"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-W",
+            "error::UserWarning",
+            "-c",
+            "import pyramid.path, pyramid.paster, gateway.cli, gateway.serve, saml2.sigver",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""

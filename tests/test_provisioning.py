@@ -10,13 +10,13 @@ import logging
 
 import pytest
 import sqlalchemy as sa
-from saml_support import MICROSOFT, post_response, sign_in, start_login
-from scim_support import ENTERPRISE, ScimClient, make_token
 
 from gateway.db.models import Group, GroupMember, User
 from gateway.provisioning.groups import OVERAGE_WARNING
 from gateway.provisioning.policy import NOT_ASSIGNED, SCIM_DISABLED
 from gateway.provisioning.signin import SUBJECT_TAKEN
+from saml_support import MICROSOFT, post_response, sign_in, start_login
+from scim_support import ENTERPRISE, ScimClient, make_token
 
 OID = "709cd037-9bbb-4dd2-a6ce-a8838ddcb62a"
 OTHER_OID = "e1f6c0a4-2b7d-4d55-9c43-3f7d0c1c9b10"
@@ -102,7 +102,9 @@ def test_deactivated_users_never_sign_in_in_any_mode(make_app, idp):
         app = make_app(**{"provisioning.mode": mode})
         with app.app.registry.dbsession_factory() as db, db.begin():
             db.execute(sa.delete(User))
-            db.add(User(user_name="alice@example.com", user_name_key="alice@example.com", active=False, idp_subject=OID))
+            db.add(
+                User(user_name="alice@example.com", user_name_key="alice@example.com", active=False, idp_subject=OID)
+            )
         assert "deactivated" in refused(app, idp).text
         app.get("/whoami", status=401)
 
@@ -256,7 +258,11 @@ def test_transforms_run_in_the_configured_order_at_sign_in(make_app, idp):
 
 def test_first_login_mode_takes_memberships_from_the_groups_claim(make_app, idp):
     app = make_app(**{"provisioning.mode": "first_login"})
-    a, b, c = "11111111-aaaa-4aaa-8aaa-000000000001", "22222222-bbbb-4bbb-8bbb-000000000002", "33333333-cccc-4ccc-8ccc-000000000003"
+    a, b, c = (
+        "11111111-aaaa-4aaa-8aaa-000000000001",
+        "22222222-bbbb-4bbb-8bbb-000000000002",
+        "33333333-cccc-4ccc-8ccc-000000000003",
+    )
     sign_in(app, idp, attributes=idp.claims("alice@example.com", oid=OID, groups=(a, b)))
     assert memberships(app, "alice@example.com") == {a, b}
     assert set(app.get("/whoami").json["groups"]) == {a, b}
@@ -289,7 +295,9 @@ def test_with_scim_on_the_groups_claim_does_not_touch_memberships(make_app, scim
     scim = scim_client(app)
     user = scim.create_user("alice@example.com")
     scim.create_group("Staff", members=[user["id"]])
-    sign_in(app, idp, attributes=idp.claims("alice@example.com", oid=OID, groups=("99999999-0000-4000-8000-000000000009",)))
+    sign_in(
+        app, idp, attributes=idp.claims("alice@example.com", oid=OID, groups=("99999999-0000-4000-8000-000000000009",))
+    )
     assert app.get("/whoami").json["groups"] == ["Staff"]
 
 

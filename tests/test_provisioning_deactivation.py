@@ -10,6 +10,7 @@ Reactivation lets them sign in again, but no old session comes back.
 from __future__ import annotations
 
 import pytest
+
 from conftest import status_from_another_process
 from saml_support import post_response, sign_in, start_login
 from scim_support import ScimClient, make_token

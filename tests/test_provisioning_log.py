@@ -6,10 +6,9 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from scim_support import PATCH_OP, ScimClient, make_token
 
 from gateway.db.models import ProvisioningLogEntry, ScimToken, utcnow
-
+from scim_support import ScimClient, make_token
 
 #: When the running test began: an app of an earlier test on the same
 #: PostgreSQL schema may write its last queued rows after that test's truncation.
@@ -34,7 +33,11 @@ def rows(app) -> list:
 
 def test_entras_failed_requests_are_logged_with_status_and_scim_type(scim, scim_app):
     alice = scim.create_user("alice@example.com")
-    scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice@example.com"}, status=409)
+    scim.post(
+        "/Users",
+        {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice@example.com"},
+        status=409,
+    )
     scim.patch_ops(f"/Users/{alice['id']}", {"op": "frobnicate", "path": "active", "value": False}, status=400)
     scim.get("/Users/no-such-id", status=404)
     scim.get("/Users", filter='userName eq "alice@example.com"')
@@ -78,11 +81,13 @@ def test_refused_tokens_and_unknown_paths_are_logged_without_a_token_name(scim, 
 
 
 def test_bodies_are_kept_only_when_asked_and_never_with_secrets(make_app, database_url):
-    app = make_app(**{
-        "sqlalchemy.url": database_url,
-        "gateway.plugins": "entra sqlstore",
-        "admin.provisioning_log_bodies": "true",
-    })
+    app = make_app(
+        **{
+            "sqlalchemy.url": database_url,
+            "gateway.plugins": "entra sqlstore",
+            "admin.provisioning_log_bodies": "true",
+        }
+    )
     token = make_token(app)
     scim = ScimClient(app, token)
     scim.create_user("bob@example.com", displayName="Bob")
@@ -118,9 +123,7 @@ def test_rows_written_before_the_app_closes_are_not_lost(scim, scim_app):
     registry = scim_app.app.registry
     registry.provisioning_log.close()
     with registry.db_engine.connect() as connection:
-        names = connection.scalars(
-            sa.select(ProvisioningLogEntry.resource_name).where(mine())
-        ).all()
+        names = connection.scalars(sa.select(ProvisioningLogEntry.resource_name).where(mine())).all()
     assert names == ["carol@example.com"]
 
 
@@ -156,22 +159,31 @@ def test_rows_wait_for_a_database_that_refuses_them(scim, scim_app, caplog, monk
 
 
 def test_the_provisioning_page_filters_by_status_token_user_and_time(make_app, database_url, idp, monkeypatch):
+    from gateway.admin import signins
     from saml_support import sign_in
 
-    from gateway.admin import signins
-
-    app = make_app(**{"sqlalchemy.url": database_url, "gateway.plugins": "entra sqlstore", "gateway.admin_groups": "Staff"})
+    app = make_app(
+        **{"sqlalchemy.url": database_url, "gateway.plugins": "entra sqlstore", "gateway.admin_groups": "Staff"}
+    )
     sign_in(app, idp, name="admin@example.com")
     entra, other = ScimClient(app, make_token(app, "entra")), ScimClient(app, make_token(app, "other"))
     alice = entra.create_user("alice@example.com")
-    entra.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice@example.com"}, status=409)
+    entra.post(
+        "/Users",
+        {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice@example.com"},
+        status=409,
+    )
     other.get("/Users", filter='userName eq "bob@example.com"')
     entra.patch_ops(f"/Users/{alice['id']}", {"op": "replace", "path": "active", "value": False}, status=200)
 
     def listed(**params):
         page = app.get("/admin/provisioning", params)
         table = page.html.find(id="requests")
-        return [tr.find_all("td")[3].get_text(" ", strip=True).split()[0] for tr in table.find("tbody").find_all("tr")] if table else []
+        return (
+            [tr.find_all("td")[3].get_text(" ", strip=True).split()[0] for tr in table.find("tbody").find_all("tr")]
+            if table
+            else []
+        )
 
     assert listed() == ["200", "200", "409", "201"]
     assert listed(status="errors") == ["409"] and listed(status="2xx") == ["200", "200", "201"]
@@ -183,7 +195,10 @@ def test_the_provisioning_page_filters_by_status_token_user_and_time(make_app, d
     page = app.get("/admin/provisioning")
     failures = page.html.find(id="failures").text
     assert "409" in failures and "uniqueness" in failures
-    assert "4 requests" in " ".join(page.html.find(id="last-day").text.split()) or "4" in page.html.find(id="last-day").text
+    assert (
+        "4 requests" in " ".join(page.html.find(id="last-day").text.split())
+        or "4" in page.html.find(id="last-day").text
+    )
     # Paged, newest first.
     monkeypatch.setattr(signins, "PAGE_SIZE", 3)
     first = app.get("/admin/provisioning")
@@ -195,14 +210,19 @@ def test_the_provisioning_page_filters_by_status_token_user_and_time(make_app, d
 def test_the_dashboard_says_when_scim_requests_fail(make_app, database_url, idp):
     from saml_support import sign_in
 
-    app = make_app(**{"sqlalchemy.url": database_url, "gateway.plugins": "entra sqlstore", "gateway.admin_groups": "Staff"})
+    app = make_app(
+        **{"sqlalchemy.url": database_url, "gateway.plugins": "entra sqlstore", "gateway.admin_groups": "Staff"}
+    )
     sign_in(app, idp, name="admin@example.com")
     entra = ScimClient(app, make_token(app, "entra"))
     assert "SCIM requests failed" not in app.get("/admin").html.find(id="problems").text
     entra.create_user("alice@example.com")
     for _ in range(2):
-        entra.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice@example.com"},
-                   status=409)
+        entra.post(
+            "/Users",
+            {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice@example.com"},
+            status=409,
+        )
     app.app.registry.provisioning_log.flush()
     problems = app.get("/admin").html.find(id="problems").text
     assert "2 SCIM requests failed in the last hour; most often 409 uniqueness" in " ".join(problems.split())

@@ -5,12 +5,11 @@ recomputed on every SCIM write (authority and transforms), admins from SCIM grou
 from __future__ import annotations
 
 import sqlalchemy as sa
-from saml_support import MICROSOFT, sign_in
-from scim_support import ENTERPRISE, ScimClient, make_token
 
 from gateway.db.models import User
 from gateway.provisioning.policy import SCIM_DISABLED
-
+from saml_support import MICROSOFT, sign_in
+from scim_support import ENTERPRISE, ScimClient, make_token
 
 OID = "709cd037-9bbb-4dd2-a6ce-a8838ddcb62a"
 

@@ -16,8 +16,12 @@ from gateway.settings import parse_settings
 def settings(database_url, **admin):
     from conftest import SESSION_SECRET
 
-    raw = {"sqlalchemy.url": database_url, "gateway.base_url": "http://localhost", "session.secret": SESSION_SECRET,
-           "session.cookie_secure": "false"}
+    raw = {
+        "sqlalchemy.url": database_url,
+        "gateway.base_url": "http://localhost",
+        "session.secret": SESSION_SECRET,
+        "session.cookie_secure": "false",
+    }
     raw.update({f"admin.{k}": v for k, v in admin.items()})
     return parse_settings(raw)
 
@@ -70,13 +74,28 @@ def test_sessions_go_some_days_after_they_expired_and_audit_events_after_a_year(
             ("expired-31-days", now - 31 * day, None),
             ("signed-out-40-days", now - 40 * day, now - 40 * day),
         ):
-            session.add(SsoSession(
-                id_hash=name.ljust(64, "x"), user_id=user.id, created_at=created, last_seen_at=created,
-                expires_at=created + dt.timedelta(hours=8), ended_at=ended, csrf_token="t",
-            ))
+            session.add(
+                SsoSession(
+                    id_hash=name.ljust(64, "x"),
+                    user_id=user.id,
+                    created_at=created,
+                    last_seen_at=created,
+                    expires_at=created + dt.timedelta(hours=8),
+                    ended_at=ended,
+                    csrf_token="t",
+                )
+            )
         for age in (1, 364, 366, 1000):
-            session.add(AuditEvent(at=now - age * day, actor="scim:entra", action="user.update", target_type="user",
-                                   source="scim", details={"age": age}))
+            session.add(
+                AuditEvent(
+                    at=now - age * day,
+                    actor="scim:entra",
+                    action="user.update",
+                    target_type="user",
+                    source="scim",
+                    details={"age": age},
+                )
+            )
     deleted = retention.prune_all(engine, settings(database_url), now)
     assert (deleted["sessions"], deleted["audit_events"]) == (2, 2)
     with engine.connect() as connection:
@@ -85,7 +104,9 @@ def test_sessions_go_some_days_after_they_expired_and_audit_events_after_a_year(
     assert [k.rstrip("x") for k in kept] == ["expired-29-days", "ended-yesterday", "live"]
     assert sorted(a["age"] for a in ages) == [1, 364]
     # Both windows are settings.
-    deleted = retention.prune_all(engine, settings(database_url, session_retention_days="1", audit_retention_days="30"), now)
+    deleted = retention.prune_all(
+        engine, settings(database_url, session_retention_days="1", audit_retention_days="30"), now
+    )
     assert (deleted["sessions"], deleted["audit_events"]) == (1, 1)
     engine.dispose()
 

@@ -9,12 +9,13 @@ import zlib
 
 import pytest
 import sqlalchemy as sa
+
+from gateway.db.models import SeenAssertion, User
 from saml_support import (
     ACS,
     RSA_SHA1,
     SHA1,
     SP_ENTITY,
-    authn_request_id,
     b64,
     new_id,
     post_response,
@@ -22,9 +23,6 @@ from saml_support import (
     sign_in,
     start_login,
 )
-
-from gateway.db.models import SeenAssertion, User
-
 
 #: Every response here goes through both signature verifiers.
 pytestmark = pytest.mark.usefixtures("crypto_backend")
@@ -76,7 +74,7 @@ def test_spn_prefixed_audience_is_accepted(saml_app, idp):
 
 def test_clock_skew_is_tolerated(saml_app, idp):
     # The IdP's clock runs 2 minutes ahead: NotBefore is in our future, within 180 s.
-    ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=2)
+    ahead = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
     sign_in(saml_app, idp, not_before=ahead)
     assert signed_in_as(saml_app) == "alice@example.com"
 
@@ -205,7 +203,9 @@ def test_wrapping_same_id_twice_is_refused(saml_app, idp):
     # which now points at a copy hidden inside the signature's Object.
     evil = (
         good[:signature_start]
-        + good[signature_start:signature_end].replace("</ds:Signature>", f"<ds:Object>{good}</ds:Object></ds:Signature>")
+        + good[signature_start:signature_end].replace(
+            "</ds:Signature>", f"<ds:Object>{good}</ds:Object></ds:Signature>"
+        )
         + good[signature_end:]
     ).replace("alice@example.com", "mallory@example.com")
     response = post_response(saml_app, head + evil + tail, status=400)
@@ -241,7 +241,9 @@ def test_comment_injection_in_nameid_is_refused(saml_app, idp):
     # Signed as "alice@example.com.evil.example"; the comment is outside c14n,
     # so the signature still verifies: only the refusal keeps Alice safe.
     xml = idp.response(request_id, name_id="alice@example.com.evil.example")
-    injected = xml.replace(">alice@example.com.evil.example</NameID>", ">alice@example.com<!---->.evil.example</NameID>")
+    injected = xml.replace(
+        ">alice@example.com.evil.example</NameID>", ">alice@example.com<!---->.evil.example</NameID>"
+    )
     assert injected != xml
     refused(post_response(saml_app, injected, status=400), "xml_comment")
 
@@ -249,9 +251,7 @@ def test_comment_injection_in_nameid_is_refused(saml_app, idp):
 def test_comment_injection_in_attribute_is_refused(saml_app, idp):
     request_id = start_login(saml_app)
     xml = idp.response(request_id)
-    injected = xml.replace(
-        "<AttributeValue>709cd037", "<AttributeValue>709cd037<!---->", 1
-    )
+    injected = xml.replace("<AttributeValue>709cd037", "<AttributeValue>709cd037<!---->", 1)
     refused(post_response(saml_app, injected, status=400), "xml_comment")
 
 
@@ -292,24 +292,24 @@ def test_garbage_is_refused_without_traceback(saml_app):
 
 def test_expired_assertion_is_refused(saml_app, idp):
     request_id = start_login(saml_app)
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
     refused(post_response(saml_app, idp.response(request_id, now=past), status=400), "expired")
 
 
 def test_not_yet_valid_beyond_skew_is_refused(saml_app, idp):
     request_id = start_login(saml_app)
-    ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=10)
+    ahead = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
     refused(post_response(saml_app, idp.response(request_id, not_before=ahead), status=400), "not_yet_valid")
 
 
 def test_subject_confirmation_expired_beyond_skew_is_refused(saml_app, idp):
     request_id = start_login(saml_app)
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=4)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=4)
     refused(post_response(saml_app, idp.response(request_id, sc_not_on_or_after=past), status=400), "expired")
 
 
 def test_subject_confirmation_within_skew_is_accepted(saml_app, idp):
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=2)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)
     sign_in(saml_app, idp, sc_not_on_or_after=past)
     assert signed_in_as(saml_app) == "alice@example.com"
 
@@ -418,14 +418,18 @@ def test_sign_in_started_on_one_instance_completes_on_another(make_app, idp, dat
 # ---------------------------------------------------------------- next and RelayState
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:alert(1)"]
+)
 def test_offsite_next_is_refused(saml_app, target):
     refused(saml_app.get("/saml/login", params={"next": target}, status=400), "unsafe_next")
 
 
 def test_offsite_relay_state_is_refused(make_app, idp):
     app = make_app(**{"saml.allow_idp_initiated": "true"})
-    refused(post_response(app, idp.response(None), relay_state="https://evil.example/", status=400), "unsafe_relay_state")
+    refused(
+        post_response(app, idp.response(None), relay_state="https://evil.example/", status=400), "unsafe_relay_state"
+    )
 
 
 def test_request_rows_long_expired_are_deleted(saml_app):
@@ -433,7 +437,7 @@ def test_request_rows_long_expired_are_deleted(saml_app):
     from gateway.db.models import SamlRequest
 
     old, recent = start_login(saml_app), start_login(saml_app)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with saml_app.app.registry.dbsession_factory() as db, db.begin():
         db.get(SamlRequest, old).expires_at = now - dt.timedelta(hours=2)
         db.get(SamlRequest, recent).expires_at = now - dt.timedelta(minutes=1)

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from saml2.sigver import CryptoBackendXmlSec1, SecurityContext, get_xmlsec_binary
-from saml_support import RSA_SHA1, SHA1, post_response, refused, sign_in, start_login
 
 from gateway.errors import ConfigError
 from gateway.saml import pysaml2_crypto, verify
 from gateway.settings import SIGNATURE_ALGORITHMS
+from saml_support import RSA_SHA1, SHA1, post_response, refused, sign_in, start_login
 
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
 DEFAULT = ("rsa-sha256", "rsa-sha384", "rsa-sha512", "ecdsa-sha256", "ecdsa-sha384", "ecdsa-sha512")
@@ -195,14 +195,23 @@ def test_verifier_refuses(signed, idp, case):
     elif case == "empty reference":
         bad = _edit(xml, f'URI="#{node}"', 'URI=""')
     elif case == "inclusive c14n":
-        bad = _edit(xml, f'<ds:CanonicalizationMethod Algorithm="{exc}"',
-                    '<ds:CanonicalizationMethod Algorithm="http://www.w3.org/TR/2001/REC-xml-c14n-20010315"')
+        bad = _edit(
+            xml,
+            f'<ds:CanonicalizationMethod Algorithm="{exc}"',
+            '<ds:CanonicalizationMethod Algorithm="http://www.w3.org/TR/2001/REC-xml-c14n-20010315"',
+        )
     elif case == "c14n with comments":
-        bad = _edit(xml, f'<ds:CanonicalizationMethod Algorithm="{exc}"',
-                    f'<ds:CanonicalizationMethod Algorithm="{exc}WithComments"')
+        bad = _edit(
+            xml,
+            f'<ds:CanonicalizationMethod Algorithm="{exc}"',
+            f'<ds:CanonicalizationMethod Algorithm="{exc}WithComments"',
+        )
     elif case == "xpath transform":
-        bad = _edit(xml, "</ds:Transforms>",
-                    '<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"/></ds:Transforms>')
+        bad = _edit(
+            xml,
+            "</ds:Transforms>",
+            '<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"/></ds:Transforms>',
+        )
     elif case == "no enveloped transform":
         bad = _edit(xml, f'<ds:Transform Algorithm="{ds}enveloped-signature"/>', "")
     elif case == "object element":
@@ -216,7 +225,7 @@ def test_verifier_refuses(signed, idp, case):
     elif case == "duplicate id":
         bad = _edit(xml, "<samlp:Status>", f'<samlp:Extensions><x ID="{node}"/></samlp:Extensions><samlp:Status>')
     elif case == "dtd":
-        bad = '<!DOCTYPE r [<!ELEMENT r ANY>]>' + xml
+        bad = "<!DOCTYPE r [<!ELEMENT r ANY>]>" + xml
     elif case == "signature not a child":
         bad = _edit(xml, signature, "")
         bad = _edit(bad, "<AuthnContext>", "<AuthnContext>" + signature)
@@ -254,11 +263,23 @@ def _mutations(xml: str, idp):
             yield f"flip@{position}", flipped.decode()
         except UnicodeDecodeError:
             continue
-    yield "signature moved to the end", xml.replace(signature, "", 1).replace("</Assertion>", signature + "</Assertion>")
+    yield (
+        "signature moved to the end",
+        xml.replace(signature, "", 1).replace("</Assertion>", signature + "</Assertion>"),
+    )
     yield "signature duplicated", xml.replace(signature, signature + signature, 1)
-    yield "signature moved to the response", xml.replace(signature, "", 1).replace("<samlp:Status>", signature + "<samlp:Status>")
-    yield "wrapped assertion", xml.replace("<samlp:Status>", "<samlp:Extensions>" + assertion + "</samlp:Extensions><samlp:Status>")
-    yield "evil assertion before", xml[:assertion_start] + assertion.replace(">alice@example.com<", ">admin@example.com<") + xml[assertion_start:]
+    yield (
+        "signature moved to the response",
+        xml.replace(signature, "", 1).replace("<samlp:Status>", signature + "<samlp:Status>"),
+    )
+    yield (
+        "wrapped assertion",
+        xml.replace("<samlp:Status>", "<samlp:Extensions>" + assertion + "</samlp:Extensions><samlp:Status>"),
+    )
+    yield (
+        "evil assertion before",
+        xml[:assertion_start] + assertion.replace(">alice@example.com<", ">admin@example.com<") + xml[assertion_start:],
+    )
     yield "algorithm changed", xml.replace("xmldsig-more#rsa-sha256", "xmldsig-more#rsa-sha512", 1)
     yield "digest algorithm changed", xml.replace("xmlenc#sha256", "xmlenc#sha512", 1)
     yield "keyinfo with another key", xml.replace(idp.keys.cert_b64, idp.attacker.cert_b64)
@@ -269,7 +290,10 @@ def _mutations(xml: str, idp):
     yield "whitespace outside signed part", xml.replace("<samlp:Status>", "\n<samlp:Status>")
     yield "attribute value changed", xml.replace("<AttributeValue>Staff<", "<AttributeValue>Admins<")
     yield "namespace prefix renamed", xml.replace("ds:", "dsx:").replace("xmlns:ds=", "xmlns:dsx=")
-    yield "signature value truncated", re.sub(r"<ds:SignatureValue>(.{20})", r"<ds:SignatureValue>", xml, count=1, flags=re.S)
+    yield (
+        "signature value truncated",
+        re.sub(r"<ds:SignatureValue>(.{20})", r"<ds:SignatureValue>", xml, count=1, flags=re.S),
+    )
 
 
 #: Mutations where the in-process verifier refuses what xmlsec1 accepts (stricter by design), by name.
@@ -296,7 +320,11 @@ def test_differential_mutations_both_backends_agree(idp):
 def test_differential_unchanged_response_accepted_by_both(idp):
     for kwargs in ({}, {"sign_response": True}, {"sign_response": True, "sign_assertion": False}):
         xml = idp.response("_req1", **kwargs)
-        node = assertion_id(xml) if kwargs.get("sign_assertion", True) else re.search(r'<samlp:Response [^>]*ID="([^"]+)"', xml).group(1)
+        node = (
+            assertion_id(xml)
+            if kwargs.get("sign_assertion", True)
+            else re.search(r'<samlp:Response [^>]*ID="([^"]+)"', xml).group(1)
+        )
         assert inprocess_accepts(xml, node, idp.keys), kwargs
         assert xmlsec1_accepts(xml, node, idp.keys) or not kwargs.get("sign_assertion", True), kwargs
 
@@ -335,9 +363,9 @@ def test_eight_threads_valid_and_tampered(saml_app, idp):
 
     def work(chunk):
         barrier.wait()
-        for request_id, encoded, tampered in chunk:
+        for request_id, encoded, _tampered in chunk:
             try:
-                provider.check_response(encoded, dt.datetime.now(dt.timezone.utc), solicited_by=request_id)
+                provider.check_response(encoded, dt.datetime.now(dt.UTC), solicited_by=request_id)
                 results[request_id] = "accepted"
             except Exception as exc:  # noqa: BLE001
                 results[request_id] = getattr(exc, "code", repr(exc))
@@ -349,7 +377,11 @@ def test_eight_threads_valid_and_tampered(saml_app, idp):
     for thread in threads:
         thread.join()
     for request_id, _encoded, tampered in cases:
-        assert results[request_id] == ("signature_invalid" if tampered else "accepted"), (request_id, results[request_id], details.get(request_id))
+        assert results[request_id] == ("signature_invalid" if tampered else "accepted"), (
+            request_id,
+            results[request_id],
+            details.get(request_id),
+        )
 
 
 # ---------------------------------------------------------------- schema validation on libxml2
@@ -382,9 +414,11 @@ def test_signed_but_schema_invalid_assertion_is_refused_on_both(saml_app, idp):
     request_id = start_login(saml_app)
     xml = idp.response(request_id, sign_assertion=False)
     node = assertion_id(xml)
-    xml = xml.replace("<Conditions ", '<Subject><NameID>second@example.com</NameID></Subject><Conditions ', 1)
+    xml = xml.replace("<Conditions ", "<Subject><NameID>second@example.com</NameID></Subject><Conditions ", 1)
     key = serialization.load_pem_private_key(Path(idp.keys.key_file).read_bytes(), None)
-    signed = verify.sign(xml.encode(), node, key, SIGNATURE_ALGORITHMS["rsa-sha256"][0], SIGNATURE_ALGORITHMS["rsa-sha256"][1])
+    signed = verify.sign(
+        xml.encode(), node, key, SIGNATURE_ALGORITHMS["rsa-sha256"][0], SIGNATURE_ALGORITHMS["rsa-sha256"][1]
+    )
     response = post_response(saml_app, signed.decode(), status="*")
     assert response.status_int in (400, 403)
     assert response.headers["X-Reason"] in ("signature_invalid", "response_invalid", "no_subject", "malformed")

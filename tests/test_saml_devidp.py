@@ -22,18 +22,22 @@ def test_only_clients_on_this_machine_reach_it(dev_app):
         assert dev_app.get("/devidp/saml2", extra_environ=environ, status=403).content_type == "text/plain"
         dev_app.post("/devidp/signin", {"email": "alice@example.com"}, extra_environ=environ, status=403)
     # A forwarded-for header claiming loopback does not help.
-    dev_app.get("/devidp/saml2", headers={"X-Forwarded-For": "127.0.0.1"}, extra_environ={"REMOTE_ADDR": "10.0.0.5"}, status=403)
+    dev_app.get(
+        "/devidp/saml2", headers={"X-Forwarded-For": "127.0.0.1"}, extra_environ={"REMOTE_ADDR": "10.0.0.5"}, status=403
+    )
     dev_app.get("/devidp/saml2", extra_environ={"REMOTE_ADDR": "::1"}, status=200)
 
 
 def test_refused_unless_base_url_is_local(make_app):
     with pytest.raises(ConfigError, match="devidp.*localhost or 127.0.0.1"):
-        make_app(**{
-            "gateway.plugins": "entra devidp",
-            "saml.idp_profile": "devidp",
-            "gateway.base_url": "https://auth.example.com",
-            "session.cookie_secure": "true",
-        })
+        make_app(
+            **{
+                "gateway.plugins": "entra devidp",
+                "saml.idp_profile": "devidp",
+                "gateway.base_url": "https://auth.example.com",
+                "session.cookie_secure": "true",
+            }
+        )
 
 
 def test_loud_warning_at_start_up(make_app, caplog):

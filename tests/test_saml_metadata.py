@@ -20,14 +20,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from prometheus_client.parser import text_string_to_metric_families
-from saml_support import make_keypair, sign_in
 
 from gateway import ConfigError
-from gateway.testing import SESSION_SECRET
-from gateway.testing.app import close_app
 from gateway.db.models import IdpMetadata, utcnow
 from gateway.saml.fetch import MAX_METADATA_BYTES, FetchPolicy, is_public
 from gateway.saml.metadata import expiry_warnings, parse_idp_metadata
+from gateway.testing import SESSION_SECRET
+from gateway.testing.app import close_app
+from saml_support import make_keypair, sign_in
 
 
 def store(app):
@@ -153,13 +153,17 @@ class MetadataTls:
 def tls(tmp_path_factory) -> MetadataTls:
     """A CA and a server certificate for 127.0.0.1, 127.0.0.2 and localhost, signed by it."""
     folder = tmp_path_factory.mktemp("metadata-tls")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Metadata test CA")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=7))
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=7))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
@@ -169,14 +173,19 @@ def tls(tmp_path_factory) -> MetadataTls:
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "metadata server")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=7))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=7))
         .add_extension(
-            x509.SubjectAlternativeName([
-                x509.DNSName("localhost"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.2")),
-            ]),
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.2")),
+                ]
+            ),
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -312,11 +321,33 @@ def backdate(app, seconds: int = 86400) -> None:
         session.execute(sa.update(IdpMetadata).values(last_attempt_at=utcnow() - dt.timedelta(seconds=seconds)))
 
 
-@pytest.mark.parametrize("address", [
-    "127.0.0.1", "127.8.9.10", "10.0.0.1", "172.16.5.4", "192.168.0.1", "169.254.169.254", "100.64.0.1",
-    "224.0.0.251", "0.0.0.0", "255.255.255.255", "240.0.0.1", "::1", "::", "fe80::1", "fd00::1", "ff02::1",
-    "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:10.0.0.1", "2002:7f00:1::1", "64:ff9b::a00:1", "::a00:1",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.8.9.10",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.0.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "224.0.0.251",
+        "0.0.0.0",
+        "255.255.255.255",
+        "240.0.0.1",
+        "::1",
+        "::",
+        "fe80::1",
+        "fd00::1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "::ffff:10.0.0.1",
+        "2002:7f00:1::1",
+        "64:ff9b::a00:1",
+        "::a00:1",
+    ],
+)
 def test_non_public_addresses_are_refused(address):
     assert not is_public(address)
     assert not FetchPolicy(10).permits(address)
@@ -335,7 +366,9 @@ def test_public_addresses_are_allowed(address):
 
 def test_a_metadata_url_on_a_private_address_stops_start_up(make_app):
     for url in ("https://10.0.0.5/md.xml", "https://169.254.169.254/latest", "http://localhost:8080/md.xml"):
-        with pytest.raises(ConfigError, match="^saml.idp_metadata: .* is not a public address; add it to saml.metadata_allow_networks"):
+        with pytest.raises(
+            ConfigError, match="^saml.idp_metadata: .* is not a public address; add it to saml.metadata_allow_networks"
+        ):
             make_app(**{"saml.idp_metadata": url})
 
 
@@ -508,8 +541,13 @@ def test_served_workers_fetch_once_and_stop_cleanly(server, idp, tls, tmp_path):
         subprocess.run([str(BIN / "gateway"), str(ini), "migrate"], check=True, capture_output=True, timeout=120)
         log_path = tmp_path / "pserve.log"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT,
-                                       cwd=tmp_path, env=server_environment())
+            process = subprocess.Popen(
+                [str(BIN / "pserve"), str(ini)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+                env=server_environment(),
+            )
         try:
             # A generous bound: two spawned workers load the app on a busy machine.
             wait_for_http(f"http://127.0.0.1:{port}/healthz", process, log_path, timeout=120)

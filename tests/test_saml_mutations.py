@@ -37,6 +37,7 @@ import re
 
 import pytest
 from lxml import etree
+
 from saml_support import SAML, SAMLP, b64
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -148,9 +149,9 @@ def mutations(xml: str, response_signed: bool, rng: random.Random):
 
     root = _parse(data)
     elements = _signed_elements(root, response_signed)
-    required_outside = [] if response_signed else [
-        e for e in root if e.tag in (f"{{{SAMLP}}}Status", f"{{{SAML}}}Assertion")
-    ]
+    required_outside = (
+        [] if response_signed else [e for e in root if e.tag in (f"{{{SAMLP}}}Status", f"{{{SAML}}}Assertion")]
+    )
 
     # element deletions (never the root; never the response's own signature when the assertion's remains)
     candidates = [e for e in elements + required_outside if e.getparent() is not None]
@@ -179,8 +180,11 @@ def mutations(xml: str, response_signed: bool, rng: random.Random):
         target = _twin(tree, root, element)
         target.addnext(copy.deepcopy(target))
         out.append((f"duplicate {target.tag}", _serialize(tree)))
-    pairs = [(e, e.getnext()) for e in elements if e.getnext() is not None and e.getnext() in elements
-             and etree.tostring(e) != etree.tostring(e.getnext())]
+    pairs = [
+        (e, e.getnext())
+        for e in elements
+        if e.getnext() is not None and e.getnext() in elements and etree.tostring(e) != etree.tostring(e.getnext())
+    ]
     for first, _second in rng.sample(pairs, min(20, len(pairs))):
         tree = copy.deepcopy(root)
         target = _twin(tree, root, first)
@@ -199,9 +203,9 @@ def mutations(xml: str, response_signed: bool, rng: random.Random):
 
     # base64 damage
     encoded = b64(xml)
-    for i in range(12):
+    for _ in range(12):
         at = rng.randrange(len(encoded) - 1)
-        out.append((f"b64 drop@{at}", ("raw", encoded[:at] + encoded[at + 1:])))
+        out.append((f"b64 drop@{at}", ("raw", encoded[:at] + encoded[at + 1 :])))
         out.append((f"b64 junk@{at}", ("raw", encoded[:at] + rng.choice("!*%$~é\x00") + encoded[at:])))
     out.append(("b64 cut in a quad", ("raw", encoded[: (len(encoded) // 2) // 4 * 4 + 2])))
     out.append(("b64 empty", ("raw", "")))
@@ -304,7 +308,12 @@ def comments(xml: str, rng: random.Random) -> list[tuple[str, bytes]]:
     for offset in (0, 5, 6, 10, 17):
         at = name_at + offset
         out.append((f"comment in NameID@{offset}", (xml[:at] + "<!---->" + xml[at:]).encode()))
-    out.append(("comment suffix in NameID", xml.replace("@example.com</NameID>", "@example.com<!---->.evil.example</NameID>", 1).encode()))
+    out.append(
+        (
+            "comment suffix in NameID",
+            xml.replace("@example.com</NameID>", "@example.com<!---->.evil.example</NameID>", 1).encode(),
+        )
+    )
     texts = [m.end() for m in re.finditer(r">(?=[^<])", xml)]
     gaps = [m.start() for m in re.finditer(r"><", xml)]
     for at in rng.sample(texts, min(8, len(texts))) + rng.sample(gaps, min(8, len(gaps))):
@@ -316,30 +325,71 @@ def comments(xml: str, rng: random.Random) -> list[tuple[str, bytes]]:
 def encodings(xml: str) -> list[tuple[str, bytes]]:
     """Anything but UTF-8 is refused as malformed, whatever the bytes."""
     out = []
-    for name in ("ISO-8859-1", "US-ASCII", "windows-1252", "UTF-7", "UTF-16", "UTF-32", "Shift_JIS", "EBCDIC-CP-US", "x-evil"):
+    for name in (
+        "ISO-8859-1",
+        "US-ASCII",
+        "windows-1252",
+        "UTF-7",
+        "UTF-16",
+        "UTF-32",
+        "Shift_JIS",
+        "EBCDIC-CP-US",
+        "x-evil",
+    ):
         out.append((f"declared {name}", f'<?xml version="1.0" encoding="{name}"?>{xml}'.encode()))
     for codec, bom in (("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"), ("utf-32-le", b"\xff\xfe\x00\x00")):
         out.append((f"re-encoded {codec} with BOM", bom + xml.encode(codec)))
         out.append((f"re-encoded {codec} without BOM", xml.encode(codec)))
     out.append(("re-encoded cp037", f'<?xml version="1.0" encoding="cp037"?>{xml}'.encode("cp037")))
-    out.append(("UTF-7 payload", ('<?xml version="1.0" encoding="UTF-7"?>' + xml.replace("<NameID", "+ADw-NameID", 1)).encode()))
+    out.append(
+        (
+            "UTF-7 payload",
+            ('<?xml version="1.0" encoding="UTF-7"?>' + xml.replace("<NameID", "+ADw-NameID", 1)).encode(),
+        )
+    )
     return out
 
 
 def namespaces(xml: str, response_signed: bool) -> list[tuple[str, bytes]]:
     out = []
     out.append(("assertion namespace renamed", xml.replace(f'xmlns="{SAML}" ID=', f'xmlns="{SAML}x" ID=', 1).encode()))
-    out.append(("SAML 1.1 assertion namespace", xml.replace(f'xmlns="{SAML}" ID=', 'xmlns="urn:oasis:names:tc:SAML:1.0:assertion" ID=', 1).encode()))
-    out.append(("protocol namespace renamed", xml.replace(f'xmlns:samlp="{SAMLP}"', 'xmlns:samlp="urn:oasis:names:tc:SAML:1.0:protocol"', 1).encode()))
+    out.append(
+        (
+            "SAML 1.1 assertion namespace",
+            xml.replace(f'xmlns="{SAML}" ID=', 'xmlns="urn:oasis:names:tc:SAML:1.0:assertion" ID=', 1).encode(),
+        )
+    )
+    out.append(
+        (
+            "protocol namespace renamed",
+            xml.replace(f'xmlns:samlp="{SAMLP}"', 'xmlns:samlp="urn:oasis:names:tc:SAML:1.0:protocol"', 1).encode(),
+        )
+    )
     out.append(("signature namespace changed", xml.replace(f'xmlns:ds="{DS}"', f'xmlns:ds="{DS}x"').encode()))
     out.append(("default namespace on NameID", xml.replace("<NameID ", '<NameID xmlns="urn:evil" ', 1).encode()))
-    out.append(("default namespace on AttributeStatement", xml.replace("<AttributeStatement>", '<AttributeStatement xmlns="urn:evil">', 1).encode()))
-    out.append(("Subject under a prefix of its own", xml.replace("<Subject>", f'<s:Subject xmlns:s="{SAML}">', 1).replace("</Subject>", "</s:Subject>", 1).encode()))
+    out.append(
+        (
+            "default namespace on AttributeStatement",
+            xml.replace("<AttributeStatement>", '<AttributeStatement xmlns="urn:evil">', 1).encode(),
+        )
+    )
+    out.append(
+        (
+            "Subject under a prefix of its own",
+            xml.replace("<Subject>", f'<s:Subject xmlns:s="{SAML}">', 1)
+            .replace("</Subject>", "</s:Subject>", 1)
+            .encode(),
+        )
+    )
     out.append(("Issuer in another namespace", xml.replace("<Issuer>", '<Issuer xmlns="urn:evil">', 1).encode()))
-    out.append(("empty default namespace on Conditions", xml.replace("<Conditions ", '<Conditions xmlns="" ', 1).encode()))
+    out.append(
+        ("empty default namespace on Conditions", xml.replace("<Conditions ", '<Conditions xmlns="" ', 1).encode())
+    )
     if response_signed:
         # Exclusive canonicalization keeps prefixes, so a renamed prefix breaks the response's signature.
-        out.append(("protocol prefix renamed", xml.replace("samlp:", "p:").replace("xmlns:samlp=", "xmlns:p=").encode()))
+        out.append(
+            ("protocol prefix renamed", xml.replace("samlp:", "p:").replace("xmlns:samlp=", "xmlns:p=").encode())
+        )
     return out
 
 

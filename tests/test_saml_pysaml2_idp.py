@@ -11,9 +11,9 @@ assertion only (Entra's default, RSA-SHA256), response only, or both.
 from __future__ import annotations
 
 import pytest
-from saml_support import RSA_SHA1, SHA1, Pysaml2Idp, post_response
 
 from gateway.saml.sp import _NoIdentityCache
+from saml_support import RSA_SHA1, SHA1, Pysaml2Idp, post_response
 
 
 def refused(response, code):

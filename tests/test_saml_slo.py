@@ -20,8 +20,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+
+from gateway.db.models import SamlRequest, SsoSession
 from saml_support import (
-    ENTRA_LOGOUT_ISSUER,
     IDP_SSO,
     RSA_SHA1,
     SHA1,
@@ -31,9 +32,6 @@ from saml_support import (
     refused,
     sign_in,
 )
-
-from gateway.db.models import SamlRequest, SsoSession
-
 
 #: Every response here goes through both signature verifiers.
 pytestmark = pytest.mark.usefixtures("crypto_backend")
@@ -161,7 +159,7 @@ def test_logout_response_changed_after_signing_is_refused(saml_app, idp):
     request_id = signed_out(saml_app, idp)
     signed = idp.redirect_query("SAMLResponse", idp.logout_response_xml(request_id))
     other = idp.redirect_query("SAMLResponse", idp.logout_response_xml(request_id, status_message="x"), sign=False)
-    forged = other + signed[signed.index("&SigAlg="):]
+    forged = other + signed[signed.index("&SigAlg=") :]
     refused(saml_app.get("/saml/slo?" + forged, status=403), "signature_invalid")
 
 
@@ -173,7 +171,9 @@ def test_logout_response_signed_with_sha1_is_refused(saml_app, idp):
     refused(saml_app.get("/saml/slo?" + query, status=400), "signature_algorithm")
 
 
-@pytest.mark.parametrize("issuer", ["https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/", "https://evil.example/"])
+@pytest.mark.parametrize(
+    "issuer", ["https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/", "https://evil.example/"]
+)
 def test_logout_response_from_another_issuer_is_refused(saml_app, idp, issuer):
     request_id = signed_out(saml_app, idp)
     query = idp.redirect_query("SAMLResponse", idp.logout_response_xml(request_id, issuer=issuer))
@@ -216,7 +216,7 @@ def test_logout_response_in_another_browser_is_refused(saml_app, idp):
 def test_logout_response_after_the_request_expired_is_refused(saml_app, idp):
     request_id = signed_out(saml_app, idp)
     with saml_app.app.registry.dbsession_factory() as db, db.begin():
-        db.get(SamlRequest, request_id).expires_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+        db.get(SamlRequest, request_id).expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     query = idp.redirect_query("SAMLResponse", idp.logout_response_xml(request_id))
     refused(saml_app.get("/saml/slo?" + query, status=400), "in_response_to_expired")
 
@@ -276,7 +276,9 @@ def test_posted_logout_request_with_a_wrapped_signature_is_refused(saml_app, idp
     sign_in(saml_app, idp)
     signed = idp.post_signed(idp.logout_request_xml("bob@example.com"))
     outer = idp.logout_request_xml("alice@example.com")
-    wrapped = outer.replace("</samlp:LogoutRequest>", "<samlp:Extensions>" + signed + "</samlp:Extensions></samlp:LogoutRequest>")
+    wrapped = outer.replace(
+        "</samlp:LogoutRequest>", "<samlp:Extensions>" + signed + "</samlp:Extensions></samlp:LogoutRequest>"
+    )
     refused(post_slo(another_browser(saml_app), "SAMLRequest", wrapped, status=400), "signature_location")
     assert open_sessions(saml_app) == 1
 
@@ -335,7 +337,9 @@ def verify_redirect(location: str, kind: str, cert: x509.Certificate) -> bytes:
     signature = base64.b64decode(urllib.parse.unquote(raw["Signature"]))
     cert.public_key().verify(signature, octets.encode(), padding.PKCS1v15(), hashes.SHA256())
     with pytest.raises(InvalidSignature):  # and it covers the message
-        cert.public_key().verify(signature, octets.replace(kind + "=", kind + "=A", 1).encode(), padding.PKCS1v15(), hashes.SHA256())
+        cert.public_key().verify(
+            signature, octets.replace(kind + "=", kind + "=A", 1).encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
     return zlib.decompress(base64.b64decode(urllib.parse.unquote(raw[kind])), -15)
 
 
@@ -354,7 +358,9 @@ def test_our_logout_request_is_signed_with_the_published_certificate(make_app, i
 
 def test_our_logout_response_is_signed_with_the_published_certificate(make_app, idp, sp_keys):
     app = make_app(**{"saml.key_file": sp_keys.key_file, "saml.cert_file": sp_keys.cert_file})
-    location = app.get("/saml/slo?" + idp.logout_request("alice@example.com", relay_state="/x"), status=303).headers["Location"]
+    location = app.get("/saml/slo?" + idp.logout_request("alice@example.com", relay_state="/x"), status=303).headers[
+        "Location"
+    ]
     xml = verify_redirect(location, "SAMLResponse", published_certificate(app))
     assert b"<samlp:LogoutResponse" in xml
 

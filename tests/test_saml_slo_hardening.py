@@ -7,9 +7,9 @@ import datetime as dt
 
 import pytest
 import sqlalchemy as sa
-from saml_support import instant, sign_in
 
 from gateway.db.models import SsoSession
+from saml_support import instant, sign_in
 
 SLO = "/saml/slo?"
 
@@ -50,9 +50,11 @@ def test_a_captured_signed_logout_request_is_refused_the_second_time(saml_app, i
         (-10, -4, "expired"),
     ],
 )
-def test_a_stale_or_future_signed_logout_request_is_refused(saml_app, idp, issued_minutes, not_on_or_after_minutes, reason):
+def test_a_stale_or_future_signed_logout_request_is_refused(
+    saml_app, idp, issued_minutes, not_on_or_after_minutes, reason
+):
     sign_in(saml_app, idp)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     later = None if not_on_or_after_minutes is None else now + dt.timedelta(minutes=not_on_or_after_minutes)
     xml = logout_xml(idp, now + dt.timedelta(minutes=issued_minutes), later)
     response = other_browser(saml_app).get(SLO + idp.redirect_query("SAMLRequest", xml), status="*")
@@ -62,7 +64,7 @@ def test_a_stale_or_future_signed_logout_request_is_refused(saml_app, idp, issue
 
 def test_not_on_or_after_is_honoured_when_the_idp_gives_one(saml_app, idp):
     sign_in(saml_app, idp)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     xml = logout_xml(idp, now - dt.timedelta(minutes=10), now + dt.timedelta(minutes=5))
     other_browser(saml_app).get(SLO + idp.redirect_query("SAMLRequest", xml), status=303)
     assert open_sessions(saml_app) == 0

@@ -11,11 +11,11 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from scim_support import ENTERPRISE, PATCH_OP, SCIM, ScimClient, make_token
 from sqlalchemy.orm import Session
 
 from gateway import ConfigError
 from gateway.db.models import AuditEvent, GroupMember, SsoSession, utcnow
+from scim_support import ENTERPRISE, PATCH_OP, SCIM, ScimClient, make_token
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
@@ -99,14 +99,25 @@ def test_malformed_json_is_invalid_syntax(scim):
 def test_numbers_come_back_exactly_as_sent_and_nan_is_not_json(make_app, scim_settings):
     urn = "urn:ietf:params:scim:schemas:extension:acme:2.0:User"
     client = ScimClient(app := make_app(**scim_settings, **{"scim.custom_schemas": urn}), make_token(app))
-    numbers = {"Badge": 123456789012345678901234567890, "Floor": -9223372036854775809, "Ratio": 0.1, "Seat": 7,
-               "Phone": "00441234567890123456789", "Name": "Zoë 名前"}
+    numbers = {
+        "Badge": 123456789012345678901234567890,
+        "Floor": -9223372036854775809,
+        "Ratio": 0.1,
+        "Seat": 7,
+        "Phone": "00441234567890123456789",
+        "Name": "Zoë 名前",
+    }
     created = client.post("/Users", {"userName": "numbers@example.com", urn: numbers}).json
     assert created[urn] == numbers
     got = client.get(f"/Users/{created['id']}").json
-    assert got[urn] == numbers and json.loads(client.get(f"/Users/{created['id']}").body)[urn]["Badge"] == numbers["Badge"]
-    for text in (b'{"userName": "nan@example.com", "title": NaN}', b'{"userName": "inf@example.com", "title": Infinity}',
-                 b'{"userName": "big@example.com", "x": 123456789012345678901234567890, "title": -Infinity}'):
+    assert (
+        got[urn] == numbers and json.loads(client.get(f"/Users/{created['id']}").body)[urn]["Badge"] == numbers["Badge"]
+    )
+    for text in (
+        b'{"userName": "nan@example.com", "title": NaN}',
+        b'{"userName": "inf@example.com", "title": Infinity}',
+        b'{"userName": "big@example.com", "x": 123456789012345678901234567890, "title": -Infinity}',
+    ):
         assert_error(client.post("/Users", text, status=400), 400, "invalidSyntax")
     assert client.get("/Users").json["totalResults"] == 1
 
@@ -124,8 +135,14 @@ def test_unknown_paths_methods_and_me(scim):
     assert_error(scim.app.delete(f"{SCIM}/Users", headers=scim.headers(), status=405), 405)
     assert_error(scim.get("/Me", status=501), 501)
     uid = scim.create_user("methods@example.com")["id"]
-    for method, path in (("put", "/Users"), ("post", f"/Users/{uid}"), ("get", "/.search"), ("get", "/Users/.search"),
-                         ("delete", "/Schemas"), ("patch", "/Groups")):
+    for method, path in (
+        ("put", "/Users"),
+        ("post", f"/Users/{uid}"),
+        ("get", "/.search"),
+        ("get", "/Users/.search"),
+        ("delete", "/Schemas"),
+        ("patch", "/Groups"),
+    ):
         response = getattr(scim.app, method)(SCIM + path, headers=scim.headers(), status=405)
         assert_error(response, 405)
         assert method.upper() in response.json["detail"]
@@ -155,13 +172,25 @@ def test_error_types(scim):
     assert_error(scim.post("/Users", {"displayName": "no user name"}, status=400), 400, "invalidValue")
     assert_error(scim.post("/Users", {"userName": "u", "shoeSize": 42}, status=400), 400, "invalidValue")
     assert_error(scim.post("/Users", {"userName": "u", "active": "maybe"}, status=400), 400, "invalidValue")
-    assert_error(scim.patch_ops(f"/Users/{uid}", {"op": "replace", "path": "id", "value": "x"}, status=400), 400, "mutability")
-    assert_error(scim.patch_ops(f"/Users/{uid}", {"op": "replace", "path": "meta.created", "value": "x"}, status=400), 400, "mutability")
-    assert_error(scim.patch_ops(f"/Users/{uid}", {"op": "replace", "path": "shoeSize", "value": 1}, status=400), 400, "invalidPath")
+    assert_error(
+        scim.patch_ops(f"/Users/{uid}", {"op": "replace", "path": "id", "value": "x"}, status=400), 400, "mutability"
+    )
+    assert_error(
+        scim.patch_ops(f"/Users/{uid}", {"op": "replace", "path": "meta.created", "value": "x"}, status=400),
+        400,
+        "mutability",
+    )
+    assert_error(
+        scim.patch_ops(f"/Users/{uid}", {"op": "replace", "path": "shoeSize", "value": 1}, status=400),
+        400,
+        "invalidPath",
+    )
     assert_error(scim.patch_ops(f"/Users/{uid}", {"op": "remove"}, status=400), 400, "noTarget")
     assert_error(scim.patch_ops(f"/Users/{uid}", {"op": "remove", "path": "userName"}, status=400), 400, "mutability")
     assert_error(
-        scim.patch_ops(f"/Users/{uid}", {"op": "replace", "path": 'emails[value co "x"].value', "value": "y"}, status=400),
+        scim.patch_ops(
+            f"/Users/{uid}", {"op": "replace", "path": 'emails[value co "x"].value', "value": "y"}, status=400
+        ),
         400,
         "noTarget",
     )
@@ -173,8 +202,16 @@ def test_error_types(scim):
 
 @pytest.mark.parametrize(
     "text",
-    ['nosuch eq "x"', 'userName eq', 'userName xx "a"', '(userName eq "a"', 'emails[nosuch eq "a"]', "active gt true",
-     'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:nosuch eq "x"', 'userName eq "a" garbage'],
+    [
+        'nosuch eq "x"',
+        "userName eq",
+        'userName xx "a"',
+        '(userName eq "a"',
+        'emails[nosuch eq "a"]',
+        "active gt true",
+        'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:nosuch eq "x"',
+        'userName eq "a" garbage',
+    ],
 )
 def test_unknown_attributes_and_bad_syntax_are_invalid_filter(scim, text):
     # An unfiltered (or empty-by-mistake) list would make Entra create duplicates.
@@ -184,14 +221,23 @@ def test_unknown_attributes_and_bad_syntax_are_invalid_filter(scim, text):
 
 @pytest.mark.parametrize(
     ("text", "quick"),
-    [('userName eq "Alice@Contoso.com"', True), ('  externalId EQ "a \\"quoted\\" id"  ', True),
-     ('displayName eq "\\u00e9t\\u00e9"', True), ('name.givenName eq "Ann"', True),
-     ('urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "R&D"', True),
-     ('emails eq "a@b.c"', False), ('emails.value eq "a@b.c"', False), ('active eq "true"', False),
-     ('meta.lastModified eq "2026-01-01T00:00:00Z"', False), ('manager eq "x"', False),
-     ('urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager eq "x"', False),
-     ('userName eq "a" or userName eq "b"', False), ('userName eq "bad \\x escape"', False), ('nosuch eq "x"', False),
-     ('userName eq"x"', False)],
+    [
+        ('userName eq "Alice@Contoso.com"', True),
+        ('  externalId EQ "a \\"quoted\\" id"  ', True),
+        ('displayName eq "\\u00e9t\\u00e9"', True),
+        ('name.givenName eq "Ann"', True),
+        ('urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "R&D"', True),
+        ('emails eq "a@b.c"', False),
+        ('emails.value eq "a@b.c"', False),
+        ('active eq "true"', False),
+        ('meta.lastModified eq "2026-01-01T00:00:00Z"', False),
+        ('manager eq "x"', False),
+        ('urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager eq "x"', False),
+        ('userName eq "a" or userName eq "b"', False),
+        ('userName eq "bad \\x escape"', False),
+        ('nosuch eq "x"', False),
+        ('userName eq"x"', False),
+    ],
 )
 def test_the_one_match_eq_lookup_means_what_the_full_parser_means(text, quick):
     # Entra's lookup before every create skips the tokeniser; whatever it
@@ -237,7 +283,9 @@ def test_etags_and_if_match(scim):
 def test_group_member_changes_move_the_etag(scim):
     uid = scim.create_user("m@example.com")["id"]
     group = scim.create_group("Movers")
-    response = scim.patch_ops(f"/Groups/{group['id']}", {"op": "add", "path": "members", "value": [{"value": uid}]}, status=204)
+    response = scim.patch_ops(
+        f"/Groups/{group['id']}", {"op": "add", "path": "members", "value": [{"value": uid}]}, status=204
+    )
     assert response.headers["ETag"] == 'W/"2"'
 
 
@@ -254,7 +302,10 @@ def test_pagination_sorting_and_projection(make_app, scim_settings):
     assert [r["displayName"] for r in page["Resources"]] == ["P3", "P2", "P1"]
     assert scim.get("/Users", count="0").json == {
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-        "totalResults": 5, "startIndex": 1, "itemsPerPage": 0, "Resources": [],
+        "totalResults": 5,
+        "startIndex": 1,
+        "itemsPerPage": 0,
+        "Resources": [],
     }
     only = scim.get("/Users", attributes="userName,name.givenName", sortBy="userName", count="1").json["Resources"][0]
     assert set(only) == {"schemas", "id", "userName", "name"} and only["name"] == {"givenName": "G0"}
@@ -293,7 +344,10 @@ def test_discovery_describes_what_is_supported(make_app, scim_settings):
     assert {e["schema"] for e in user_type["schemaExtensions"]} == {ENTERPRISE, urn}
     schemas = {s["id"]: s for s in scim.get("/Schemas").json["Resources"]}
     assert set(schemas) == {
-        "urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:core:2.0:Group", ENTERPRISE, urn
+        "urn:ietf:params:scim:schemas:core:2.0:User",
+        "urn:ietf:params:scim:schemas:core:2.0:Group",
+        ENTERPRISE,
+        urn,
     }
     enterprise = {a["name"] for a in schemas[ENTERPRISE]["attributes"]}
     assert enterprise == {"employeeNumber", "costCenter", "organization", "division", "department", "manager"}
@@ -379,8 +433,16 @@ def test_events_audit_and_provisioning_decisions(make_app, scim_settings, record
         ("deleted", "ev@example.com", "scim:entra-prod", "scim", (), True),
     ]
     with Session(app.app.registry.db_engine) as session:
-        rows = session.execute(sa.select(AuditEvent.action, AuditEvent.actor, AuditEvent.target_name).order_by(AuditEvent.id)).all()
-    assert [r.action for r in rows] == ["scim.user.create", "scim.user.patch", "scim.user.patch", "scim.user.patch", "scim.user.delete"]
+        rows = session.execute(
+            sa.select(AuditEvent.action, AuditEvent.actor, AuditEvent.target_name).order_by(AuditEvent.id)
+        ).all()
+    assert [r.action for r in rows] == [
+        "scim.user.create",
+        "scim.user.patch",
+        "scim.user.patch",
+        "scim.user.patch",
+        "scim.user.delete",
+    ]
     assert {r.actor for r in rows} == {"scim:entra-prod"} and {r.target_name for r in rows} == {"ev@example.com"}
 
 
@@ -393,16 +455,23 @@ def test_a_group_patch_of_members_is_audited_and_a_missing_group_is_404(scim):
     assert scim.get(f"/Groups/{gid}").json["meta"]["version"] == 'W/"3"' and added.headers["ETag"] == 'W/"2"'
     # Members-only PATCHes go without a read of the group first: a group that
     # is not there is still a 404, and nothing is written.
-    for op in (add, {"op": "Remove", "path": "members", "value": [{"value": uid}]},
-               {"op": "remove", "path": f'members[value eq "{uid}"]'}):
+    for op in (
+        add,
+        {"op": "Remove", "path": "members", "value": [{"value": uid}]},
+        {"op": "remove", "path": f'members[value eq "{uid}"]'},
+    ):
         assert_error(scim.patch_ops("/Groups/no-such-group", op, status=404), 404)
-    assert_error(scim.patch_ops(f"/Groups/{gid}", {"op": "add", "path": "members", "value": [{"value": "nobody"}]},
-                                status=400), 400, "invalidValue")
+    assert_error(
+        scim.patch_ops(f"/Groups/{gid}", {"op": "add", "path": "members", "value": [{"value": "nobody"}]}, status=400),
+        400,
+        "invalidValue",
+    )
     engine = scim.app.app.registry.db_engine
     with Session(engine) as session:
         rows = session.execute(
             sa.select(AuditEvent.action, AuditEvent.target_id, AuditEvent.target_name, AuditEvent.details)
-            .where(AuditEvent.action == "scim.group.patch").order_by(AuditEvent.id)
+            .where(AuditEvent.action == "scim.group.patch")
+            .order_by(AuditEvent.id)
         ).all()
         assert session.scalar(sa.select(sa.func.count()).select_from(GroupMember)) == 0
     assert [(r.target_id, r.target_name) for r in rows] == [(gid, "Audited")] * 2
@@ -413,7 +482,9 @@ def test_deactivation_ends_sessions_at_once(scim):
     uid = scim.create_user("sess@example.com")["id"]
     engine = scim.app.app.registry.db_engine
     with Session(engine) as session, session.begin():
-        session.add(SsoSession(id_hash="s" * 64, user_id=uid, expires_at=utcnow() + dt.timedelta(hours=1), csrf_token="c"))
+        session.add(
+            SsoSession(id_hash="s" * 64, user_id=uid, expires_at=utcnow() + dt.timedelta(hours=1), csrf_token="c")
+        )
     scim.patch_ops(f"/Users/{uid}", {"op": "replace", "path": "active", "value": "False"})
     with Session(engine) as session:
         assert session.scalar(sa.select(SsoSession.ended_at)) is not None
@@ -452,29 +523,56 @@ def test_a_group_of_50000_changes_a_row_at_a_time(scim):
     with engine.begin() as connection:
         for start in range(0, 50_000, 10_000):
             chunk = ids[start : start + 10_000]
-            connection.execute(sa.insert(User), [
-                {"id": u, "user_name": u, "user_name_key": u, "active": True, "scim_data": {"userName": u}, "attributes": {},
-                 "provisioned_by": "scim", "is_admin": False, "version": 1, "created_at": now, "updated_at": now}
-                for u in chunk
-            ])
-            connection.execute(sa.insert(GroupMember), [{"group_id": group["id"], "user_id": u, "created_at": now} for u in chunk])
+            connection.execute(
+                sa.insert(User),
+                [
+                    {
+                        "id": u,
+                        "user_name": u,
+                        "user_name_key": u,
+                        "active": True,
+                        "scim_data": {"userName": u},
+                        "attributes": {},
+                        "provisioned_by": "scim",
+                        "is_admin": False,
+                        "version": 1,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for u in chunk
+                ],
+            )
+            connection.execute(
+                sa.insert(GroupMember), [{"group_id": group["id"], "user_id": u, "created_at": now} for u in chunk]
+            )
     extra = [scim.create_user(f"late{i}@example.com")["id"] for i in range(2)]
 
     statements = []
+
     def record(conn, cursor, statement, *args):
         statements.append(statement)
 
     sa.event.listen(engine, "before_cursor_execute", record)
-    scim.patch_ops(f"/Groups/{group['id']}", {"op": "Add", "path": "members", "value": [{"value": u} for u in extra]}, status=204)
-    scim.patch_ops(f"/Groups/{group['id']}", {"op": "Remove", "path": "members", "value": [{"value": ids[0]}]}, status=204)
+    scim.patch_ops(
+        f"/Groups/{group['id']}", {"op": "Add", "path": "members", "value": [{"value": u} for u in extra]}, status=204
+    )
+    scim.patch_ops(
+        f"/Groups/{group['id']}", {"op": "Remove", "path": "members", "value": [{"value": ids[0]}]}, status=204
+    )
     sa.event.remove(engine, "before_cursor_execute", record)
     found = scim.get("/Groups", filter='displayName eq "Everyone"', excludedAttributes="members").json["Resources"][0]
     assert "members" not in found and found["meta"]["version"] == 'W/"3"'
-    member_reads = [s for s in statements if "FROM group_members" in s and "SELECT" in s.upper() and "group_members.user_id IN" not in s]
+    member_reads = [
+        s
+        for s in statements
+        if "FROM group_members" in s and "SELECT" in s.upper() and "group_members.user_id IN" not in s
+    ]
     assert member_reads == [], member_reads
     assert len(statements) < 40
     with Session(engine) as session:
-        count = session.scalar(sa.select(sa.func.count()).select_from(GroupMember).where(GroupMember.group_id == group["id"]))
+        count = session.scalar(
+            sa.select(sa.func.count()).select_from(GroupMember).where(GroupMember.group_id == group["id"])
+        )
         assert count == 50_000 + 2 - 1
         assert session.get(Group, group["id"]).version == 3
 
@@ -501,7 +599,9 @@ def test_scim_reads_run_without_a_transaction_and_writes_keep_theirs(scim):
     assert needs("POST", "/scim/v2/.search")
     assert needs("GET", "/")
     # Reads still see every committed write, and a write's ETag matches the GET's.
-    created = scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "tx@contoso.com"})
+    created = scim.post(
+        "/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "tx@contoso.com"}
+    )
     got = scim.get(f"/Users/{created.json['id']}")
     assert got.headers["ETag"] == created.headers["ETag"]
     assert scim.get("/Users", filter='userName eq "TX@contoso.com"').json["totalResults"] == 1
@@ -526,7 +626,10 @@ def test_a_created_user_is_stored_with_its_mapped_profile_in_one_insert(scim):
     with Session(scim.app.app.registry.db_engine) as session:
         user = session.scalar(sa.select(User).where(User.id == created["id"]))
         assert (user.display_name, user.email, user.email_key, user.department) == (
-            "Mapped Person", "Mapped@Contoso.com", "mapped@contoso.com", "Sales",
+            "Mapped Person",
+            "Mapped@Contoso.com",
+            "mapped@contoso.com",
+            "Sales",
         )
         assert user.attributes == {"employeeNumber": "42", "costCenter": "CC1"}
         assert user.provisioned_by == "scim"

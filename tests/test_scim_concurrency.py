@@ -12,6 +12,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from scim_support import PATCH_OP, http
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -38,7 +39,17 @@ def race(calls):
 def test_ten_concurrent_posts_of_one_user_name_make_one_user(server):
     gateway, token = server
     body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "race@contoso.com"}
-    results = race([lambda i=i: http("POST", f"{gateway.scim_url}/Users", token, {**body, "userName": ["race@contoso.com", "RACE@contoso.com"][i % 2]}) for i in range(10)])
+    results = race(
+        [
+            lambda i=i: http(
+                "POST",
+                f"{gateway.scim_url}/Users",
+                token,
+                {**body, "userName": ["race@contoso.com", "RACE@contoso.com"][i % 2]},
+            )
+            for i in range(10)
+        ]
+    )
     statuses = sorted(status for status, _ in results)
     assert statuses == [201] + [409] * 9, results
     assert all(b["scimType"] == "uniqueness" for s, b in results if s == 409)
@@ -58,7 +69,10 @@ def test_concurrent_member_patches_lose_nothing(server):
     gid = group["id"]
 
     def add(chunk):
-        ops = {"schemas": [PATCH_OP], "Operations": [{"op": "Add", "path": "members", "value": [{"value": u} for u in chunk]}]}
+        ops = {
+            "schemas": [PATCH_OP],
+            "Operations": [{"op": "Add", "path": "members", "value": [{"value": u} for u in chunk]}],
+        }
         return http("PATCH", f"{gateway.scim_url}/Groups/{gid}", token, ops)
 
     results = race([lambda c=users[i : i + 3]: add(c) for i in range(0, 30, 3)])

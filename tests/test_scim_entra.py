@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import pytest
+
 from scim_support import ENTERPRISE, PATCH_OP
 
 # POST /Users, verbatim from "Develop and plan provisioning for a SCIM endpoint".
 MS_CREATE_USER = {
-    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+    "schemas": [
+        "urn:ietf:params:scim:schemas:core:2.0:User",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+    ],
     "externalId": "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef",
     "userName": "Test_User_00aa00aa-bb11-cc22-dd33-44ee44ee44ee",
     "active": True,
-    "emails": [{"primary": True, "type": "work", "value": "Test_User_11bb11bb-cc22-dd33-ee44-55ff55ff55ff@testuser.com"}],
+    "emails": [
+        {"primary": True, "type": "work", "value": "Test_User_11bb11bb-cc22-dd33-ee44-55ff55ff55ff@testuser.com"}
+    ],
     "meta": {"resourceType": "User"},
     "name": {"formatted": "givenName familyName", "familyName": "familyName", "givenName": "givenName"},
     "roles": [],
@@ -19,7 +25,10 @@ MS_CREATE_USER = {
 
 # The older example: explicit nulls and a typo'd enterprise URN in "schemas".
 MS_OLD_CREATE_USER = {
-    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0User"],
+    "schemas": [
+        "urn:ietf:params:scim:schemas:core:2.0:User",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0User",
+    ],
     "externalId": "jyoung",
     "userName": "jyoung@testuser.com",
     "active": True,
@@ -36,7 +45,10 @@ MS_OLD_CREATE_USER = {
 }
 
 MS_CREATE_GROUP = {
-    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group", "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
+    "schemas": [
+        "urn:ietf:params:scim:schemas:core:2.0:Group",
+        "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group",
+    ],
     "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
     "displayName": "displayName",
     "meta": {"resourceType": "Group"},
@@ -85,14 +97,14 @@ def test_old_example_with_nulls_and_a_typoed_urn_is_accepted(scim):
 
 
 def test_the_aadoptscim062020_flag_and_lower_case_paths_are_fine(scim, ms_user):
-    response = scim.app.get(
-        f"/scim/v2/users/{ms_user['id']}?aadOptscim062020", headers=scim.headers()
-    )
+    response = scim.app.get(f"/scim/v2/users/{ms_user['id']}?aadOptscim062020", headers=scim.headers())
     assert response.json["id"] == ms_user["id"]
     assert scim.app.get("/scim/v2/groups?aadOptscim062020", headers=scim.headers()).json["totalResults"] == 0
 
 
-@pytest.mark.parametrize("value, active", [(False, False), ("False", False), ("false", False), ("True", True), (True, True)])
+@pytest.mark.parametrize(
+    "value, active", [(False, False), ("False", False), ("false", False), ("True", True), (True, True)]
+)
 def test_active_in_every_spelling_entra_sends(scim, ms_user, value, active):
     # "Disable user" without the flag: {"op":"Replace","path":"active","value":"False"}.
     patched = scim.patch(f"/Users/{ms_user['id']}", ops({"op": "Replace", "path": "active", "value": value})).json
@@ -101,20 +113,26 @@ def test_active_in_every_spelling_entra_sends(scim, ms_user, value, active):
 
 
 def test_op_names_in_any_case(scim, ms_user):
-    scim.patch(f"/Users/{ms_user['id']}", ops(
-        {"op": "Add", "path": "nickName", "value": "Babs"},
-        {"op": "REPLACE", "path": "title", "value": "Engineer"},
-        {"op": "Remove", "path": "nickName"},
-    ))
+    scim.patch(
+        f"/Users/{ms_user['id']}",
+        ops(
+            {"op": "Add", "path": "nickName", "value": "Babs"},
+            {"op": "REPLACE", "path": "title", "value": "Engineer"},
+            {"op": "Remove", "path": "nickName"},
+        ),
+    )
     user = scim.get(f"/Users/{ms_user['id']}").json
     assert user["title"] == "Engineer" and "nickName" not in user
 
 
 def test_microsoft_update_example_multi_and_single_valued(scim, ms_user):
-    patched = scim.patch(f"/Users/{ms_user['id']}", ops(
-        {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "updatedEmail@microsoft.com"},
-        {"op": "Replace", "path": "name.familyName", "value": "updatedFamilyName"},
-    )).json
+    patched = scim.patch(
+        f"/Users/{ms_user['id']}",
+        ops(
+            {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "updatedEmail@microsoft.com"},
+            {"op": "Replace", "path": "name.familyName", "value": "updatedFamilyName"},
+        ),
+    ).json
     assert patched["emails"] == [{"primary": True, "type": "work", "value": "updatedEmail@microsoft.com"}]
     assert patched["name"]["familyName"] == "updatedFamilyName"
     assert patched["name"]["givenName"] == "givenName"
@@ -122,15 +140,23 @@ def test_microsoft_update_example_multi_and_single_valued(scim, ms_user):
 
 def test_pathless_ops_with_dotted_and_urn_keys(scim, ms_user):
     # With aadOptscim062020: one path-less replace carrying several attributes.
-    patched = scim.patch(f"/Users/{ms_user['id']}", ops(
-        {"op": "replace", "path": 'emails[type eq "work"].value', "value": "Bjfe@contoso.com"},
-        {"op": "replace", "value": {
-            "displayName": "Bjfe", "name.givenName": "Kkom", "name.familyName": "Unua",
-            f"{ENTERPRISE}:employeeNumber": "Aklq",
-        }},
-        # And the add form seen in real traffic without the flag.
-        {"op": "add", "value": {"title": "Bar Foo", "name.formatted": "Foo Bar"}},
-    )).json
+    patched = scim.patch(
+        f"/Users/{ms_user['id']}",
+        ops(
+            {"op": "replace", "path": 'emails[type eq "work"].value', "value": "Bjfe@contoso.com"},
+            {
+                "op": "replace",
+                "value": {
+                    "displayName": "Bjfe",
+                    "name.givenName": "Kkom",
+                    "name.familyName": "Unua",
+                    f"{ENTERPRISE}:employeeNumber": "Aklq",
+                },
+            },
+            # And the add form seen in real traffic without the flag.
+            {"op": "add", "value": {"title": "Bar Foo", "name.formatted": "Foo Bar"}},
+        ),
+    ).json
     assert patched["displayName"] == "Bjfe" and patched["title"] == "Bar Foo"
     assert patched["name"] == {"formatted": "Foo Bar", "familyName": "Unua", "givenName": "Kkom"}
     assert patched[ENTERPRISE] == {"employeeNumber": "Aklq"}
@@ -140,12 +166,15 @@ def test_pathless_ops_with_dotted_and_urn_keys(scim, ms_user):
 def test_value_path_targets_are_created_when_absent(scim, ms_user):
     # phoneNumbers[type eq "work"] does not exist yet: create it, do not fail the
     # whole PATCH (which would also drop the active change).
-    patched = scim.patch(f"/Users/{ms_user['id']}", ops(
-        {"op": "Replace", "path": 'phoneNumbers[type eq "work"].value', "value": "+1 425 555 0100"},
-        {"op": "Replace", "path": 'addresses[type eq "work"].formatted', "value": "18/2111"},
-        {"op": "Add", "path": f"{ENTERPRISE}:department", "value": "Retail"},
-        {"op": "Replace", "path": "active", "value": "False"},
-    )).json
+    patched = scim.patch(
+        f"/Users/{ms_user['id']}",
+        ops(
+            {"op": "Replace", "path": 'phoneNumbers[type eq "work"].value', "value": "+1 425 555 0100"},
+            {"op": "Replace", "path": 'addresses[type eq "work"].formatted', "value": "18/2111"},
+            {"op": "Add", "path": f"{ENTERPRISE}:department", "value": "Retail"},
+            {"op": "Replace", "path": "active", "value": "False"},
+        ),
+    ).json
     assert patched["phoneNumbers"] == [{"type": "work", "value": "+1 425 555 0100"}]
     assert patched["addresses"] == [{"type": "work", "formatted": "18/2111"}]
     assert patched[ENTERPRISE]["department"] == "Retail"
@@ -157,9 +186,16 @@ def test_value_path_targets_are_created_when_absent(scim, ms_user):
 @pytest.mark.parametrize("form", ["plain", "object", "list"])
 def test_manager_in_every_form(scim, ms_user, form):
     manager = scim.create_user("boss@contoso.com")["id"]
-    value = {"plain": manager, "object": {"value": manager}, "list": [{"$ref": f"../Users/{manager}", "value": manager}]}[form]
+    value = {
+        "plain": manager,
+        "object": {"value": manager},
+        "list": [{"$ref": f"../Users/{manager}", "value": manager}],
+    }[form]
     path = "manager" if form == "list" else f"{ENTERPRISE}:manager"
-    scim.patch(f"/Users/{ms_user['id']}", ops({"op": "Add", "path": path if form != "list" else f"{ENTERPRISE}:manager", "value": value}))
+    scim.patch(
+        f"/Users/{ms_user['id']}",
+        ops({"op": "Add", "path": path if form != "list" else f"{ENTERPRISE}:manager", "value": value}),
+    )
     user = scim.get(f"/Users/{ms_user['id']}").json
     assert user[ENTERPRISE]["manager"]["value"] == manager
     # The older reference check: id and manager in one filter.
@@ -172,14 +208,19 @@ def test_manager_in_every_form(scim, ms_user, form):
 def test_groups_entra_way(scim):
     users = [scim.create_user(f"member{i}@contoso.com")["id"] for i in range(4)]
     # GET by name (nothing), POST with the non-standard schema URI, no members.
-    assert scim.get("/Groups", excludedAttributes="members", filter='displayName eq "displayName"').json["totalResults"] == 0
+    assert (
+        scim.get("/Groups", excludedAttributes="members", filter='displayName eq "displayName"').json["totalResults"]
+        == 0
+    )
     group = scim.post("/Groups", MS_CREATE_GROUP).json
     assert group["displayName"] == "displayName" and group["members"] == []
     gid = group["id"]
     # Several members added in one PATCH, answered 204.
-    response = scim.patch(f"/Groups/{gid}", ops(
-        {"op": "Add", "path": "members", "value": [{"$ref": None, "value": u} for u in users]}
-    ), status=204)
+    response = scim.patch(
+        f"/Groups/{gid}",
+        ops({"op": "Add", "path": "members", "value": [{"$ref": None, "value": u} for u in users]}),
+        status=204,
+    )
     assert response.body == b""
     # Default removal: Remove + path members + a list: only those go.
     scim.patch(f"/Groups/{gid}", ops({"op": "Remove", "path": "members", "value": [{"value": users[0]}]}), status=204)
@@ -188,7 +229,9 @@ def test_groups_entra_way(scim):
     members = {m["value"] for m in scim.get(f"/Groups/{gid}").json["members"]}
     assert members == set(users[2:])
     # Rename, then Entra's lookup without members.
-    scim.patch(f"/Groups/{gid}", ops({"op": "Replace", "path": "displayName", "value": "updatedDisplayName"}), status=204)
+    scim.patch(
+        f"/Groups/{gid}", ops({"op": "Replace", "path": "displayName", "value": "updatedDisplayName"}), status=204
+    )
     found = scim.get("/Groups", excludedAttributes="members", filter='displayName eq "updatedDisplayName"').json
     assert found["totalResults"] == 1 and "members" not in found["Resources"][0]
     assert "members" not in scim.get(f"/Groups/{gid}", excludedAttributes="members").json
@@ -203,7 +246,9 @@ def test_get_unknown_user_is_a_scim_404(scim):
 
 def test_deactivate_keeps_the_user_and_delete_removes_it(scim, ms_user):
     uid = ms_user["id"]
-    scim.patch(f"/Users/{uid}", {"Operations": [{"op": "Replace", "path": "active", "value": False}], "schemas": [PATCH_OP]})
+    scim.patch(
+        f"/Users/{uid}", {"Operations": [{"op": "Replace", "path": "active", "value": False}], "schemas": [PATCH_OP]}
+    )
     assert scim.get(f"/Users/{uid}").json["active"] is False
     assert scim.get("/Users", filter=f'userName eq "{MS_CREATE_USER["userName"]}"').json["totalResults"] == 1
     scim.delete(f"/Users/{uid}")
@@ -227,12 +272,17 @@ def test_username_rename_is_accepted_by_default_and_refused_when_switched_off(ma
         else:
             assert body["userName"] == new_name
         # The same value again is not a change.
-        client.patch(f"/Users/{uid}", ops({"op": "Replace", "path": "userName", "value": client.get(f"/Users/{uid}").json["userName"]}))
+        client.patch(
+            f"/Users/{uid}",
+            ops({"op": "Replace", "path": "userName", "value": client.get(f"/Users/{uid}").json["userName"]}),
+        )
 
 
 def test_role_assignments_with_json_encoded_values_are_stored_as_sent(scim, ms_user):
     role = '{"id":"06b07648-ecfe-589f-9d2f-6325724a46ee","value":"25","displayName":"Role1234"}'
-    patched = scim.patch(f"/Users/{ms_user['id']}", ops({"op": "Add", "path": "roles", "value": [{"value": role}]})).json
+    patched = scim.patch(
+        f"/Users/{ms_user['id']}", ops({"op": "Add", "path": "roles", "value": [{"value": role}]})
+    ).json
     assert patched["roles"] == [{"value": role}]
 
 
@@ -246,7 +296,9 @@ def test_custom_extension_attributes_round_trip(make_app, scim_settings):
     created = client.post("/Users", {**MS_CREATE_USER, urn: {"CostCode": "CC-42"}}).json
     assert created[urn] == {"CostCode": "CC-42"} and urn in created["schemas"]
     # PATCH uses the full URN path.
-    patched = client.patch(f"/Users/{created['id']}", ops({"op": "Add", "path": f"{urn}:blob_entity", "value": "x1"})).json
+    patched = client.patch(
+        f"/Users/{created['id']}", ops({"op": "Add", "path": f"{urn}:blob_entity", "value": "x1"})
+    ).json
     assert patched[urn] == {"CostCode": "CC-42", "blob_entity": "x1"}
     assert client.get("/Users", filter=f'{urn}:CostCode eq "cc-42"').json["totalResults"] == 1
     # Unconfigured extensions are not silently accepted.

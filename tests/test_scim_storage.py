@@ -117,15 +117,19 @@ def test_on_memstore_the_backend_sees_what_the_core_changes(make_app, idp):
     """A first sign-in and the console's deactivation reach a backend that keeps
     its own data: Entra's lookup finds the user, and reads them as the console left them."""
     import webtest
-    from scim_support import ScimClient, make_token
 
     from gateway.db.models import User
     from gateway.testing.saml import sign_in_as
+    from scim_support import ScimClient, make_token
 
-    app = make_app(**{
-        "gateway.plugins": "entra memstore", "scim.storage": "memstore",
-        "gateway.admin_groups": "Admins", "provisioning.mode": "scim first_login",
-    })
+    app = make_app(
+        **{
+            "gateway.plugins": "entra memstore",
+            "scim.storage": "memstore",
+            "gateway.admin_groups": "Admins",
+            "provisioning.mode": "scim first_login",
+        }
+    )
     scim = ScimClient(app, make_token(app))
     sign_in_as(app, idp, "root@example.com", groups=("Admins",))
     bob_browser = webtest.TestApp(app.app, extra_environ={"HTTP_HOST": "localhost"})

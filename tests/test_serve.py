@@ -29,7 +29,9 @@ def test_pserve_development_ini_answers_healthz_and_readyz(tmp_path, pserve):
 def test_pserve_refuses_a_bad_setting_with_one_line(tmp_path):
     ini = tmp_path / "bad.ini"
     ini.write_text((ROOT / "development.ini").read_text().replace("saml.clock_skew = 180", "saml.clock_skew = ten"))
-    result = subprocess.run([str(BIN / "pserve"), str(ini)], capture_output=True, text=True, timeout=60, env=server_environment())
+    result = subprocess.run(
+        [str(BIN / "pserve"), str(ini)], capture_output=True, text=True, timeout=60, env=server_environment()
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         'saml.clock_skew: expected a whole number of seconds between 0 and 600, got "ten"'
@@ -57,7 +59,9 @@ def test_a_bad_server_setting_stops_pserve_with_one_line(tmp_path, line, message
     server = re.search(r"^\[server:main\]\n(?:(?!\[).*\n)*", text, re.M)
     section = re.sub(rf"^{key} = .*\n", "", server.group(0), flags=re.M) + line + "\n"
     ini.write_text(text[: server.start()] + section + text[server.end() :])
-    result = subprocess.run([str(BIN / "pserve"), str(ini)], capture_output=True, text=True, timeout=60, env=server_environment())
+    result = subprocess.run(
+        [str(BIN / "pserve"), str(ini)], capture_output=True, text=True, timeout=60, env=server_environment()
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == message
     assert "Traceback" not in result.stderr
@@ -115,9 +119,12 @@ def test_several_workers_serve_one_sqlite_database_and_stop_together(live_gatewa
     # Concurrent writes land in either process; SQLite's single writer takes
     # them in turn (gateway/db/sqlite_writer.py) and none is lost.
     with ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(
-            lambda i: http("POST", f"{gateway.scim_url}/Users", token, {"userName": f"w{i}@contoso.com"})[0], range(40)
-        ))
+        statuses = list(
+            pool.map(
+                lambda i: http("POST", f"{gateway.scim_url}/Users", token, {"userName": f"w{i}@contoso.com"})[0],
+                range(40),
+            )
+        )
     assert statuses == [201] * 40
     status, page = http("GET", f"{gateway.scim_url}/Users?count=100", token)
     assert status == 200 and page["totalResults"] == 40
@@ -131,11 +138,11 @@ def test_several_workers_serve_one_sqlite_database_and_stop_together(live_gatewa
 def test_http_variables_of_the_process_do_not_read_as_request_headers(live_gateway, sqlite_url):
     # Granian starts each request's environ from os.environ; an HTTP_* variable
     # of the server process must not pass for a header the client never sent.
-    from scim_support import http
     from sqlalchemy.orm import Session
 
     from gateway.db import create_engine
     from gateway.scim.tokens import create_token
+    from scim_support import http
 
     engine = create_engine(sqlite_url)
     with Session(engine) as session, session.begin():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
-from saml_support import sign_in
 
 from gateway import sessions
 from gateway.db.models import Group, GroupMember, SsoSession, User, utcnow
+from saml_support import sign_in
 
 
 def session_rows(app):
@@ -30,19 +30,22 @@ def test_cookie_flags_over_http(saml_app, idp):
 
 
 def test_cookie_is_secure_with_https_and_has_the_domain(make_app, idp):
-    app = make_app(**{
-        "gateway.base_url": "https://auth.example.com",
-        "session.cookie_secure": "true",
-        "session.cookie_domain": ".example.com",
-        "session.cookie_name": "gw",
-        "saml.sp_entity_id": "http://localhost/saml/metadata",
-    })
+    app = make_app(
+        **{
+            "gateway.base_url": "https://auth.example.com",
+            "session.cookie_secure": "true",
+            "session.cookie_domain": ".example.com",
+            "session.cookie_name": "gw",
+            "saml.sp_entity_id": "http://localhost/saml/metadata",
+        }
+    )
     # Responses are addressed to the https ACS of this gateway.
     from saml_support import post_response, start_login
 
     request_id = start_login(app)
-    xml = idp.response(request_id, recipient="https://auth.example.com/saml/acs",
-                       destination="https://auth.example.com/saml/acs")
+    xml = idp.response(
+        request_id, recipient="https://auth.example.com/saml/acs", destination="https://auth.example.com/saml/acs"
+    )
     header = cookie(post_response(app, xml, status=303, extra_environ={"wsgi.url_scheme": "https"}), "gw")
     assert "secure" in header.lower()
     assert "Domain=.example.com" in header or "Domain=example.com" in header

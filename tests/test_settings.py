@@ -2,8 +2,8 @@
 
 import pytest
 
-from gateway import ConfigError, main
 from conftest import close_app
+from gateway import ConfigError, main
 from gateway.settings import parse_settings
 
 
@@ -166,9 +166,14 @@ def test_environment_references_are_expanded_in_any_setting(base_settings, sqlit
     [
         ({}, "session.secret: environment variable GW_SECRET is not set (nor GW_SECRET_FILE)"),
         ({"GW_SECRET": ""}, "session.secret: environment variable GW_SECRET is not set (nor GW_SECRET_FILE)"),
-        ({"GW_SECRET": "a", "GW_SECRET_FILE": "/x"}, "session.secret: both GW_SECRET and GW_SECRET_FILE are set; set only one"),
-        ({"GW_SECRET_FILE": "/nonexistent/secret"},
-         "session.secret: GW_SECRET_FILE names /nonexistent/secret, which cannot be read (No such file or directory)"),
+        (
+            {"GW_SECRET": "a", "GW_SECRET_FILE": "/x"},
+            "session.secret: both GW_SECRET and GW_SECRET_FILE are set; set only one",
+        ),
+        (
+            {"GW_SECRET_FILE": "/nonexistent/secret"},
+            "session.secret: GW_SECRET_FILE names /nonexistent/secret, which cannot be read (No such file or directory)",
+        ),
     ],
 )
 def test_environment_reference_problems_name_the_setting_and_variable(environ, expected):

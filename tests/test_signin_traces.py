@@ -6,10 +6,10 @@ import datetime as dt
 
 import pytest
 import sqlalchemy as sa
-from saml_support import IDP_ENTITY, post_response, refused, sign_in, start_login
 
 from gateway.db.models import SamlRequest, SeenAssertion, SigninTrace, User, utcnow
 from gateway.saml import traces
+from saml_support import IDP_ENTITY, post_response, refused, sign_in, start_login
 
 
 def all_traces(app) -> list:
@@ -54,17 +54,22 @@ def test_a_wrong_identifier_is_found_by_its_reference_with_the_fix(admin_app, ma
 @pytest.mark.parametrize(
     "message, title",
     [
-        ("AADSTS50105: The signed in user 'bob@example.com' is not assigned to a role for the application.",
-         "User not assigned to the application"),
+        (
+            "AADSTS50105: The signed in user 'bob@example.com' is not assigned to a role for the application.",
+            "User not assigned to the application",
+        ),
         ("AADSTS50011: The reply URL specified in the request does not match.", "Wrong Reply URL"),
-        ("AADSTS90072: User account from identity provider does not exist in tenant.",
-         "Entra refused the sign-in (AADSTS90072)"),
+        (
+            "AADSTS90072: User account from identity provider does not exist in tenant.",
+            "Entra refused the sign-in (AADSTS90072)",
+        ),
     ],
 )
 def test_entras_status_codes_name_their_fix(saml_app, idp, message, title):
     request_id = start_login(saml_app)
-    xml = idp.response(request_id, status="urn:oasis:names:tc:SAML:2.0:status:Requester", status_message=message,
-                       sign_assertion=False)
+    xml = idp.response(
+        request_id, status="urn:oasis:names:tc:SAML:2.0:status:Requester", status_message=message, sign_assertion=False
+    )
     reference = refusal_reference(refused(post_response(saml_app, xml, status=403), "idp_status"))
     with saml_app.app.registry.dbsession_factory() as dbsession:
         (trace,) = traces.search(dbsession, reference)
@@ -154,15 +159,20 @@ def test_sign_ins_and_refusals_of_the_last_day(make_app, database_url, idp):
     refused(post_response(app, idp.response(None), status=400), "unsolicited")
     with app.app.registry.db_engine.begin() as connection:
         # Yesterday's do not count.
-        connection.execute(sa.update(SigninTrace).where(SigninTrace.reason == "unsolicited")
-                           .values(at=utcnow() - dt.timedelta(hours=25)))
+        connection.execute(
+            sa.update(SigninTrace)
+            .where(SigninTrace.reason == "unsolicited")
+            .values(at=utcnow() - dt.timedelta(hours=25))
+        )
     with app.app.registry.dbsession_factory() as dbsession:
         assert traces.signin_summary(dbsession, utcnow() - dt.timedelta(hours=24)) == (1, [("audience", 2)])
 
 
 def test_the_traces_page_lists_and_filters(admin_app, idp):
     for audience in ("https://a/", "https://b/"):
-        refused(post_response(admin_app, idp.response(start_login(admin_app), audience=audience), status=403), "audience")
+        refused(
+            post_response(admin_app, idp.response(start_login(admin_app), audience=audience), status=403), "audience"
+        )
     page = admin_app.get("/admin/signins")
     rows = page.html.find(id="traces").find("tbody").find_all("tr")
     assert len(rows) == 2 and all("Wrong Identifier" in r.text for r in rows)
@@ -194,6 +204,8 @@ def test_non_admins_get_403_on_the_sign_in_pages(make_app, database_url, idp):
 def test_a_flood_of_refusals_keeps_its_traces_but_not_every_message(saml_app, idp, monkeypatch):
     monkeypatch.setattr(traces, "_bodies", traces._Budget(2, clock=lambda: 600.0))  # all in one minute
     for _ in range(3):
-        refused(post_response(saml_app, idp.response(start_login(saml_app), audience="https://x/"), status=403), "audience")
+        refused(
+            post_response(saml_app, idp.response(start_login(saml_app), audience="https://x/"), status=403), "audience"
+        )
     kept = [t.response_xml is not None for t in all_traces(saml_app)]
     assert kept == [True, True, False]

@@ -18,6 +18,10 @@ import urllib.request
 
 import pytest
 import sqlalchemy as sa
+
+from conftest import SESSION_SECRET, free_port
+from gateway.db import create_engine
+from gateway.db.models import SsoSession, User
 from scim_support import run_cli
 from test_admin_browser import (  # noqa: F401 - fixtures
     check_accessibility,
@@ -28,10 +32,6 @@ from test_admin_browser import (  # noqa: F401 - fixtures
     screenshots,
     watch_csp,
 )
-
-from conftest import SESSION_SECRET, free_port
-from gateway.db import create_engine
-from gateway.db.models import SsoSession, User
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -61,7 +61,9 @@ def counts(database_url: str) -> tuple[int, int]:
 # ---------------------------------------------------------------- the development IdP
 
 
-def test_alice_tests_sign_in_and_sends_a_test_link_with_the_development_idp(development, chromium, screenshots, tmp_path):
+def test_alice_tests_sign_in_and_sends_a_test_link_with_the_development_idp(
+    development, chromium, screenshots, tmp_path
+):
     base = development
     database = f"sqlite:///{tmp_path}/var/gateway.sqlite"
     alice = chromium.new_context(viewport={"width": 1280, "height": 1000})
@@ -78,7 +80,9 @@ def test_alice_tests_sign_in_and_sends_a_test_link_with_the_development_idp(deve
     pick(page, "bob@example.com")
     page.wait_for_url(re.compile(r".*/admin/signins/[0-9a-f-]+$"))
     assert "Passed" in page.inner_text("#verdict")
-    assert "Passed" in page.inner_text("#check-signature") and "verified with certificate" in page.inner_text("#check-signature")
+    assert "Passed" in page.inner_text("#check-signature") and "verified with certificate" in page.inner_text(
+        "#check-signature"
+    )
     assert "bob@example.com" in page.inner_text("#claims")
     assert "Bob Builder" in page.inner_text("#identity")
     assert page.inner_text("#decision").startswith("Create the user") or "Sign in" in page.inner_text("#decision")
@@ -153,7 +157,9 @@ def gateway(tmp_path, pserve, entra):
 
 def scim(base: str, token: str, method: str, path: str, body=None) -> int:
     request = urllib.request.Request(
-        base + "/scim/v2" + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+        base + "/scim/v2" + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"},
     )
     try:

@@ -26,9 +26,22 @@ def test_the_soak_runs_a_few_seconds_without_errors(postgres_server_url, tmp_pat
     url = sa.engine.make_url(postgres_server_url).set(database=database).render_as_string(hide_password=False)
     try:
         result = subprocess.run(
-            [sys.executable, str(ROOT / "bench" / "soak.py"), "--minutes", "0.25", "--interval", "5",
-             "--database", url, "--workdir", str(tmp_path / "soak")],
-            capture_output=True, text=True, timeout=600, env=__import__("conftest").server_environment(),
+            [
+                sys.executable,
+                str(ROOT / "bench" / "soak.py"),
+                "--minutes",
+                "0.25",
+                "--interval",
+                "5",
+                "--database",
+                url,
+                "--workdir",
+                str(tmp_path / "soak"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=__import__("conftest").server_environment(),
         )
         assert result.returncode == 0, result.stdout + result.stderr
         lines = [line.split() for line in result.stdout.splitlines() if re.match(r"\s+\d+\s+\d+\s+\d+\s", line)]
@@ -40,7 +53,9 @@ def test_the_soak_runs_a_few_seconds_without_errors(postgres_server_url, tmp_pat
         assert int(lines[-1][5]) > 0 and int(lines[-1][7]) > 0  # sessions and users were made
         assert "server log: 0 tracebacks" in result.stdout
     finally:
-        admin = sa.create_engine(sa.engine.make_url(postgres_server_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        admin = sa.create_engine(
+            sa.engine.make_url(postgres_server_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         admin.dispose()

@@ -42,7 +42,7 @@ def test_json_and_times_round_trip(engine):
         user = session.scalars(sa.select(User)).one()
         assert user.scim_data == data
         assert user.active is True and user.version == 1
-        assert user.created_at.tzinfo is dt.timezone.utc
+        assert user.created_at.tzinfo is dt.UTC
         assert abs((utcnow() - user.created_at).total_seconds()) < 60
 
 
@@ -179,10 +179,21 @@ def test_sqlite_writer_queue_is_freed_however_a_transaction_ends(sqlite_url, end
     else:
         connection = engine.connect()
         transaction = connection.begin()
-        connection.execute(sa.insert(User).values(id="u-2", user_name="x", user_name_key="x", active=True,
-                                                  scim_data={}, attributes={}, provisioned_by="scim",
-                                                  is_admin=False, version=1,
-                                                  created_at=utcnow(), updated_at=utcnow()))
+        connection.execute(
+            sa.insert(User).values(
+                id="u-2",
+                user_name="x",
+                user_name_key="x",
+                active=True,
+                scim_data={},
+                attributes={},
+                provisioned_by="scim",
+                is_admin=False,
+                version=1,
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
         if ending == "invalidated":
             # As after a lost connection: SQLAlchemy invalidates it, the caller rolls back.
             connection.invalidate()
@@ -321,7 +332,9 @@ def test_a_pooled_connection_used_moments_ago_is_not_pinged(postgres_url, monkey
     engine = db.create_engine(postgres_url, pool_size=1, max_overflow=0)
     pings = []
     real_ping = engine.dialect.do_ping
-    monkeypatch.setattr(engine.dialect, "do_ping", lambda dbapi_connection: pings.append(1) or real_ping(dbapi_connection))
+    monkeypatch.setattr(
+        engine.dialect, "do_ping", lambda dbapi_connection: pings.append(1) or real_ping(dbapi_connection)
+    )
     try:
         for _ in range(3):
             with engine.connect() as connection:
@@ -352,14 +365,19 @@ def test_the_notify_migrations_downgrade_and_upgrade_again(postgres_url):
         with engine.begin() as connection:
             cfg.attributes["connection"] = connection
             assert connection.execute(triggers).scalars().all() == [
-                "group_members_added_notify_identity", "group_members_notify_identity",
-                "group_members_removed_notify_identity", "groups_notify_identity",
+                "group_members_added_notify_identity",
+                "group_members_notify_identity",
+                "group_members_removed_notify_identity",
+                "groups_notify_identity",
             ]
             assert "IF TG_OP = 'INSERT'" in connection.execute(function).scalar()  # 0007: no joins for INSERT
             command.downgrade(cfg, "0006")
             assert "TG_OP" not in connection.execute(function).scalar()
             command.downgrade(cfg, "0005")
-            assert connection.execute(triggers).scalars().all() == ["group_members_notify_identity", "groups_notify_identity"]
+            assert connection.execute(triggers).scalars().all() == [
+                "group_members_notify_identity",
+                "groups_notify_identity",
+            ]
             command.upgrade(cfg, "head")
             assert len(connection.execute(triggers).scalars().all()) == 4
             assert "IF TG_OP = 'INSERT'" in connection.execute(function).scalar()

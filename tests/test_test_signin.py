@@ -8,9 +8,9 @@ import zlib
 
 import pytest
 import sqlalchemy as sa
-from saml_support import authn_request_id, post_response, sign_in
 
 from gateway.db.models import AuditEvent, SeenAssertion, SigninTest, SigninTrace, SsoSession, User
+from saml_support import authn_request_id, post_response, sign_in
 
 
 @pytest.fixture
@@ -27,7 +27,8 @@ def csrf(app) -> str:
 def counts(app) -> tuple:
     with app.app.registry.db_engine.connect() as connection:
         return tuple(
-            connection.scalar(sa.select(sa.func.count()).select_from(model)) for model in (User, SsoSession, SeenAssertion)
+            connection.scalar(sa.select(sa.func.count()).select_from(model))
+            for model in (User, SsoSession, SeenAssertion)
         )
 
 
@@ -64,8 +65,18 @@ def test_a_test_sign_in_shows_the_report_and_changes_nothing(admin_app, idp):
     report = admin_app.get(answer.headers["Location"])
     assert "Passed: a sign-in with this response would be accepted." in report.html.find(id="verdict").text
     checks = {row["id"]: row for row in report.html.find(id="checks").find_all("tr", id=True)}
-    for key in ("check-signature", "check-issuer", "check-audience", "check-recipient", "check-destination",
-                "check-time", "check-in_response_to", "check-replay", "check-algorithms", "check-verification"):
+    for key in (
+        "check-signature",
+        "check-issuer",
+        "check-audience",
+        "check-recipient",
+        "check-destination",
+        "check-time",
+        "check-in_response_to",
+        "check-replay",
+        "check-algorithms",
+        "check-verification",
+    ):
         assert "Passed" in checks[key].text, key
     assert "verified with certificate" in checks["check-signature"].text
     assert "RSA-SHA256 with a SHA256 digest" in checks["check-algorithms"].text
@@ -85,8 +96,11 @@ def test_a_test_sign_in_shows_the_report_and_changes_nothing(admin_app, idp):
 
 def test_a_known_user_is_matched_by_its_key(admin_app, idp):
     location = start_test(admin_app)
-    report = admin_app.get(post_response(admin_app, idp.response(authn_request_id(location), name_id="admin@example.com"),
-                                         status=303).headers["Location"])
+    report = admin_app.get(
+        post_response(
+            admin_app, idp.response(authn_request_id(location), name_id="admin@example.com"), status=303
+        ).headers["Location"]
+    )
     assert report.html.find(id="matched-user").text == "admin@example.com"
     assert "by subject" in report.html.find(id="match").text.replace("\n", " ") or "subject" in report.text
     assert "Sign in" in report.html.find(id="decision").text
@@ -131,8 +145,9 @@ def test_a_test_link_works_once_and_the_report_reaches_the_admin(admin_app, make
     location = tester.post(path, status=303).headers["Location"]
     assert 'ForceAuthn="true"' in authn_request_xml(location)
     claims = idp.claims("tester@example.com", oid="7e57e700-0000-4000-8000-00000007e57e")
-    thanks = post_response(tester, idp.response(authn_request_id(location), name_id="tester@example.com",
-                                                 attributes=claims), status=200)
+    thanks = post_response(
+        tester, idp.response(authn_request_id(location), name_id="tester@example.com", attributes=claims), status=200
+    )
     assert thanks.html.find(id="thanks") and "tester@example.com" not in thanks.text
     assert tester.get("/whoami", status=401)
     # Used up.
@@ -177,7 +192,6 @@ def test_only_admins_start_tests(make_app, database_url, idp):
     app.post("/admin/test/start", status=403)
 
 
-
 def test_a_report_that_cannot_be_finished_is_still_a_report(admin_app, idp, monkeypatch):
     from gateway.saml import testsignin
 
@@ -186,25 +200,35 @@ def test_a_report_that_cannot_be_finished_is_still_a_report(admin_app, idp, monk
 
     monkeypatch.setattr(testsignin, "diagnose", broken)
     location = start_test(admin_app)
-    report = admin_app.get(post_response(admin_app, idp.response(authn_request_id(location)), status=303).headers["Location"])
+    report = admin_app.get(
+        post_response(admin_app, idp.response(authn_request_id(location)), status=303).headers["Location"]
+    )
     assert "report_failed" in report.html.find(id="verdict").text
     assert "could not finish this report" in report.text or "could not be finished" in report.text
 
 
 def test_each_transform_is_shown_in_order_with_what_it_changed(make_app, database_url, idp):
-    app = make_app(**{
-        "sqlalchemy.url": database_url,
-        "gateway.admin_groups": "Staff",
-        "gateway.plugins": "entra transforms",
-        "attributes.transforms": "lowercase_email compose_display_name",
-    })
+    app = make_app(
+        **{
+            "sqlalchemy.url": database_url,
+            "gateway.admin_groups": "Staff",
+            "gateway.plugins": "entra transforms",
+            "attributes.transforms": "lowercase_email compose_display_name",
+        }
+    )
     sign_in(app, idp, name="admin@example.com")
     location = start_test(app)
     claims = bob(idp)
     claims["http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress"] = ["Bob.Builder@Example.COM"]
-    report = app.get(post_response(app, idp.response(authn_request_id(location), name_id="bob@example.com",
-                                                     attributes=claims), status=303).headers["Location"])
-    steps = [" ".join(li.get_text(" ", strip=True).split("{")[0].split()) for li in report.html.find(id="transforms").find_all("li")]
+    report = app.get(
+        post_response(
+            app, idp.response(authn_request_id(location), name_id="bob@example.com", attributes=claims), status=303
+        ).headers["Location"]
+    )
+    steps = [
+        " ".join(li.get_text(" ", strip=True).split("{")[0].split())
+        for li in report.html.find(id="transforms").find_all("li")
+    ]
     assert steps[0] == "claims mapped and merged"
     assert steps[1] == "lowercase_email : changed email"
     assert steps[2] == "compose_display_name : no change"  # Entra sent a display name

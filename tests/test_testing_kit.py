@@ -44,8 +44,10 @@ def test_scim_client_holds_a_fresh_token(gateway_scim, gateway_events):
 
 def test_an_app_from_an_ini_on_the_test_database(gateway_make_app, gateway_database_url, tmp_path):
     ini = tmp_path / "site.ini"
-    ini.write_text("[app:main]\nuse = egg:entra-identity-gateway\ngateway.plugins = entra\nsaml.clock_skew = 7\n"
-                   "sqlalchemy.url = sqlite:///%(here)s/not-this-one.sqlite\n")
+    ini.write_text(
+        "[app:main]\nuse = egg:entra-identity-gateway\ngateway.plugins = entra\nsaml.clock_skew = 7\n"
+        "sqlalchemy.url = sqlite:///%(here)s/not-this-one.sqlite\n"
+    )
     app = gateway_make_app(ini)
     registry = app.app.registry
     assert registry.gateway_settings.saml.clock_skew == 7
@@ -54,7 +56,8 @@ def test_an_app_from_an_ini_on_the_test_database(gateway_make_app, gateway_datab
 
 def test_a_plugin_package_tests_itself_with_the_kit_alone(tmp_path):
     """Outside this project's tests/ (no conftest): only the installed kit, found through its entry point."""
-    (tmp_path / "acme_policy.py").write_text(textwrap.dedent('''
+    (tmp_path / "acme_policy.py").write_text(
+        textwrap.dedent("""
         from gateway import hookimpl
         from gateway.interfaces import Decision
 
@@ -62,8 +65,10 @@ def test_a_plugin_package_tests_itself_with_the_kit_alone(tmp_path):
         def gateway_provisioning_decide(identity, user, source):
             if identity.user_name.startswith("contractor"):
                 return Decision.deny("Contractors sign in elsewhere")
-    '''))
-    (tmp_path / "test_acme.py").write_text(textwrap.dedent('''
+    """)
+    )
+    (tmp_path / "test_acme.py").write_text(
+        textwrap.dedent("""
         import pytest
         from gateway.testing.storage import ScimStorageContract
 
@@ -86,11 +91,28 @@ def test_a_plugin_package_tests_itself_with_the_kit_alone(tmp_path):
             @pytest.fixture
             def backend_settings(self):
                 return {"gateway.plugins": "entra sqlstore", "scim.storage": "sqlstore"}
-    '''))
+    """)
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-W", "ignore::DeprecationWarning",
-         "--rootdir", str(tmp_path), str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "-W",
+            "ignore::DeprecationWarning",
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout and "failed" not in result.stdout

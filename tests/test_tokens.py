@@ -7,12 +7,12 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from conftest import status_from_another_process
-from scim_support import run_cli, write_ini
 from sqlalchemy.orm import Session
 
+from conftest import status_from_another_process
 from gateway.db import create_engine
 from gateway.db.models import AuditEvent, ScimToken
+from scim_support import run_cli, write_ini
 
 pytestmark = pytest.mark.slow
 

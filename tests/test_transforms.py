@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from saml_support import MICROSOFT, XMLSOAP, sign_in
 
 from gateway import ConfigError, hookimpl
 from gateway.interfaces import AttributeTransform
+from saml_support import MICROSOFT, XMLSOAP, sign_in
 
 OID = "709cd037-9bbb-4dd2-a6ce-a8838ddcb62a"
 
@@ -83,7 +83,9 @@ def test_transforms_run_in_the_order_of_the_setting(make_app, idp, order, monkey
 
 
 def test_an_unknown_transform_stops_start_up_naming_the_setting(make_app):
-    with pytest.raises(ConfigError, match=r'^attributes\.transforms: no enabled plugin registers the transform "lowercase"'):
+    with pytest.raises(
+        ConfigError, match=r'^attributes\.transforms: no enabled plugin registers the transform "lowercase"'
+    ):
         make_app(**{"gateway.plugins": "entra transforms", "attributes.transforms": "lowercase"})
     with pytest.raises(ConfigError, match=r"^attributes\.transforms: .*\"lowercase_email\""):
         make_app(**{"attributes.transforms": "lowercase_email"})  # plugin not enabled

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from saml_support import post_response, sign_in, start_login
 from scim_support import ScimClient, make_token
 
@@ -42,7 +43,9 @@ def ini(tmp_path, database_url):
 
 
 def test_users_list_and_show(make_app, scim_settings, idp, ini):
-    app = make_app(**{**scim_settings, "gateway.plugins": "entra sqlstore audit", "gateway.admin_groups": '"Gateway Admins"'})
+    app = make_app(
+        **{**scim_settings, "gateway.plugins": "entra sqlstore audit", "gateway.admin_groups": '"Gateway Admins"'}
+    )
     scim = ScimClient(app, make_token(app, "entra-prod"))
     alice = scim.create_user("alice@example.com", displayName="Alice Smith", title="Engineer")
     scim.create_group("Gateway Admins", members=[alice["id"]])

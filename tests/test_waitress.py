@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from conftest import free_port
+from gateway.testing.saml import stable_oid
 from saml_support import b64
 from scim_support import SCIM_JSON, LiveGateway, write_ini
-
-from gateway.testing.saml import stable_oid
 
 pytestmark = [pytest.mark.slow]
 
@@ -33,9 +33,15 @@ def serve(pserve, tmp_path: Path, database_url: str, server: str, idp_metadata: 
     ``pserve``: conftest's fixture, or :func:`patient_pserve`'s.
     """
     port = free_port()
-    ini = write_ini(tmp_path / f"{server}-{port}.ini", database_url, port, **{
-        "gateway.plugins": "entra sqlstore", "saml.idp_metadata": idp_metadata,
-    })
+    ini = write_ini(
+        tmp_path / f"{server}-{port}.ini",
+        database_url,
+        port,
+        **{
+            "gateway.plugins": "entra sqlstore",
+            "saml.idp_metadata": idp_metadata,
+        },
+    )
     text = ini.read_text().replace("saml.idp_profile = devidp\n", "")
     if server == "waitress":
         text = text.replace("use = egg:entra-identity-gateway#granian", "use = egg:waitress#main")
@@ -59,8 +65,13 @@ def patient_pserve(tmp_path):
         subprocess.run([str(BIN / "gateway"), str(ini), "migrate"], check=True, capture_output=True, timeout=120)
         log_path = ini.with_suffix(".log")
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([str(BIN / "pserve"), str(ini)], stdout=log, stderr=subprocess.STDOUT,
-                                       cwd=ini.parent, env=server_environment())
+            process = subprocess.Popen(
+                [str(BIN / "pserve"), str(ini)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ini.parent,
+                env=server_environment(),
+            )
         served = Served(f"http://127.0.0.1:{port}", process, log_path)
         started.append(served)
         wait_for_http(served.url + "/healthz", process, log_path, timeout=120)
@@ -80,29 +91,46 @@ def sign_in(gateway: LiveGateway, idp, name: str) -> requests.Session:
     request_xml = zlib.decompress(base64.b64decode(query["SAMLRequest"][0]), -15).decode()
     request_id = re.search(r' ID="([^"]+)"', request_xml).group(1)
     acs = gateway.url + "/saml/acs"
-    xml = idp.response(request_id, name_id=name, attributes=idp.claims(name, oid=stable_oid(name)),
-                       audience=gateway.url + "/saml/metadata", recipient=acs, destination=acs)
+    xml = idp.response(
+        request_id,
+        name_id=name,
+        attributes=idp.claims(name, oid=stable_oid(name)),
+        audience=gateway.url + "/saml/metadata",
+        recipient=acs,
+        destination=acs,
+    )
     answer = browser.post(acs, data={"SAMLResponse": b64(xml)}, allow_redirects=False, timeout=30)
     assert answer.status_code == 303, answer.text
     assert answer.headers["Location"].endswith("/whoami")
     return browser
 
 
-def test_waitress_serves_a_signed_sign_in_a_scim_create_and_forward_auth(patient_pserve, tmp_path, sqlite_url, idp, idp_metadata_file):
+def test_waitress_serves_a_signed_sign_in_a_scim_create_and_forward_auth(
+    patient_pserve, tmp_path, sqlite_url, idp, idp_metadata_file
+):
     gateway = serve(patient_pserve, tmp_path, sqlite_url, "waitress", idp_metadata_file)
     assert requests.get(gateway.url + "/healthz", timeout=30).headers["Server"] == "waitress"
     token = gateway.token()
 
     created = requests.post(
-        gateway.scim_url + "/Users", timeout=30,
+        gateway.scim_url + "/Users",
+        timeout=30,
         headers={"Authorization": f"Bearer {token}", "Content-Type": SCIM_JSON},
-        json={"schemas": [USER], "userName": "émilie@example.com", "externalId": "e-1",
-              "emails": [{"value": "émilie@example.com", "type": "work", "primary": True}]},
+        json={
+            "schemas": [USER],
+            "userName": "émilie@example.com",
+            "externalId": "e-1",
+            "emails": [{"value": "émilie@example.com", "type": "work", "primary": True}],
+        },
     )
     assert created.status_code == 201, created.text
     assert created.headers["Server"] == "waitress" and created.headers["X-Request-Id"]
-    found = requests.get(gateway.scim_url + "/Users", params={"filter": 'userName eq "ÉMILIE@example.com"'}, timeout=30,
-                         headers={"Authorization": f"Bearer {token}"})
+    found = requests.get(
+        gateway.scim_url + "/Users",
+        params={"filter": 'userName eq "ÉMILIE@example.com"'},
+        timeout=30,
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert found.json()["totalResults"] == 1
 
     browser = sign_in(gateway, idp, "émilie@example.com")

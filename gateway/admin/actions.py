@@ -46,9 +46,15 @@ class Actor:
     request: Any = None  # None from the CLI
 
     @classmethod
-    def from_request(cls, request) -> "Actor":
-        return cls(request.dbsession, request.registry, f"admin:{request.identity.user_name}", "admin",
-                   request.correlation_id, request)
+    def from_request(cls, request) -> Actor:
+        return cls(
+            request.dbsession,
+            request.registry,
+            f"admin:{request.identity.user_name}",
+            "admin",
+            request.correlation_id,
+            request,
+        )
 
     @property
     def settings(self):
@@ -82,7 +88,7 @@ def user_event(actor: Actor, type_: str, user: User, changed: tuple[str, ...] = 
             correlation_id=actor.correlation_id,
             changed=changed,
             reason=reason,
-        )
+        ),
     )
 
 

@@ -84,7 +84,13 @@ def idp_problems(request) -> list[Problem]:
 
     health = idp_health(request)
     if not health.loaded:
-        return [Problem("bad", f"No usable IdP metadata, so nobody can sign in: {health.last_error or 'not loaded'}", "admin.idp")]
+        return [
+            Problem(
+                "bad",
+                f"No usable IdP metadata, so nobody can sign in: {health.last_error or 'not loaded'}",
+                "admin.idp",
+            )
+        ]
     problems = []
     if health.last_error:
         problems.append(Problem("warn", f"The last IdP metadata refresh failed: {health.last_error}", "admin.idp"))
@@ -102,7 +108,11 @@ def token_problems(request) -> list[Problem]:
         sa.select(ScimToken.name, ScimToken.created_at, ScimToken.last_used_at).where(ScimToken.revoked_at.is_(None))
     ).all()
     if not tokens:
-        return [Problem("warn", "SCIM is on but there is no SCIM token: create one for Entra's provisioning.", "admin.tokens")]
+        return [
+            Problem(
+                "warn", "SCIM is on but there is no SCIM token: create one for Entra's provisioning.", "admin.tokens"
+            )
+        ]
     limit = utcnow() - dt.timedelta(days=TOKEN_UNUSED_DAYS)
     problems = []
     for token in tokens:

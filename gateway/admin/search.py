@@ -73,9 +73,7 @@ def search_users(
     q = q.strip()
     if q:
         where = [User.user_name_key.in_(_matching_keys(q, where, limit + 1, dialect))]
-    rows = dbsession.execute(
-        sa.select(*COLUMNS).where(*where).order_by(order_key).limit(limit + 1)
-    ).all()
+    rows = dbsession.execute(sa.select(*COLUMNS).where(*where).order_by(order_key).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     return UserPage(rows, rows[-1].user_name_key if more and rows else None)
@@ -113,8 +111,15 @@ def _matching_keys(q: str, where: list, limit: int, dialect: str):
         return sa.and_(expression >= low, expression < high)
 
     order_key = _bytewise(User.user_name_key, dialect)
-    branches = [sa.select(User.user_name_key.label("key")).where(in_range(User.user_name_key), *where).order_by(order_key).limit(limit)]
-    secondary = (("email_matches", User.email_key), ("name_matches", display_name_key())) if len(q) >= SECONDARY_MIN else ()
+    branches = [
+        sa.select(User.user_name_key.label("key"))
+        .where(in_range(User.user_name_key), *where)
+        .order_by(order_key)
+        .limit(limit)
+    ]
+    secondary = (
+        (("email_matches", User.email_key), ("name_matches", display_name_key())) if len(q) >= SECONDARY_MIN else ()
+    )
     for name, expression in secondary:
         matches = sa.select(User.user_name_key.label("key")).where(in_range(expression), *where).cte(name)
         if dialect == "postgresql":

@@ -56,9 +56,9 @@ def signins(request):
         "traces": found,
         "fixes": {t.id: traces.fix_for(request.registry, t) for t in found},
         "retention_days": request.registry.gateway_settings.admin.trace_retention_days,
-        "next_page": request.route_path(
-            "admin.signins", _query={**keep, "before": found[-1].at.isoformat()}
-        ) if more else None,
+        "next_page": request.route_path("admin.signins", _query={**keep, "before": found[-1].at.isoformat()})
+        if more
+        else None,
         "first_page": request.route_path("admin.signins", _query=keep) if before else None,
     }
 
@@ -89,7 +89,7 @@ def _instant(value: str | None) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(value.strip()[:40])
     except ValueError:
         return None
-    return parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else parsed.astimezone(dt.timezone.utc)
+    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
 
 
 def _user_filter(dbsession, text: str):
@@ -105,8 +105,15 @@ def _user_filter(dbsession, text: str):
     )
 
 
-def provisioning_query(dbsession, *, status: str = "", token: str = "", user: str = "",
-                       since: dt.datetime | None = None, until: dt.datetime | None = None):
+def provisioning_query(
+    dbsession,
+    *,
+    status: str = "",
+    token: str = "",
+    user: str = "",
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+):
     """The WHERE clauses of the provisioning log filters."""
     where = []
     if status in STATUS_CLASSES:
@@ -196,11 +203,15 @@ def provisioning(request):
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     keep = {k: v for k, v in filters.items() if v}
-    names = dict(
-        dbsession.execute(
-            sa.select(User.id, User.user_name).where(User.id.in_({r.resource_id for r in rows if r.resource_id}))
-        ).all()
-    ) if rows else {}
+    names = (
+        dict(
+            dbsession.execute(
+                sa.select(User.id, User.user_name).where(User.id.in_({r.resource_id for r in rows if r.resource_id}))
+            ).all()
+        )
+        if rows
+        else {}
+    )
     now = utcnow()
     return {
         "filters": filters,
@@ -210,8 +221,9 @@ def provisioning(request):
         "tokens": list(dbsession.scalars(sa.select(ScimToken.name).order_by(ScimToken.name))),
         "failures": failure_summary(dbsession, now - DAY),
         "last_day": dbsession.execute(
-            sa.select(sa.func.count(), sa.func.count().filter(ProvisioningLogEntry.status >= 400))
-            .where(ProvisioningLogEntry.at >= now - DAY)
+            sa.select(sa.func.count(), sa.func.count().filter(ProvisioningLogEntry.status >= 400)).where(
+                ProvisioningLogEntry.at >= now - DAY
+            )
         ).one(),
         "retention_days": registry.gateway_settings.admin.provisioning_log_retention_days,
         "keeps_bodies": registry.gateway_settings.admin.provisioning_log_bodies,
@@ -235,7 +247,9 @@ def provisioning_problems(request) -> list:
     top = failures[0]
     cause = f"{top.status}{' ' + top.scim_type if top.scim_type else ''}: {top.error or 'no detail'}"
     severity = "bad" if top.status >= 500 or top.status == 401 else "warn"
-    return [Problem(severity, f"{total} SCIM requests failed in the last hour; most often {cause}", "admin.provisioning")]
+    return [
+        Problem(severity, f"{total} SCIM requests failed in the last hour; most often {cause}", "admin.provisioning")
+    ]
 
 
 # ------------------------------------------------------------------ wiring

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import time
 
-import sqlalchemy as sa
 import pyramid_tm
+import sqlalchemy as sa
 import zope.sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
@@ -184,5 +184,3 @@ def includeme(config):
     config.registry.db_engine = engine
     session_factory = get_session_factory(engine)
     config.registry.dbsession_factory = session_factory
-
-

@@ -8,7 +8,6 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-
 #: Indexes the migrations create that the models do not declare: expressions
 #: in the "C" collation on PostgreSQL, per dialect (migration 0010, the
 #: console's user search), which Alembic's comparison would read as drift.

@@ -165,7 +165,9 @@ class Prepared:
             except error as exc:
                 pooled.invalidate()
                 if attempt == 2:
-                    raise sa.exc.DBAPIError.instance(compiled.sql, params, exc, error, dialect=compiled.dialect) from exc
+                    raise sa.exc.DBAPIError.instance(
+                        compiled.sql, params, exc, error, dialect=compiled.dialect
+                    ) from exc
                 log.warning("a read failed on a pooled connection; retrying on a fresh one", exc_info=True)
                 continue
             finally:

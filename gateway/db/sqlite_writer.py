@@ -122,7 +122,9 @@ class _WriterLock:
 
 def _locked(holder: str) -> sa.exc.OperationalError:
     return sa.exc.OperationalError(
-        None, None, sqlite3.OperationalError(f"database is locked: {holder} has held the write lock for {BUSY_TIMEOUT:.0f} s")
+        None,
+        None,
+        sqlite3.OperationalError(f"database is locked: {holder} has held the write lock for {BUSY_TIMEOUT:.0f} s"),
     )
 
 

@@ -30,8 +30,15 @@ EVENTS_KEY = "gateway.transaction_events"
 _REGISTERED = "gateway_tm_events"
 
 #: The session events zope.sqlalchemy.register listens to, by the method that takes each.
-SESSION_EVENTS = ("after_begin", "after_attach", "after_flush", "after_bulk_update", "after_bulk_delete",
-                  "before_commit", "do_orm_execute")
+SESSION_EVENTS = (
+    "after_begin",
+    "after_attach",
+    "after_flush",
+    "after_bulk_update",
+    "after_bulk_delete",
+    "before_commit",
+    "do_orm_execute",
+)
 
 
 def join(info: dict, transaction_manager) -> dict:
@@ -48,15 +55,18 @@ def _session_events(session) -> ZopeTransactionEvents | None:
 def _relay(name: str):
     # The session is the first argument, or an attribute of it (bulk and ORM execute contexts).
     if name in ("after_bulk_update", "after_bulk_delete", "do_orm_execute"):
+
         def listener(context):
             ext = _session_events(context.session)
             if ext is not None:
                 getattr(ext, name)(context)
     else:
+
         def listener(session, *args):
             ext = _session_events(session)
             if ext is not None:
                 getattr(ext, name)(session, *args)
+
     listener.__name__ = name
     return listener
 
@@ -68,7 +78,9 @@ def check_seam() -> None:
     source = inspect.getsource(zope.sqlalchemy.register)
     found = tuple(re.findall(r"""event\.listen\(\s*session\s*,\s*["'](\w+)["']""", source))
     if sorted(found) != sorted(SESSION_EVENTS):
-        raise RuntimeError(f"zope.sqlalchemy changed register(): it listens to {found}, gateway.db.tm relays {SESSION_EVENTS}")
+        raise RuntimeError(
+            f"zope.sqlalchemy changed register(): it listens to {found}, gateway.db.tm relays {SESSION_EVENTS}"
+        )
 
 
 def register_once(session_factory) -> None:

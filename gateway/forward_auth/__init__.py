@@ -111,11 +111,17 @@ class ForwardAuth:
                     return self._forwarded(environ.get("HTTP_X_FORWARDED_METHOD") or method, proto, host, uri)
         elif not proxy and ("HTTP_X_ORIGINAL_URL" in environ or "HTTP_X_FORWARDED_URI" in environ):
             if self.is_trusted(environ):
-                self._warn_once("proxy", "forward-auth: a proxy sends the original URL, but forward_auth.proxy is not"
-                                " set; signed-out browsers come back to the gateway, not to the page they asked for")
+                self._warn_once(
+                    "proxy",
+                    "forward-auth: a proxy sends the original URL, but forward_auth.proxy is not"
+                    " set; signed-out browsers come back to the gateway, not to the page they asked for",
+                )
         # The /auth request itself (WebOb's request.host and request.path).
-        return self._itself(method, environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""),
-                            environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+        return self._itself(
+            method,
+            environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""),
+            environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+        )
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - bounded; the same few URLs come again and again
     def _reported(self, method: str, url: str) -> OriginalRequest:
@@ -208,8 +214,11 @@ class ForwardAuth:
                 headers.append(("X-Auth-Request-" + _header_suffix(name), self._value(str(value), utf8_server)))
         size = sum(len(k) + len(v.encode("utf-8" if utf8_server else "latin-1")) + 4 for k, v in headers)
         if size > HEADER_BLOCK_WARNING:
-            self._warn_once("size", f"forward-auth: identity headers of {size} bytes ({len(groups)} groups); nginx needs"
-                            " proxy_buffer_size above its 4k default, or set forward_auth.pass_groups")
+            self._warn_once(
+                "size",
+                f"forward-auth: identity headers of {size} bytes ({len(groups)} groups); nginx needs"
+                " proxy_buffer_size above its 4k default, or set forward_auth.pass_groups",
+            )
         return headers
 
     def _value(self, value: str, utf8_server: bool) -> str:
@@ -268,16 +277,19 @@ def auth_view(request):
                     response.status = 302
                 response.location = fa.signin_url(target)
             else:
-                log.warning("forward-auth: refused redirect to %r (not a URL on an allowed host)",
-                            (request.params["rd"] or original.url or "")[:200])
+                log.warning(
+                    "forward-auth: refused redirect to %r (not a URL on an allowed host)",
+                    (request.params["rd"] or original.url or "")[:200],
+                )
         response.headers["Cache-Control"] = "no-store"
         instruments.FORWARD_AUTH_UNAUTHENTICATED.inc()
         return response
 
     if not fa.allows(original, identity):
         instruments.FORWARD_AUTH_DENY.inc()
-        return Response(status=403, content_type="text/plain", body=b"forbidden\n",
-                        headers={"Cache-Control": "no-store"})
+        return Response(
+            status=403, content_type="text/plain", body=b"forbidden\n", headers={"Cache-Control": "no-store"}
+        )
     instruments.FORWARD_AUTH_ALLOW.inc()
     return Response(status=200, headerlist=fa.allowed_headers(identity, request.environ))
 
@@ -363,7 +375,8 @@ def _changed_by_plugins(registry) -> str | None:
     if _view_derivers(registry) != _default_view_derivers():
         return "the view derivers"
     views = [
-        entry["introspectable"] for entry in registry.introspector.get_category("views", ())
+        entry["introspectable"]
+        for entry in registry.introspector.get_category("views", ())
         if entry["introspectable"].get("route_name") == "forward_auth.check"
     ]
     if len(views) != 1 or views[0].get("callable") is not auth_view:
@@ -377,8 +390,10 @@ def _introspected(registry, category: str) -> list:
 
 def _view_derivers(registry) -> set:
     """Each view deriver, where it goes and what it is: a plugin's addition, or a default put elsewhere, differs."""
-    return {(intr["name"], intr["deriver"], repr(intr["under"]), repr(intr["over"]))
-            for intr in _introspected(registry, "view derivers")}
+    return {
+        (intr["name"], intr["deriver"], repr(intr["under"]), repr(intr["over"]))
+        for intr in _introspected(registry, "view derivers")
+    }
 
 
 @functools.cache

@@ -51,9 +51,7 @@ def parse_rules(lines: tuple[str, ...], case_sensitive: bool = False) -> tuple[R
         except ValueError as exc:
             raise ConfigError(f'forward_auth.rules: {exc} in "{line}"') from None
         if len(words) < 3 or not words[1].startswith("/"):
-            raise ConfigError(
-                f'forward_auth.rules: expected "host path-prefix allow-groups...", got "{line}"'
-            )
+            raise ConfigError(f'forward_auth.rules: expected "host path-prefix allow-groups...", got "{line}"')
         rules.append(Rule(_host_pattern(words[0]), _prefix(words[1], case_sensitive), frozenset(words[2:]), line))
     return tuple(rules)
 
@@ -72,7 +70,7 @@ def _prefix(word: str, case_sensitive: bool) -> str:
     prefix = normal_path(quote(word, safe="!#$%&'()*+,/:;=?@[]~"), case_sensitive)
     if prefix is None:
         raise ConfigError(
-            f'forward_auth.rules: expected a path prefix in normal form (no //, no . or .. segments,'
+            f"forward_auth.rules: expected a path prefix in normal form (no //, no . or .. segments,"
             f' no encoded / . ; %), got "{word}"'
         )
     return prefix

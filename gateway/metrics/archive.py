@@ -102,7 +102,7 @@ def fold_dead_workers(path: str) -> int:
         for kind, files in dead.items():
             if kind.startswith("gauge_live"):
                 continue  # removed below, like mark_process_dead
-            if kind.startswith("gauge_") and kind[len("gauge_"):] not in _FOLDED_GAUGES:
+            if kind.startswith("gauge_") and kind[len("gauge_") :] not in _FOLDED_GAUGES:
                 files.clear()  # per worker by design: left alone
                 continue
             archive = os.path.join(path, f"{kind}_{ARCHIVE}.db")
@@ -126,8 +126,9 @@ def _write(path: str, metrics) -> str:
     try:
         for metric in metrics:
             for sample in metric.samples:
-                key = mmap_key(metric.name, sample.name, list(sample.labels), list(sample.labels.values()),
-                               metric.documentation)
+                key = mmap_key(
+                    metric.name, sample.name, list(sample.labels), list(sample.labels.values()), metric.documentation
+                )
                 values.write_value(key, sample.value, sample.timestamp or 0.0)
     finally:
         values.close()

@@ -55,8 +55,9 @@ class ScrapeCollector:
                 sessions = connection.execute(sa.select(sa.func.count()).select_from(SsoSession).where(live)).scalar()
                 users = dict(connection.execute(sa.select(User.active, sa.func.count()).group_by(User.active)).all())
                 tokens = connection.execute(
-                    sa.select(ScimToken.name, ScimToken.last_used_at)
-                    .where(ScimToken.revoked_at.is_(None), ScimToken.last_used_at.is_not(None))
+                    sa.select(ScimToken.name, ScimToken.last_used_at).where(
+                        ScimToken.revoked_at.is_(None), ScimToken.last_used_at.is_not(None)
+                    )
                 ).all()
         except sa.exc.SQLAlchemyError as exc:
             # The counters still matter most when the database is down: leave these out.
@@ -70,7 +71,8 @@ class ScrapeCollector:
         family.add_metric(["inactive"], users.get(False, 0))
         yield family
         family = GaugeMetricFamily(
-            "gateway_scim_token_last_used_timestamp_seconds", "When each SCIM token was last used (Unix time).",
+            "gateway_scim_token_last_used_timestamp_seconds",
+            "When each SCIM token was last used (Unix time).",
             labels=["token"],
         )
         for name, last_used in tokens:
@@ -93,6 +95,6 @@ class ScrapeCollector:
         for cert in info.certs if info is not None else ():
             not_after = cert.not_after
             if not_after.tzinfo is None:
-                not_after = not_after.replace(tzinfo=dt.timezone.utc)
+                not_after = not_after.replace(tzinfo=dt.UTC)
             family.add_metric([cert.fingerprint], not_after.timestamp())
         yield family

@@ -35,19 +35,24 @@ SIGNINS = Counter(
     "gateway_signins_total", "SAML sign-ins at the ACS, by outcome and refusal reason.", ["outcome", "reason"]
 )
 SIGNIN_DURATION = Histogram(
-    "gateway_signin_duration_seconds", "Time to answer an ACS request (the IdP's POST), in seconds.",
+    "gateway_signin_duration_seconds",
+    "Time to answer an ACS request (the IdP's POST), in seconds.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 SCIM_REQUESTS = Counter(
-    "gateway_scim_requests_total", "SCIM requests answered, by method, resource and status.",
+    "gateway_scim_requests_total",
+    "SCIM requests answered, by method, resource and status.",
     ["method", "resource", "status"],
 )
 SCIM_DURATION = Histogram(
-    "gateway_scim_request_duration_seconds", "Time to answer a SCIM request, in seconds.", ["method", "resource"],
+    "gateway_scim_request_duration_seconds",
+    "Time to answer a SCIM request, in seconds.",
+    ["method", "resource"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 FORWARD_AUTH = Counter(
-    "gateway_forward_auth_total", "Forward-auth (/auth) answers: allow (200), deny (403), unauthenticated (401).",
+    "gateway_forward_auth_total",
+    "Forward-auth (/auth) answers: allow (200), deny (403), unauthenticated (401).",
     ["decision"],
 )
 METADATA_REFRESHED = Gauge(
@@ -67,7 +72,9 @@ FORWARD_AUTH_UNAUTHENTICATED = FORWARD_AUTH.labels("unauthenticated")
 SIGNIN_SUCCESS = SIGNINS.labels("success", "")
 
 
-def scim_request(method: str, matched_resource: str | None, route_name: str | None, status: int, seconds: float) -> None:
+def scim_request(
+    method: str, matched_resource: str | None, route_name: str | None, status: int, seconds: float
+) -> None:
     """Count one SCIM request (called from the provisioning log's response callback)."""
     method = method if method in SCIM_METHODS else "other"
     if matched_resource is not None:

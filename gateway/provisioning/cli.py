@@ -36,9 +36,9 @@ def _when(value) -> str:
 
 
 def _table(rows: list[tuple], header: tuple, indent: str = "") -> None:
-    widths = [max(len(str(v)) for v in column) for column in zip(header, *rows)]
+    widths = [max(len(str(v)) for v in column) for column in zip(header, *rows, strict=True)]
     for row in (header, *rows):
-        print(indent + "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        print(indent + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def cmd_users(args) -> int:
@@ -90,7 +90,10 @@ def show_user(session, user_name: str) -> int:
     print(f"userName     {user.user_name}")
     print(f"id           {user.id}")
     print(f"active       {'yes' if user.active else 'no'}")
-    print(f"admin        {'yes' if user.is_admin else 'no'}" + (f" (granted by {user.admin_granted_by})" if user.admin_granted_by else ""))
+    print(
+        f"admin        {'yes' if user.is_admin else 'no'}"
+        + (f" (granted by {user.admin_granted_by})" if user.admin_granted_by else "")
+    )
     print(f"provisioned  {user.provisioned_by}")
     print(f"externalId   {user.external_id or '-'}")
     print(f"IdP subject  {user.idp_subject or '-'}")
@@ -122,7 +125,9 @@ def show_user(session, user_name: str) -> int:
     rows = []
     for s in sessions:
         state = "ended" if s.ended_at else "expired" if s.expires_at <= now else "open"
-        rows.append((state, _when(s.created_at), _when(s.last_seen_at), _when(s.ended_at or s.expires_at), s.remote_addr or "-"))
+        rows.append(
+            (state, _when(s.created_at), _when(s.last_seen_at), _when(s.ended_at or s.expires_at), s.remote_addr or "-")
+        )
     if rows:
         _table(rows, ("state", "started", "last seen", "ended/expires", "address"), indent="  ")
 
@@ -131,14 +136,24 @@ def show_user(session, user_name: str) -> int:
         sa.select(AuditEvent)
         .where(
             AuditEvent.target_type == "user",
-            sa.or_(AuditEvent.target_id == user.id, sa.and_(AuditEvent.target_id.is_(None), AuditEvent.target_name == user.user_name)),
+            sa.or_(
+                AuditEvent.target_id == user.id,
+                sa.and_(AuditEvent.target_id.is_(None), AuditEvent.target_name == user.user_name),
+            ),
         )
         .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
         .limit(AUDIT_EVENTS)
     ).all()
     print(f"\nAudit events (last {AUDIT_EVENTS}, newest first)")
     rows = [
-        (_when(e.at), e.action, e.actor, e.source, e.correlation_id or "-", json.dumps(e.details, sort_keys=True) if e.details else "")
+        (
+            _when(e.at),
+            e.action,
+            e.actor,
+            e.source,
+            e.correlation_id or "-",
+            json.dumps(e.details, sort_keys=True) if e.details else "",
+        )
         for e in events
     ]
     if rows:

@@ -98,7 +98,9 @@ def groups_for_claim(dbsession, values: tuple[str, ...], *, created: list | None
         ).all()
         if created is not None:
             order = {v[:512]: i for i, v in enumerate(missing)}
-            created.extend((row.id, row.display_name) for row in sorted(inserted, key=lambda r: order.get(r.display_name, 0)))
+            created.extend(
+                (row.id, row.display_name) for row in sorted(inserted, key=lambda r: order.get(r.display_name, 0))
+            )
         for row in dbsession.execute(
             sa.select(Group.id, Group.display_name_key).where(Group.display_name_key.in_([v.lower() for v in missing]))
         ):
@@ -172,15 +174,26 @@ def announce_claim_groups(request, user: User, sync: ClaimSync) -> None:
     hook = request.registry.pm.hook
     if not (hook.gateway_group_event.get_hookimpls() or hook.gateway_event_committed.get_hookimpls()):
         return  # nobody listens: no read of the groups' names
-    names = dict(request.dbsession.execute(
-        sa.select(Group.id, Group.display_name).where(Group.id.in_([*sync.joined, *sync.left]))
-    ).all())
+    names = dict(
+        request.dbsession.execute(
+            sa.select(Group.id, Group.display_name).where(Group.id.in_([*sync.joined, *sync.left]))
+        ).all()
+    )
     context = HookContext.of(request)
 
     def fire(type_: str, group_id: str, name: str | None, user_ids: tuple[str, ...] = ()) -> None:
-        fire_group(context, GroupEvent(type=type_, group_id=group_id, display_name=name,
-                                       actor=f"user:{user.user_name}", source="saml",
-                                       correlation_id=request.correlation_id, user_ids=user_ids))
+        fire_group(
+            context,
+            GroupEvent(
+                type=type_,
+                group_id=group_id,
+                display_name=name,
+                actor=f"user:{user.user_name}",
+                source="saml",
+                correlation_id=request.correlation_id,
+                user_ids=user_ids,
+            ),
+        )
 
     for group_id, name in sync.created:
         fire("created", group_id, name)
@@ -292,7 +305,10 @@ def recompute_admins(dbsession, settings, group_id: str | None = None) -> int:
     stmt = sa.update(User).values(is_admin=should).where(User.is_admin != should)
     if group_id is not None:
         stmt = stmt.where(
-            sa.or_(User.is_admin.is_(True), User.id.in_(sa.select(GroupMember.user_id).where(GroupMember.group_id == group_id)))
+            sa.or_(
+                User.is_admin.is_(True),
+                User.id.in_(sa.select(GroupMember.user_id).where(GroupMember.group_id == group_id)),
+            )
         )
     result = dbsession.execute(stmt, execution_options={"synchronize_session": False})
     zope.sqlalchemy.mark_changed(dbsession)

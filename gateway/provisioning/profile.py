@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
 from types import SimpleNamespace
-from typing import Any, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 import zope.sqlalchemy
@@ -241,7 +242,9 @@ def changed_fields(old: Mapping, new: Mapping) -> tuple[str, ...]:
     """Field names that differ; custom attributes as ``custom.<name>``."""
     changed = [name for name in STORED_FIELDS if old.get(name) != new.get(name)]
     old_custom, new_custom = dict(old.get("custom") or {}), dict(new.get("custom") or {})
-    changed += [f"custom.{k}" for k in sorted(set(old_custom) | set(new_custom)) if old_custom.get(k) != new_custom.get(k)]
+    changed += [
+        f"custom.{k}" for k in sorted(set(old_custom) | set(new_custom)) if old_custom.get(k) != new_custom.get(k)
+    ]
     return tuple(changed)
 
 
@@ -269,7 +272,9 @@ def store(user: User, profile: Mapping) -> tuple[str, ...]:
 def _context_fields(user: User, identity: Identity | None = None) -> dict:
     fields: dict[str, Any] = {"subject": user.idp_subject}
     if identity is not None:
-        fields.update(subject=identity.subject, tenant_id=(identity.profile or {}).get("tenant_id"), groups=identity.groups)
+        fields.update(
+            subject=identity.subject, tenant_id=(identity.profile or {}).get("tenant_id"), groups=identity.groups
+        )
     return fields
 
 

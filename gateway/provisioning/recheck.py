@@ -23,7 +23,7 @@ known user, so Entra's syncs pay nothing for the question.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
 

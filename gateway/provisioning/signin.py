@@ -47,7 +47,9 @@ class SignInResult:
     created: bool = False
 
 
-def identity_from_claims(profile, name_id: str, attributes: dict[str, list[str]], issuer: str | None = None) -> Identity:
+def identity_from_claims(
+    profile, name_id: str, attributes: dict[str, list[str]], issuer: str | None = None
+) -> Identity:
     """Map the claims through the IdP profile's claim map onto an Identity."""
     fields: dict[str, Any] = {}
     custom: dict[str, Any] = {}
@@ -112,9 +114,13 @@ def find_user(dbsession, identity: Identity, match_on) -> Match:
                 )
             )
         elif key == "userName" and identity.user_name:
-            candidates = list(dbsession.scalars(sa.select(User).where(User.user_name_key == identity.user_name.lower())))
+            candidates = list(
+                dbsession.scalars(sa.select(User).where(User.user_name_key == identity.user_name.lower()))
+            )
         elif key == "email" and identity.email:
-            candidates = list(dbsession.scalars(sa.select(User).where(User.email_key == identity.email.lower()).limit(2)))
+            candidates = list(
+                dbsession.scalars(sa.select(User).where(User.email_key == identity.email.lower()).limit(2))
+            )
         # Two matches are ambiguous (email is not unique), so neither is taken.
         if len(candidates) == 1:
             if _linkable(candidates[0], identity):
@@ -177,7 +183,7 @@ def fire(
             correlation_id=request.correlation_id,
             changed=tuple(changed),
             reason=reason,
-        )
+        ),
     )
 
 

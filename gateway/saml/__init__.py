@@ -27,7 +27,7 @@ def choose_profile(registry, settings):
     profile = profiles[name]
     if not settings.saml.idp_metadata and profile.default_metadata is None:
         pattern = profile.metadata_url_pattern or "a file path or an https URL"
-        raise ConfigError(f"saml.idp_metadata: required for the IdP profile \"{name}\" (for example {pattern})")
+        raise ConfigError(f'saml.idp_metadata: required for the IdP profile "{name}" (for example {pattern})')
     return profile
 
 

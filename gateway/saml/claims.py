@@ -11,7 +11,7 @@ undone by the order in which Entra happens to send the two claims. Giving
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..interfaces import IdpProfile
 

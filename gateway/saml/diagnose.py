@@ -132,8 +132,14 @@ class Diagnosis:
             # Every algorithm the gateway knows, so that the algorithm check
             # below can say which one was used even when it is not allowed.
             state["structure"] = check_structure(root, _ALL_SIGNATURES, _ALL_DIGESTS)
-            where = [w for w, signed in (("the Response", state["structure"].response_signed),
-                                         ("the Assertion", state["structure"].assertion_signed)) if signed]
+            where = [
+                w
+                for w, signed in (
+                    ("the Response", state["structure"].response_signed),
+                    ("the Assertion", state["structure"].assertion_signed),
+                )
+                if signed
+            ]
             return "One assertion, in its place; signatures on " + (" and ".join(where) or "nothing")
 
         if not self.check("structure", "Structure (no signature wrapping)", structure):
@@ -144,22 +150,34 @@ class Diagnosis:
         assertion = structure_.assertion
         if assertion is None:
             if status_ok:
-                self.check("assertion", "The response holds an assertion", lambda: _raise(
-                    SamlRejection("no_assertion", "The identity provider's answer holds no assertion.")))
+                self.check(
+                    "assertion",
+                    "The response holds an assertion",
+                    lambda: _raise(SamlRejection("no_assertion", "The identity provider's answer holds no assertion.")),
+                )
             for key, label in (("signature", "Signature"), ("issuer", "Issuer"), ("audience", "Audience")):
                 self.skip(key, label, "No assertion to check.")
             return self.finish()
 
-        self.check("signed", f"Signed as required (saml.require_signed = {provider.saml.require_signed})",
-                   lambda: provider._check_signed(structure_) or "Yes")
-        self.check("signature", "Signature verifies with the IdP metadata's certificates",
-                   lambda: self._signature(state["xml"], root, structure_))
+        self.check(
+            "signed",
+            f"Signed as required (saml.require_signed = {provider.saml.require_signed})",
+            lambda: provider._check_signed(structure_) or "Yes",
+        )
+        self.check(
+            "signature",
+            "Signature verifies with the IdP metadata's certificates",
+            lambda: self._signature(state["xml"], root, structure_),
+        )
         self.check("issuer", "Issuer is the IdP of the metadata", lambda: self._issuer(root, assertion))
         self.check("destination", "Destination is this gateway's ACS", lambda: self._destination(root))
         self.check("recipient", "Recipient is this gateway's ACS", lambda: self._recipient(assertion))
-        self.check("in_response_to", "InResponseTo answers this test's request", lambda: self._in_response_to(root, assertion))
-        self.check("time", f"Time window, allowing {provider.saml.clock_skew} s of clock skew",
-                   lambda: self._time(assertion))
+        self.check(
+            "in_response_to", "InResponseTo answers this test's request", lambda: self._in_response_to(root, assertion)
+        )
+        self.check(
+            "time", f"Time window, allowing {provider.saml.clock_skew} s of clock skew", lambda: self._time(assertion)
+        )
         self.check("audience", "Audience is this gateway's Identifier", lambda: self._audience(assertion))
         self.check("replay", "Not used before (replay)", lambda: self._replay(assertion))
 
@@ -234,7 +252,11 @@ class Diagnosis:
                         der = base64.b64decode("".join(presented.text.split()))
                         detail += f"; it names certificate {hashlib.sha256(der).hexdigest()[:16]}"
                         known = {c.fingerprint for c in idp.certs}
-                        detail += " (in the metadata)" if hashlib.sha256(der).hexdigest()[:16] in known else " (not in the metadata)"
+                        detail += (
+                            " (in the metadata)"
+                            if hashlib.sha256(der).hexdigest()[:16] in known
+                            else " (not in the metadata)"
+                        )
                     except ValueError:
                         pass
                 raise SamlRejection(
@@ -280,8 +302,11 @@ class Diagnosis:
     def _in_response_to(self, root, assertion) -> str:
         answered = root.get("InResponseTo")
         if answered != self.in_response_to:
-            raise SamlRejection("in_response_to", "This answer does not belong to the sign-in this browser started.",
-                                detail=f"InResponseTo {answered!r}")
+            raise SamlRejection(
+                "in_response_to",
+                "This answer does not belong to the sign-in this browser started.",
+                detail=f"InResponseTo {answered!r}",
+            )
         for data in assertion.iter(_t(SAML, "SubjectConfirmationData")):
             if data.get("InResponseTo") not in (None, answered):
                 raise SamlRejection("in_response_to", "The answer's parts disagree about which sign-in they answer.")
@@ -316,8 +341,9 @@ class Diagnosis:
         assertion_id = assertion.get("ID") or ""
         seen = self.request.dbsession.get(SeenAssertion, assertion_id[:256])
         if seen is not None and seen.expires_at > self.now:
-            raise SamlRejection("replay", "This sign-in answer was already used.", status=403,
-                                detail=f"assertion {assertion_id}")
+            raise SamlRejection(
+                "replay", "This sign-in answer was already used.", status=403, detail=f"assertion {assertion_id}"
+            )
         return f"Assertion {assertion_id} was not used before"
 
     # ------------------------------------------------------------ what follows
@@ -334,12 +360,14 @@ class Diagnosis:
             values = [(v.text or "").strip() for v in attribute.findall(_t(SAML, "AttributeValue"))]
             values = [v for v in values if v]
             name = attribute.get("Name") or ""
-            report.claims.append({
-                "name": name,
-                "friendly_name": attribute.get("FriendlyName"),
-                "values": values,
-                "maps_to": self.provider.profile.claim_map.get(name),
-            })
+            report.claims.append(
+                {
+                    "name": name,
+                    "friendly_name": attribute.get("FriendlyName"),
+                    "values": values,
+                    "maps_to": self.provider.profile.claim_map.get(name),
+                }
+            )
             attributes.setdefault(name, []).extend(values)
         self.attributes = attributes
 
@@ -352,9 +380,16 @@ class Diagnosis:
             report.verdict, report.reason, report.message, report.detail = "failed", exc.code, exc.message, exc.detail
             if not any(c.outcome == "fail" for c in report.checks):
                 fix = likely_fix(exc.code, exc.detail, exc.message, self.expected)
-                report.checks.append(Check("verification", "Full verification (pysaml2)", "fail",
-                                           exc.message + (f" ({exc.detail})" if exc.detail else ""), exc.code,
-                                           asdict(fix) if fix else None))
+                report.checks.append(
+                    Check(
+                        "verification",
+                        "Full verification (pysaml2)",
+                        "fail",
+                        exc.message + (f" ({exc.detail})" if exc.detail else ""),
+                        exc.code,
+                        asdict(fix) if fix else None,
+                    )
+                )
             if report.name_id is None:
                 return
             name_id, attributes, issuer = report.name_id, self.attributes, report.issuer
@@ -365,8 +400,11 @@ class Diagnosis:
             else:
                 report.verdict = "passed"
             report.claims_verified = True
-            report.checks.append(Check("verification", "Full verification (pysaml2)", "pass",
-                                       f"Assertion {verified.assertion_id} verified"))
+            report.checks.append(
+                Check(
+                    "verification", "Full verification (pysaml2)", "pass", f"Assertion {verified.assertion_id} verified"
+                )
+            )
             name_id, attributes, issuer = verified.name_id, verified.attributes, verified.issuer
         identity = identity_from_claims(self.provider.profile, name_id, attributes, issuer)
         self.identity = identity
@@ -407,10 +445,15 @@ class Diagnosis:
         saml = profile_from_saml(identity)
         provisioned_by = user.provisioned_by if user is not None else "saml"
         scim = profile_from_scim(user.scim_data if user is not None else None)
-        merged = merge(scim, saml) if authority(registry.gateway_settings, provisioned_by) == "scim" else merge(saml, scim)
+        merged = (
+            merge(scim, saml) if authority(registry.gateway_settings, provisioned_by) == "scim" else merge(saml, scim)
+        )
         steps: list = []
-        context = {"subject": identity.subject, "tenant_id": (identity.profile or {}).get("tenant_id"),
-                   "groups": identity.groups}
+        context = {
+            "subject": identity.subject,
+            "tenant_id": (identity.profile or {}).get("tenant_id"),
+            "groups": identity.groups,
+        }
         try:
             apply_transforms(registry, merged, "saml", context, steps=steps)
         except Exception as exc:  # noqa: BLE001 - a failing transform is part of the report
@@ -423,34 +466,58 @@ class Diagnosis:
 
         # What sign_in() would decide, step by step, without doing it.
         if user is None and taken is not None:
-            decision = {"action": "deny", "reason": SUBJECT_TAKEN,
-                        "why": f"{taken.user_name} matches by name or email but belongs to another IdP subject"}
+            decision = {
+                "action": "deny",
+                "reason": SUBJECT_TAKEN,
+                "why": f"{taken.user_name} matches by name or email but belongs to another IdP subject",
+            }
         else:
             answer = registry.pm.hook.gateway_provisioning_decide(
                 context=HookContext.of(request), identity=identity, user=user_as_dict(user, dbsession), source="saml"
             )
             modes = " ".join(sorted(registry.gateway_settings.provisioning.mode))
             if answer is None or answer.action == "deny":
-                decision = {"action": "deny", "reason": answer.reason if answer else "No provisioning policy answered.",
-                            "why": f"the provisioning policy refused (provisioning.mode = {modes})"}
+                decision = {
+                    "action": "deny",
+                    "reason": answer.reason if answer else "No provisioning policy answered.",
+                    "why": f"the provisioning policy refused (provisioning.mode = {modes})",
+                }
             elif user is not None and not user.active:
                 decision = {"action": "deny", "reason": DEACTIVATED, "why": "the user is deactivated"}
             elif user is None and answer.action != "create":
-                decision = {"action": "deny", "reason": NO_ACCOUNT, "why": "no stored user, and the policy does not create one"}
+                decision = {
+                    "action": "deny",
+                    "reason": NO_ACCOUNT,
+                    "why": "no stored user, and the policy does not create one",
+                }
             elif user is None:
-                decision = {"action": "create", "reason": "",
-                            "why": f"no stored user matches, and provisioning.mode ({modes}) creates"
-                                   f" {identity.user_name} at the first sign-in"}
+                decision = {
+                    "action": "create",
+                    "reason": "",
+                    "why": f"no stored user matches, and provisioning.mode ({modes}) creates"
+                    f" {identity.user_name} at the first sign-in",
+                }
             else:
                 link = "" if user.idp_subject else "; the IdP subject would be linked to the user"
-                decision = {"action": "allow", "reason": "",
-                            "why": f"signs in as {user.user_name}, matched by {key}{link}"}
+                decision = {
+                    "action": "allow",
+                    "reason": "",
+                    "why": f"signs in as {user.user_name}, matched by {key}{link}",
+                }
         report.decision = decision
         if decision["action"] == "deny" and report.verdict == "passed":
             fix = likely_fix("denied", None, decision["reason"], self.expected)
             report.verdict, report.reason, report.message = "failed", "denied", decision["reason"]
-            report.checks.append(Check("decision", "Provisioning policy", "fail", decision["reason"], "denied",
-                                       asdict(fix) if fix else None))
+            report.checks.append(
+                Check(
+                    "decision",
+                    "Provisioning policy",
+                    "fail",
+                    decision["reason"],
+                    "denied",
+                    asdict(fix) if fix else None,
+                )
+            )
 
 
 def diagnose(request, provider, saml_response: str, now: dt.datetime, in_response_to: str | None) -> Report:
@@ -500,8 +567,9 @@ def _verifies(client, xml_text: str, der: bytes, node_name: str, node_id: str | 
     try:
         with os.fdopen(handle, "w") as out:
             out.write(pem)
-        return bool(client.sec.verify_signature(xml_text, cert_file=path, cert_type="pem", node_name=node_name,
-                                                node_id=node_id))
+        return bool(
+            client.sec.verify_signature(xml_text, cert_file=path, cert_type="pem", node_name=node_name, node_id=node_id)
+        )
     except Exception:  # noqa: BLE001 - pysaml2 raises for "does not verify"
         return False
     finally:

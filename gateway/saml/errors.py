@@ -17,7 +17,9 @@ from ..templating import render_page
 log = logging.getLogger("gateway.saml")
 
 #: What the person can try, by the kind of failure.
-TRY_AGAIN = "Start the sign-in again from this site. If it keeps failing, send the reference below to your administrator."
+TRY_AGAIN = (
+    "Start the sign-in again from this site. If it keeps failing, send the reference below to your administrator."
+)
 ASK_ADMIN = "Send the reference below to your administrator."
 
 

@@ -57,7 +57,7 @@ class FetchPolicy:
     max_bytes: int = MAX_METADATA_BYTES
 
     @classmethod
-    def from_settings(cls, saml) -> "FetchPolicy":
+    def from_settings(cls, saml) -> FetchPolicy:
         allowed = tuple(ipaddress.ip_network(n, strict=False) for n in saml.metadata_allow_networks)
         return cls(float(saml.metadata_timeout), allowed, saml.metadata_ca_file)
 
@@ -112,7 +112,9 @@ def fetch_url(url: str, policy: FetchPolicy) -> bytes:
             if status in REDIRECTS:
                 target = urljoin(url, (location or "").strip())
                 if not location or urlsplit(url).scheme != "https" or urlsplit(target).scheme != "https":
-                    raise FetchError(f"redirect from {url} to {target or 'nowhere'} refused: metadata is fetched over https only")
+                    raise FetchError(
+                        f"redirect from {url} to {target or 'nowhere'} refused: metadata is fetched over https only"
+                    )
                 url = target
                 continue
             if status != 200:

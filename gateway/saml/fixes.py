@@ -78,8 +78,7 @@ _AADSTS_FIXES = {
     "AADSTS50105": lambda e: Fix(
         "User not assigned to the application",
         f"{APP} > Users and groups",
-        "Add the person (or a group they are in) with Add user/group, or set Properties > Assignment required"
-        " to No.",
+        "Add the person (or a group they are in) with Add user/group, or set Properties > Assignment required to No.",
     ),
     "AADSTS50011": _reply_url,
     "AADSTS700016": lambda e: Fix(

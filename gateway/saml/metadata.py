@@ -148,7 +148,7 @@ WAITING_SECONDS = 2
 #: Up to this many seconds are added at random to each wait, so processes started together spread out.
 JITTER_SECONDS = 5
 
-_STORES: "weakref.WeakSet[MetadataStore]" = weakref.WeakSet()
+_STORES: weakref.WeakSet[MetadataStore] = weakref.WeakSet()
 
 
 @atexit.register
@@ -361,7 +361,11 @@ class MetadataStore:
                 self._install(info, "database", row.fetched_at, error=row.last_error)
             else:
                 self.last_error = row.last_error
-                if self.info is not None and row.fetched_at and (self.fetched_at is None or row.fetched_at > self.fetched_at):
+                if (
+                    self.info is not None
+                    and row.fetched_at
+                    and (self.fetched_at is None or row.fetched_at > self.fetched_at)
+                ):
                     self.fetched_at = row.fetched_at  # another process confirmed the same copy
             if self.info is not None and self.fetched_at is not None:
                 # Every process reports when the copy in force was last confirmed, by whichever process.
@@ -453,7 +457,7 @@ def _check_literal_address(source: str, policy: FetchPolicy) -> None:
         return
     if not policy.permits(address):
         raise ConfigError(
-            f'saml.idp_metadata: {host} is not a public address; add it to saml.metadata_allow_networks'
+            f"saml.idp_metadata: {host} is not a public address; add it to saml.metadata_allow_networks"
             f' to fetch metadata from it, got "{source}"'
         )
 

@@ -29,13 +29,12 @@ these names or that signature.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import logging
 import threading
 from pathlib import Path
-
-import contextlib
-import contextvars
 
 import saml2.samlp
 import saml2.sigver
@@ -112,12 +111,18 @@ def check_seam() -> None:
     if "self.crypto.validate_signature(" not in source:
         raise RuntimeError("pysaml2 changed SecurityContext.verify_signature: it no longer calls self.crypto")
     if "validate_doc_with_schema(" not in inspect.getsource(SecurityContext._check_signature):
-        raise RuntimeError("pysaml2 changed SecurityContext._check_signature: it no longer calls validate_doc_with_schema")
-    if "samlp.any_response_from_string(decoded_xml)" not in inspect.getsource(SecurityContext.correctly_signed_response):
+        raise RuntimeError(
+            "pysaml2 changed SecurityContext._check_signature: it no longer calls validate_doc_with_schema"
+        )
+    if "samlp.any_response_from_string(decoded_xml)" not in inspect.getsource(
+        SecurityContext.correctly_signed_response
+    ):
         raise RuntimeError("pysaml2 changed SecurityContext.correctly_signed_response: it no longer parses with samlp")
     parse = inspect.getsource(Entity._parse_response)
     if "response.require_response_signature = True" not in parse or parse.count("response.loads(xmlstr") != 2:
-        raise RuntimeError("pysaml2 changed Entity._parse_response: no longer a first load requiring a Response signature")
+        raise RuntimeError(
+            "pysaml2 changed Entity._parse_response: no longer a first load requiring a Response signature"
+        )
     schema.schema()  # the XSD files compile
 
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 import threading
 from importlib.resources import files
 
-from lxml import etree
-
 import saml2.data.schemas
+from lxml import etree
 
 _DIR = files(saml2.data.schemas)
 _schema: etree.XMLSchema | None = None

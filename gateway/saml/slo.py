@@ -43,6 +43,7 @@ import secrets
 import tempfile
 import zlib
 from urllib.parse import quote, unquote_plus
+from xml.sax.saxutils import escape, quoteattr
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -50,7 +51,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pyramid.httpexceptions import HTTPSeeOther
 from saml2.sigver import CryptoBackendXmlSec1, SignatureError
-from xml.sax.saxutils import escape, quoteattr
 
 from .. import sessions
 from ..db.models import utcnow
@@ -176,7 +176,9 @@ def verify_post_signature(provider, root, xml: bytes, certs) -> bool:
             )
         except verify.VerificationError as exc:
             log.info("sign-out message signature refused: %s", exc)
-            raise SamlRejection("signature_invalid", "The sign-out message's signature does not verify.", status=403) from None
+            raise SamlRejection(
+                "signature_invalid", "The sign-out message's signature does not verify.", status=403
+            ) from None
         return True
     backend = CryptoBackendXmlSec1(provider.xmlsec, delete_tmpfiles=True)
     node_name = root.tag[1:].replace("}", ":")  # pysaml2's "namespace:Name"
@@ -296,7 +298,9 @@ def _logout_request(provider, idp, request, root, signed: bool, now, raw):
     issued = parse_instant(root.get("IssueInstant"))
     if issued is None or issued > now + skew:
         raise SamlRejection(
-            "issue_instant", "The sign-out message's time is missing or in the future.", detail=f"IssueInstant {root.get('IssueInstant')!r}"
+            "issue_instant",
+            "The sign-out message's time is missing or in the future.",
+            detail=f"IssueInstant {root.get('IssueInstant')!r}",
         )
     not_on_or_after = parse_instant(root.get("NotOnOrAfter")) or issued + LOGOUT_REQUEST_LIFETIME
     if now - skew >= not_on_or_after:
@@ -310,7 +314,9 @@ def _logout_request(provider, idp, request, root, signed: bool, now, raw):
     if signed:
         message_id = root.get("ID") or ""
         if not message_id or not replay.first_use(request.dbsession, message_id, not_on_or_after + skew, now):
-            raise SamlRejection("replay", "This sign-out message was already used.", detail=f"ID {message_id!r}", status=403)
+            raise SamlRejection(
+                "replay", "This sign-out message was already used.", detail=f"ID {message_id!r}", status=403
+            )
         for index in indexes or [None]:
             ended += sessions.end_sessions_by_name_id(request.dbsession, name_id, index)
     identity = request.identity
@@ -322,7 +328,9 @@ def _logout_request(provider, idp, request, root, signed: bool, now, raw):
         sessions.end_session(request)
         fire(request, "signed_out", identity.user_id, identity.user_name, actor="idp")
         ended += 1
-    log.info("single logout: name_id=%s signed=%s ended=%d correlation_id=%s", name_id, signed, ended, request.correlation_id)
+    log.info(
+        "single logout: name_id=%s signed=%s ended=%d correlation_id=%s", name_id, signed, ended, request.correlation_id
+    )
     if not idp.slo_redirect_url:
         return HTTPSeeOther(location=request.route_url("home"))
     response_xml = _logout_response_xml(provider, idp.slo_redirect_url, root.get("ID") or "")
@@ -330,7 +338,9 @@ def _logout_request(provider, idp, request, root, signed: bool, now, raw):
         relay_state = unquote_plus(raw["RelayState"])
     else:
         relay_state = request.POST.get("RelayState") if request.method == "POST" else None
-    return HTTPSeeOther(location=redirect_url(provider, idp.slo_redirect_url, "SAMLResponse", response_xml, relay_state))
+    return HTTPSeeOther(
+        location=redirect_url(provider, idp.slo_redirect_url, "SAMLResponse", response_xml, relay_state)
+    )
 
 
 def _instant() -> str:
@@ -355,7 +365,9 @@ def logout_request(provider, identity) -> tuple[str, str] | None:
         return None
     # Entra: the ID "must not begin with a number".
     request_id = "_" + secrets.token_hex(16)
-    index = f"<samlp:SessionIndex>{escape(identity.session_index)}</samlp:SessionIndex>" if identity.session_index else ""
+    index = (
+        f"<samlp:SessionIndex>{escape(identity.session_index)}</samlp:SessionIndex>" if identity.session_index else ""
+    )
     xml = (
         f'<samlp:LogoutRequest xmlns:samlp="{SAMLP}" xmlns:saml="{SAML}" ID="{request_id}"'
         f' Version="2.0" IssueInstant="{_instant()}" Destination={quoteattr(idp.slo_redirect_url)}>'

@@ -75,8 +75,8 @@ def parse_instant(value: str | None) -> dt.datetime | None:
     except ValueError:
         raise SamlRejection("malformed", "The sign-in message has an invalid time.", detail=value) from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
 
 
 class _NoIdentityCache(Cache):
@@ -335,7 +335,9 @@ class ServiceProvider:
                         saml_response, BINDING_HTTP_POST, outstanding=outstanding
                     )
             else:
-                response = client.parse_authn_request_response(saml_response, BINDING_HTTP_POST, outstanding=outstanding)
+                response = client.parse_authn_request_response(
+                    saml_response, BINDING_HTTP_POST, outstanding=outstanding
+                )
         except saml2.response.StatusError as exc:  # pragma: no cover - refused above with the message
             raise SamlRejection("idp_status", "The identity provider refused the sign-in.", detail=str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - any pysaml2 failure is a refusal, never a traceback

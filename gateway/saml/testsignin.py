@@ -59,8 +59,9 @@ def start(request, started_by: str, link: SigninTest | None = None) -> HTTPSeeOt
     dbsession = request.dbsession
     if link is None:
         dbsession.add(
-            SigninTest(created_by=started_by, request_id=request_id, created_at=now,
-                       expires_at=now + browser.REQUEST_LIFETIME)
+            SigninTest(
+                created_by=started_by, request_id=request_id, created_at=now, expires_at=now + browser.REQUEST_LIFETIME
+            )
         )
     else:
         claimed = dbsession.execute(
@@ -138,8 +139,12 @@ def link_start(request):
     if test is not None and test.used_at is None and test.expires_at > utcnow():
         started = start(request, test.created_by, test)
     if started is None:
-        return render_page(request, "signin_test_link.html",
-                           {"usable": False, "label": request.registry.saml_sp.profile.label}, status=410)
+        return render_page(
+            request,
+            "signin_test_link.html",
+            {"usable": False, "label": request.registry.saml_sp.profile.label},
+            status=410,
+        )
     return started
 
 
@@ -173,13 +178,18 @@ def answer(request):
         report = diagnose(request, provider, saml_response, now, in_response_to)
     except Exception:  # noqa: BLE001 - a report that could not be finished is still a report
         log.exception("test sign-in: the report could not be made; correlation_id=%s", request.correlation_id)
-        report = Report(summary="The gateway could not finish this report: the log has the error, under the reference below.",
-                        reason="report_failed", message="The report could not be finished.")
+        report = Report(
+            summary="The gateway could not finish this report: the log has the error, under the reference below.",
+            reason="report_failed",
+            message="The report could not be finished.",
+        )
     if binding is not None:
         # The browser check is the view's, not the SP's: put it where InResponseTo is checked.
         position = next((i for i, c in enumerate(report.checks) if c.key == "in_response_to"), len(report.checks))
-        report.checks.insert(position, Check("browser", "Answered in the browser that started the test", "fail",
-                                             binding.message, binding.code))
+        report.checks.insert(
+            position,
+            Check("browser", "Answered in the browser that started the test", "fail", binding.message, binding.code),
+        )
         report.verdict, report.reason, report.message = "failed", binding.code, binding.message
         report.summary = f"A sign-in with this response would be refused ({binding.code})."
     matched = (report.match or {}).get("user") or {}
@@ -204,8 +214,13 @@ def answer(request):
     if test is not None:
         test.trace_id = trace_id
     browser.forget(request)
-    log.info("test sign-in %s: %s (%s) correlation_id=%s", trace_id, report.verdict, report.reason or "-",
-             request.correlation_id)
+    log.info(
+        "test sign-in %s: %s (%s) correlation_id=%s",
+        trace_id,
+        report.verdict,
+        report.reason or "-",
+        request.correlation_id,
+    )
     if test is not None and test.link_hash:
         return render_page(request, "signin_test_thanks.html", {})
     # The report is an admin page: the admin's session cookie (SameSite=Lax) comes with this redirect.

@@ -153,8 +153,18 @@ def note_user(request, user_id: str | None, user_name: str | None) -> None:
     request.environ[SIGNIN_USER] = (user_id, user_name)
 
 
-def trace_values(request, *, kind: str, outcome: str, reason: str | None, message: str | None,
-                 detail: str | None, status: int | None, xml: str | None = None, **extra: Any) -> dict:
+def trace_values(
+    request,
+    *,
+    kind: str,
+    outcome: str,
+    reason: str | None,
+    message: str | None,
+    detail: str | None,
+    status: int | None,
+    xml: str | None = None,
+    **extra: Any,
+) -> dict:
     """A trace row for this request; ``extra`` overrides any column."""
     keep = request.registry.gateway_settings.admin.trace_keep_responses
     if xml is None:
@@ -190,8 +200,13 @@ def record_refusal(request, exc) -> None:
     """Keep the refusal ``exc`` (a SamlRejection) as a trace, once the request's transaction has ended."""
     try:
         values = trace_values(
-            request, kind="refusal", outcome="refused", reason=exc.code, message=exc.message,
-            detail=exc.detail, status=exc.status,
+            request,
+            kind="refusal",
+            outcome="refused",
+            reason=exc.code,
+            message=exc.message,
+            detail=exc.detail,
+            status=exc.status,
         )
     except Exception:  # noqa: BLE001 - the refusal page is shown whatever happens here
         log.warning("sign-in trace: could not describe refusal %s", getattr(exc, "code", "?"), exc_info=True)
@@ -210,7 +225,10 @@ def write_after_response(request, values: dict) -> None:
         except Exception:  # noqa: BLE001 - a trace is bookkeeping: never a 500
             log.warning(
                 "sign-in trace: could not write trace %s (reason=%s correlation_id=%s)",
-                values.get("id"), values.get("reason"), values.get("correlation_id"), exc_info=True,
+                values.get("id"),
+                values.get("reason"),
+                values.get("correlation_id"),
+                exc_info=True,
             )
             return
         from ..retention import retention
@@ -240,8 +258,15 @@ def fix_for(registry, trace) -> Fix | None:
     return likely_fix(trace.reason, trace.detail, trace.message, expected(registry))
 
 
-def search(dbsession, q: str | None = None, *, kind: str | None = None, user_id: str | None = None,
-           before: dt.datetime | None = None, limit: int = 50) -> list[SigninTrace]:
+def search(
+    dbsession,
+    q: str | None = None,
+    *,
+    kind: str | None = None,
+    user_id: str | None = None,
+    before: dt.datetime | None = None,
+    limit: int = 50,
+) -> list[SigninTrace]:
     """Traces, newest first. ``q``: a reference (correlation id), a reason code, a NameID or userName."""
     query = sa.select(SigninTrace).order_by(SigninTrace.at.desc(), SigninTrace.id).limit(limit)
     if q:

@@ -170,9 +170,7 @@ def verify_element(
     reference = _one(signed_info, f"{{{DS}}}Reference", "Reference")
     if reference.get("URI") != "#" + node_id:
         raise VerificationError(f"the reference {reference.get('URI')!r} does not cover the signed element")
-    _children_only(
-        reference, (f"{{{DS}}}Transforms", f"{{{DS}}}DigestMethod", f"{{{DS}}}DigestValue"), "Reference"
-    )
+    _children_only(reference, (f"{{{DS}}}Transforms", f"{{{DS}}}DigestMethod", f"{{{DS}}}DigestValue"), "Reference")
     transforms = _one(reference, f"{{{DS}}}Transforms", "Transforms")
     _children_only(transforms, (f"{{{DS}}}Transform",), "Transforms")
     algorithms = [t.get("Algorithm") for t in transforms]
@@ -241,15 +239,17 @@ def verify(xml: bytes | str, node_id: str, certificates, signature_uris, digest_
 
 # ---------------------------------------------------------------- self-test
 
+
 def _self_test_material():
     """A fresh key pair and a document signed with it (built here, so no file can go stale)."""
+    import datetime as dt
+
     from cryptography.hazmat.primitives.asymmetric import rsa as _rsa
     from cryptography.x509.oid import NameOID
-    import datetime as dt
 
     key = _rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway self-test")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -318,7 +318,9 @@ def self_test() -> None:
     }
     for case, data in bad.items():
         certs = [other_cert] if case == "another key" else [cert]
-        sigs = {"http://www.w3.org/2001/04/xmldsig-more#rsa-sha512"} if case == "algorithm not allowed" else allowed_sigs
+        sigs = (
+            {"http://www.w3.org/2001/04/xmldsig-more#rsa-sha512"} if case == "algorithm not allowed" else allowed_sigs
+        )
         try:
             verify(data, "_a", certs, sigs, allowed_digests)
         except VerificationError:

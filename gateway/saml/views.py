@@ -15,18 +15,18 @@ from pyramid.response import Response
 from pyramid.view import view_config
 
 from .. import sessions
-from ..templating import html_page
 from ..db.models import SamlRequest, utcnow
 from ..forward_auth import urls
 from ..metrics import instruments
 from ..provisioning.signin import fire, identity_from_claims, sign_in
-from . import browser, replay
+from ..templating import html_page
+from . import browser, replay, testsignin
 from . import slo as slo_module
-from . import testsignin
 from .errors import ASK_ADMIN, SamlRejection, rejection_response
 from .xmlguard import safe_parse
 
 log = logging.getLogger("gateway.saml")
+
 
 def sp(request):
     return request.registry.saml_sp
@@ -182,9 +182,7 @@ def _acs(request):
             SamlRejection("denied", result.decision.reason, status=403, hint=ASK_ADMIN),
             title="Sign-in refused",
         )
-    sessions.start_session(
-        request, result.user.id, name_id=verified.name_id, session_index=verified.session_index
-    )
+    sessions.start_session(request, result.user.id, name_id=verified.name_id, session_index=verified.session_index)
     instruments.SIGNIN_SUCCESS.inc()
     log.info(
         "signed in user=%s created=%s assertion=%s correlation_id=%s",

@@ -112,7 +112,7 @@ def safe_parse(data: bytes, allow_comments: bool = False) -> ET.Element:
 
 
 #: The bytes each live tree of :func:`safe_parse` was parsed from (for :func:`_check_schema`).
-_parsed_from: "weakref.WeakKeyDictionary[ET.Element, bytes]" = weakref.WeakKeyDictionary()
+_parsed_from: weakref.WeakKeyDictionary[ET.Element, bytes] = weakref.WeakKeyDictionary()
 
 
 _DECLARED_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?<\?xml[^>]*?\bencoding\s*=\s*["']([^"']*)["']""")
@@ -130,7 +130,9 @@ def _check_encoding(data: bytes) -> None:
     declared = _DECLARED_ENCODING.match(data[:200])
     if declared and declared.group(1).lower() not in (b"utf-8", b"utf8"):
         raise _refuse(
-            "malformed", "The sign-in message is not UTF-8 XML.", f"declared encoding {declared.group(1).decode('ascii', 'replace')}"
+            "malformed",
+            "The sign-in message is not UTF-8 XML.",
+            f"declared encoding {declared.group(1).decode('ascii', 'replace')}",
         )
 
 
@@ -172,7 +174,8 @@ def check_structure(root: ET.Element, allowed_signature_uris: set[str], allowed_
     children = [child.tag for child in root]
     if children.count(STATUS) != 1 or children.count(ISSUER) > 1:
         raise _refuse(
-            "malformed", "The sign-in message is not a valid SAML Response.",
+            "malformed",
+            "The sign-in message is not a valid SAML Response.",
             f"{children.count(STATUS)} Status and {children.count(ISSUER)} Issuer elements in the Response",
         )
 
@@ -238,7 +241,9 @@ def check_unique_ids(root: ET.Element) -> None:
             ids.add(value)
 
 
-def check_enveloped_signature(signature: ET.Element, parent: ET.Element, sig_uris: set[str], digest_uris: set[str]) -> None:
+def check_enveloped_signature(
+    signature: ET.Element, parent: ET.Element, sig_uris: set[str], digest_uris: set[str]
+) -> None:
     """Refuse a signature that does not cover exactly ``parent``, or uses an algorithm not allowed."""
     _check_signature(signature, parent, sig_uris, digest_uris)
 

@@ -40,8 +40,8 @@ def token_warnings(request) -> list[str]:
 
 def includeme(config):
     from .directory import directory_storage
-    from .schemas import resource_types
     from .provlog import ProvisioningLog
+    from .schemas import resource_types
     from .tokens import TokenVerifier
 
     registry = config.registry

@@ -17,7 +17,11 @@ from . import tokens
 def add_token_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     create = sub.add_parser("create", help="make a token and print it once (only its hash is stored)")
-    create.add_argument("name", metavar="NAME", help="a label such as entra or entra-2025 (rotation: make a new one, then revoke the old)")
+    create.add_argument(
+        "name",
+        metavar="NAME",
+        help="a label such as entra or entra-2025 (rotation: make a new one, then revoke the old)",
+    )
     sub.add_parser("list", help="show every token: name, created, last used, revoked")
     revoke = sub.add_parser("revoke", help="refuse a token from the next request on, on every instance")
     revoke.add_argument("name", metavar="NAME")
@@ -39,12 +43,26 @@ def cmd_token(args) -> int:
         with Session(engine) as session, session.begin():
             if args.token_command == "create":
                 token = tokens.create_token(session, args.name)
-                audit.record(session, actor="cli", action="scim.token.create", target_type="token", target_name=args.name, source="cli")
+                audit.record(
+                    session,
+                    actor="cli",
+                    action="scim.token.create",
+                    target_type="token",
+                    target_name=args.name,
+                    source="cli",
+                )
                 print(f'Token "{args.name}" created. Copy it now: it is not stored and cannot be shown again.')
                 print(token)
             elif args.token_command == "revoke":
                 revoked = tokens.revoke_token(session, args.name)
-                audit.record(session, actor="cli", action="scim.token.revoke", target_type="token", target_name=args.name, source="cli")
+                audit.record(
+                    session,
+                    actor="cli",
+                    action="scim.token.revoke",
+                    target_type="token",
+                    target_name=args.name,
+                    source="cli",
+                )
                 print(f'Token "{revoked.name}" revoked at {_when(revoked.revoked_at)}.')
             else:
                 rows = tokens.list_tokens(session)
@@ -54,7 +72,9 @@ def cmd_token(args) -> int:
                 width = max(4, *(len(t.name) for t in rows))
                 print(f"{'name':<{width}}  {'created':<23}  {'last used':<23}  revoked")
                 for t in rows:
-                    print(f"{t.name:<{width}}  {_when(t.created_at):<23}  {_when(t.last_used_at):<23}  {_when(t.revoked_at)}")
+                    print(
+                        f"{t.name:<{width}}  {_when(t.created_at):<23}  {_when(t.last_used_at):<23}  {_when(t.revoked_at)}"
+                    )
     except tokens.TokenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -134,9 +134,14 @@ class DirectoryMirror(ScimStorage):
     def create_user(self, request, data: dict) -> Record:
         record = self.backend.create_user(request, data)
         values = {
-            "id": record.id, **user_columns(data), "version": record.version,
-            "created_at": record.created, "updated_at": record.last_modified,
-            "provisioned_by": "scim", "is_admin": False, "attributes": {},
+            "id": record.id,
+            **user_columns(data),
+            "version": record.version,
+            "created_at": record.created,
+            "updated_at": record.last_modified,
+            "provisioned_by": "scim",
+            "is_admin": False,
+            "attributes": {},
         }
         self._execute(request, sa.insert(User).values(values), f'userName "{data["userName"]}" is taken')
         return record
@@ -148,9 +153,9 @@ class DirectoryMirror(ScimStorage):
         record = self.backend.replace_user(request, user_id, data)
         self._execute(
             request,
-            sa.update(User).where(User.id == user_id).values(
-                **user_columns(data), version=record.version, updated_at=record.last_modified
-            ),
+            sa.update(User)
+            .where(User.id == user_id)
+            .values(**user_columns(data), version=record.version, updated_at=record.last_modified),
             f'userName "{data["userName"]}" is taken',
         )
         return record
@@ -169,8 +174,11 @@ class DirectoryMirror(ScimStorage):
     def create_group(self, request, data: dict, member_ids: list[str]) -> Record:
         record = self.backend.create_group(request, data, member_ids)
         values = {
-            "id": record.id, **group_columns(data), "version": record.version,
-            "created_at": record.created, "updated_at": record.last_modified,
+            "id": record.id,
+            **group_columns(data),
+            "version": record.version,
+            "created_at": record.created,
+            "updated_at": record.last_modified,
         }
         self._execute(request, sa.insert(Group).values(values), f'a group named "{data["displayName"]}" exists')
         self._add_rows(request, record.id, member_ids if record.members is None else [m.value for m in record.members])
@@ -183,9 +191,9 @@ class DirectoryMirror(ScimStorage):
         record = self.backend.replace_group(request, group_id, data)
         self._execute(
             request,
-            sa.update(Group).where(Group.id == group_id).values(
-                **group_columns(data), version=record.version, updated_at=record.last_modified
-            ),
+            sa.update(Group)
+            .where(Group.id == group_id)
+            .values(**group_columns(data), version=record.version, updated_at=record.last_modified),
             f'a group named "{data["displayName"]}" exists',
         )
         return record

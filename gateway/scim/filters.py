@@ -33,7 +33,7 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .errors import bad_request
 from .schemas import Attribute, ResolvedPath, ResourceType
@@ -59,28 +59,28 @@ class Present:
 
 @dataclass(frozen=True)
 class And:
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
 
 
 @dataclass(frozen=True)
 class Or:
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
 
 
 @dataclass(frozen=True)
 class Not:
-    expr: "Expr"
+    expr: Expr
 
 
 @dataclass(frozen=True)
 class Has:
     path: ResolvedPath  # the multi-valued attribute (no sub)
-    expr: "Expr"  # over its elements; paths carry ``sub``
+    expr: Expr  # over its elements; paths carry ``sub``
 
 
-Expr = Union[Compare, Present, And, Or, Not, Has]
+Expr = Compare | Present | And | Or | Not | Has
 
 
 @dataclass(frozen=True)
@@ -312,7 +312,7 @@ class _Parser:
                 parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
             except ValueError:
                 raise self.error(f'"{value}" is not an ISO 8601 date-time') from None
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
         if leaf.type in ("integer", "decimal"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise self.error(f'"{path.text()}" is a number')

@@ -84,8 +84,10 @@ def adds_or_removes_members_only(body: Any, rt: ResourceType) -> bool:
             target = parse_path(operation["path"], rt)
             if target.extension is not None or target.path.attribute.name != "members":
                 return False
-            if operation["op"] == "remove" and target.filter is None and not (
-                operation["has_value"] and operation["value"] is not None
+            if (
+                operation["op"] == "remove"
+                and target.filter is None
+                and not (operation["has_value"] and operation["value"] is not None)
             ):
                 return False  # removes every member: a replace
     except ScimError:
@@ -163,7 +165,10 @@ class _Operation:
             else:
                 container[key] = coerced
         elif attribute.multi_valued:
-            raise bad_request("invalidPath", f'"{path.text()}": select elements with a filter, e.g. {attribute.name}[type eq "work"].{path.sub.name}')
+            raise bad_request(
+                "invalidPath",
+                f'"{path.text()}": select elements with a filter, e.g. {attribute.name}[type eq "work"].{path.sub.name}',
+            )
         else:
             sub_value = coerce(path.sub, value, path.text())
             current = container.get(key) or {}

@@ -24,8 +24,8 @@ looks like a secret (``password`` and the like) at any depth.
 from __future__ import annotations
 
 import atexit
-import datetime as dt
 import collections
+import datetime as dt
 import logging
 import os
 import re
@@ -56,8 +56,20 @@ _SECRET = re.compile(r"pass(word|phrase)?|secret|token|credential|private|^pwd$"
 _REDACTED = "(removed)"
 
 _COLUMNS = (
-    "at", "token_name", "method", "path", "status", "scim_type", "duration_ms", "correlation_id", "remote_addr",
-    "resource_type", "resource_id", "resource_name", "error", "body",
+    "at",
+    "token_name",
+    "method",
+    "path",
+    "status",
+    "scim_type",
+    "duration_ms",
+    "correlation_id",
+    "remote_addr",
+    "resource_type",
+    "resource_id",
+    "resource_name",
+    "error",
+    "body",
 )
 #: One prebuilt INSERT, run with the driver's executemany for a whole batch.
 _INSERT = Prepared(sa.insert(ProvisioningLogEntry).values({c: sa.bindparam(c) for c in _COLUMNS}))
@@ -140,24 +152,31 @@ class ProvisioningLog:
             duration = time.perf_counter() - environ[_STARTED]
             route = request.matched_route
             # The same callback counts it for /metrics: no second one per request.
-            instruments.scim_request(environ["REQUEST_METHOD"], matchdict.get("resource") if matchdict else None,
-                                     route.name if route is not None else None, status, duration)
-            self._queue.append((
-                time.time(),
-                duration,
+            instruments.scim_request(
                 environ["REQUEST_METHOD"],
-                environ.get("PATH_INFO", ""),
-                environ.get("QUERY_STRING", ""),
-                status,
-                scim.actor if scim is not None else None,
-                request.correlation_id,
-                request.client_addr,
                 matchdict.get("resource") if matchdict else None,
-                matchdict.get("id") if matchdict else None,
-                response.headers.get("Location") if status == 201 else None,
-                environ.get(_BODY),
-                response.body if status >= 400 else None,
-            ))
+                route.name if route is not None else None,
+                status,
+                duration,
+            )
+            self._queue.append(
+                (
+                    time.time(),
+                    duration,
+                    environ["REQUEST_METHOD"],
+                    environ.get("PATH_INFO", ""),
+                    environ.get("QUERY_STRING", ""),
+                    status,
+                    scim.actor if scim is not None else None,
+                    request.correlation_id,
+                    request.client_addr,
+                    matchdict.get("resource") if matchdict else None,
+                    matchdict.get("id") if matchdict else None,
+                    response.headers.get("Location") if status == 201 else None,
+                    environ.get(_BODY),
+                    response.body if status >= 400 else None,
+                )
+            )
         except Exception:  # noqa: BLE001 - the log must never fail a SCIM request
             log.warning("provisioning log: could not record %s %s", request.method, request.path, exc_info=True)
             return
@@ -166,8 +185,22 @@ class ProvisioningLog:
 
     def _row(self, raw: tuple) -> dict:
         """The row of one request, from what :meth:`_record` noted."""
-        (at, duration, method, path_info, query, status, actor, correlation_id, address,
-         resource, resource_id, location, body, error_body) = raw
+        (
+            at,
+            duration,
+            method,
+            path_info,
+            query,
+            status,
+            actor,
+            correlation_id,
+            address,
+            resource,
+            resource_id,
+            location,
+            body,
+            error_body,
+        ) = raw
         scim_type = error = None
         if error_body is not None:
             scim_type, error = _error_of(error_body)
@@ -183,7 +216,7 @@ class ProvisioningLog:
         if query:
             path += "?" + unquote_plus(query)
         return {
-            "at": dt.datetime.fromtimestamp(at, dt.timezone.utc),
+            "at": dt.datetime.fromtimestamp(at, dt.UTC),
             "token_name": actor.partition(":")[2] if actor else None,
             "method": method[:8],
             "path": _short(path, 512),

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import bad_request
 from .schemas import CORE_GROUP, CORE_USER, Attribute, ResourceType
@@ -23,7 +24,7 @@ READ_ONLY_TOP = ("id", "meta", "schemas")
 
 
 def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def etag(version: int) -> str:

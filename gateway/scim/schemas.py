@@ -16,9 +16,9 @@ returned as sent (single values: strings, numbers, booleans).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -41,21 +41,21 @@ class Attribute:
     returned: str = "default"
     uniqueness: str = "none"
     description: str = ""
-    sub_attributes: tuple["Attribute", ...] = ()
+    sub_attributes: tuple[Attribute, ...] = ()
     canonical_values: tuple[str, ...] = ()
     reference_types: tuple[str, ...] = ()
     #: Open attributes come from custom extensions: any JSON scalar is kept.
     open: bool = False
 
     @cached_property
-    def _subs(self) -> dict[str, "Attribute"]:
+    def _subs(self) -> dict[str, Attribute]:
         # Built once per (immutable) attribute: lookups run for every value of every request.
         out: dict[str, Attribute] = {}
         for attribute in self.sub_attributes:
             out.setdefault(attribute.name.lower(), attribute)
         return out
 
-    def sub(self, name: str) -> "Attribute | None":
+    def sub(self, name: str) -> Attribute | None:
         return self._subs.get(name.lower())
 
     @property
@@ -118,7 +118,9 @@ class Schema:
         }
 
 
-def _plural(name: str, value_type: str = "string", types: tuple[str, ...] = ("work", "home", "other"), **value_kw) -> Attribute:
+def _plural(
+    name: str, value_type: str = "string", types: tuple[str, ...] = ("work", "home", "other"), **value_kw
+) -> Attribute:
     """A multi-valued complex attribute with RFC 7643's value/display/type/primary."""
     return Attribute(
         name,
@@ -134,7 +136,12 @@ def _plural(name: str, value_type: str = "string", types: tuple[str, ...] = ("wo
 
 
 ID = Attribute(
-    "id", case_exact=True, mutability="readOnly", returned="always", uniqueness="server", description="Server-assigned id"
+    "id",
+    case_exact=True,
+    mutability="readOnly",
+    returned="always",
+    uniqueness="server",
+    description="Server-assigned id",
 )
 EXTERNAL_ID = Attribute("externalId", case_exact=True, description="The provisioning client's id for the resource")
 META = Attribute(

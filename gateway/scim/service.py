@@ -13,11 +13,11 @@ import logging
 from typing import Any
 
 from .. import audit
+from ..events import fire_group, fire_user
+from ..interfaces import GroupEvent, HookContext, Identity, UserEvent
 from ..provisioning import refresh_admins_after_group_write, sync_profile_from_scim
 from ..provisioning.recheck import MembershipChange, asks_again, group_names, membership_refusals, write_refusal
 from ..sessions import end_sessions_for_user
-from ..events import fire_group, fire_user
-from ..interfaces import GroupEvent, HookContext, Identity, UserEvent
 from .errors import ScimError, bad_request, conflict, not_found
 from .patch import adds_or_removes_members_only, apply_patch
 from .resources import normalize
@@ -74,7 +74,9 @@ def changed_attributes(old: dict, new: dict) -> tuple[str, ...]:
     for key in sorted(set(old) | set(new)):
         if key.startswith("urn:") and isinstance(old.get(key, {}), dict) and isinstance(new.get(key, {}), dict):
             inner_old, inner_new = old.get(key) or {}, new.get(key) or {}
-            changed += [f"{key}:{k}" for k in sorted(set(inner_old) | set(inner_new)) if inner_old.get(k) != inner_new.get(k)]
+            changed += [
+                f"{key}:{k}" for k in sorted(set(inner_old) | set(inner_new)) if inner_old.get(k) != inner_new.get(k)
+            ]
             if (key in old) != (key in new) and not inner_old and not inner_new:
                 changed.append(key)  # an empty extension object added or removed
         elif old.get(key) != new.get(key):
@@ -118,8 +120,9 @@ class ScimService:
             details={k: v for k, v in details.items() if v not in (None, (), [])},
         )
 
-    def _event(self, type_: str, user_id: str | None, user_name: str | None, changed: tuple[str, ...] = (),
-               reason: str = "") -> None:
+    def _event(
+        self, type_: str, user_id: str | None, user_name: str | None, changed: tuple[str, ...] = (), reason: str = ""
+    ) -> None:
         fire_user(
             HookContext.of(self.request),
             UserEvent(
@@ -131,15 +134,18 @@ class ScimService:
                 correlation_id=self.request.correlation_id,
                 changed=changed,
                 reason=reason,
-            )
+            ),
         )
 
     def _group_listeners(self) -> bool:
         """Whether any plugin needs membership diffs (they cost a read otherwise saved): a
         listener to group events, or a policy to ask again about the users they concern."""
         hook = self.request.registry.pm.hook
-        return bool(hook.gateway_group_event.get_hookimpls() or hook.gateway_event_committed.get_hookimpls()
-                    or asks_again(self.request.registry))
+        return bool(
+            hook.gateway_group_event.get_hookimpls()
+            or hook.gateway_event_committed.get_hookimpls()
+            or asks_again(self.request.registry)
+        )
 
     def _group_event(self, type_: str, group_id: str, display_name: str | None, user_ids=(), changed=()) -> None:
         if type_ in ("members_added", "members_removed") and not user_ids:
@@ -220,9 +226,7 @@ class ScimService:
 
     def _write_user(self, old: Record, data: dict, action: str) -> Record:
         if data.get("userName") != old.data.get("userName") and not self.settings.allow_username_change:
-            raise bad_request(
-                "mutability", "userName cannot be changed (scim.allow_username_change is off)"
-            )
+            raise bad_request("mutability", "userName cannot be changed (scim.allow_username_change is off)")
         check_limits(data, "User")
         changed = changed_attributes(old.data, data)
         if not changed:
@@ -291,7 +295,9 @@ class ScimService:
         refresh_admins_after_group_write(self.request, record.id, None, data)
         self._group_event("created", record.id, data["displayName"])
         self._group_event("members_added", record.id, data["displayName"], dict.fromkeys(members or []))
-        self._recheck_members(MembershipChange(frozenset(), group_names(data), joined=tuple(dict.fromkeys(members or []))))
+        self._recheck_members(
+            MembershipChange(frozenset(), group_names(data), joined=tuple(dict.fromkeys(members or [])))
+        )
         return record
 
     def _locked_group(self, group_id: str) -> Record:
@@ -313,8 +319,15 @@ class ScimService:
         self._audit("scim.group.replace", "group", group_id, data["displayName"], members=len(members or []))
         refresh_admins_after_group_write(self.request, group_id, old.data, data)
         self._member_events(group_id, data["displayName"], added, removed)
-        self._recheck_members(MembershipChange(group_names(old.data), group_names(data), tuple(added), tuple(removed),
-                                               lambda: self._member_ids(group_id)))
+        self._recheck_members(
+            MembershipChange(
+                group_names(old.data),
+                group_names(data),
+                tuple(added),
+                tuple(removed),
+                lambda: self._member_ids(group_id),
+            )
+        )
         return self.get("Group", group_id)
 
     def _member_events(self, group_id: str, display_name: str | None, added: list[str], removed: list[str]) -> None:
@@ -335,8 +348,9 @@ class ScimService:
         check_limits(result.data, "Group")
         if result.data != old.data:
             self._storage(self.storage.replace_group, group_id, result.data)
-            self._group_event("updated", group_id, result.data.get("displayName"),
-                              changed=changed_attributes(old.data, result.data))
+            self._group_event(
+                "updated", group_id, result.data.get("displayName"), changed=changed_attributes(old.data, result.data)
+            )
         added, removed = self._change_members(group_id, result.member_changes)
         self._audit(
             "scim.group.patch",
@@ -350,8 +364,15 @@ class ScimService:
         )
         refresh_admins_after_group_write(self.request, group_id, old.data, result.data)
         self._member_events(group_id, result.data.get("displayName"), added, removed)
-        self._recheck_members(MembershipChange(group_names(old.data), group_names(result.data), tuple(added),
-                                               tuple(removed), lambda: self._member_ids(group_id)))
+        self._recheck_members(
+            MembershipChange(
+                group_names(old.data),
+                group_names(result.data),
+                tuple(added),
+                tuple(removed),
+                lambda: self._member_ids(group_id),
+            )
+        )
         return self.get("Group", group_id, with_members=False)
 
     def _patch_members(self, group_id: str, member_changes) -> Record:

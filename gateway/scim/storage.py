@@ -79,7 +79,6 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
 
 from .filters import Expr
 from .schemas import ResolvedPath

@@ -89,8 +89,9 @@ def authenticate(dbsession, presented: str, address: str | None = None):
     wanted = hash_token(presented)
     # Plain columns, not an ORM object: this runs on every SCIM request.
     token = dbsession.execute(
-        sa.select(ScimToken.id, ScimToken.name, ScimToken.token_hash, ScimToken.last_used_at, ScimToken.revoked_at)
-        .where(ScimToken.token_hash == wanted)
+        sa.select(
+            ScimToken.id, ScimToken.name, ScimToken.token_hash, ScimToken.last_used_at, ScimToken.revoked_at
+        ).where(ScimToken.token_hash == wanted)
     ).first()
     if token is None or not hmac.compare_digest(token.token_hash, wanted) or token.revoked_at is not None:
         return None

@@ -119,8 +119,9 @@ def gateway_idp(tmp_path_factory):
     from .saml import TestIdp, make_keypair
 
     folder = tmp_path_factory.mktemp("gateway-idp")
-    return TestIdp(folder, make_keypair(folder, "idp"), make_keypair(folder, "idp-rollover"),
-                   make_keypair(folder, "attacker"))
+    return TestIdp(
+        folder, make_keypair(folder, "idp"), make_keypair(folder, "idp-rollover"), make_keypair(folder, "attacker")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -171,8 +172,9 @@ def gateway_sign_in(gateway_idp, request):
     from .saml import sign_in_as
 
     def sign_in(name: str = "alice@example.com", *, app=None, **kwargs):
-        return sign_in_as(app if app is not None else request.getfixturevalue("gateway_app"), gateway_idp, name,
-                          **kwargs)
+        return sign_in_as(
+            app if app is not None else request.getfixturevalue("gateway_app"), gateway_idp, name, **kwargs
+        )
 
     return sign_in
 

@@ -23,7 +23,7 @@ class EventRecorder:
         self.group_events: list = []
         self.committed: list = []
 
-    def attach(self, app) -> "EventRecorder":
+    def attach(self, app) -> EventRecorder:
         registry_of(app).pm.register(self)
         return self
 

@@ -24,8 +24,9 @@ import socketserver
 import threading
 import urllib.parse
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from .saml import TestIdp, b64, stable_oid
@@ -68,15 +69,15 @@ class IdpServer:
 
     heading = "Test IdP: pick a person"
 
-    def __init__(self, idp: TestIdp, gateway_url: str = "", people: Mapping[str, Any] | None = None, *,
-                 host: str = "127.0.0.1"):
+    def __init__(
+        self, idp: TestIdp, gateway_url: str = "", people: Mapping[str, Any] | None = None, *, host: str = "127.0.0.1"
+    ):
         self.idp = idp
         self.gateway_url = gateway_url
         self.people: dict[str, Any] = dict(people) if people is not None else {"alice@example.com": None}
         self.knobs: dict[str, Any] = {}
         self.requests: list[str] = []
-        self._server = make_server("127.0.0.1", 0, self.app, server_class=_ThreadingServer,
-                                   handler_class=_QuietHandler)
+        self._server = make_server("127.0.0.1", 0, self.app, server_class=_ThreadingServer, handler_class=_QuietHandler)
         self.port = self._server.server_address[1]
         self.url = f"http://{host}:{self.port}"
         self.sso_url = self.url + "/saml2"
@@ -84,7 +85,7 @@ class IdpServer:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
-    def __enter__(self) -> "IdpServer":
+    def __enter__(self) -> IdpServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -119,8 +120,14 @@ class IdpServer:
             if path == "/saml2":
                 self.requests.append(xml)
                 page = self.page(_request_id(xml), relay_state).encode()
-                start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                                          ("Content-Length", str(len(page))), ("Cache-Control", "no-store")])
+                start_response(
+                    "200 OK",
+                    [
+                        ("Content-Type", "text/html; charset=utf-8"),
+                        ("Content-Length", str(len(page))),
+                        ("Cache-Control", "no-store"),
+                    ],
+                )
                 return [page]
             if path == "/slo":
                 answer = self.idp.logout_response_xml(_request_id(xml), destination=self._gateway + "/saml/slo")
@@ -134,8 +141,11 @@ class IdpServer:
         """The sign-in page: one form per person, each carrying a response signed for this request."""
         acs = self._gateway + "/saml/acs"
         values = {"audience": self._gateway + "/saml/metadata", "recipient": acs, "destination": acs, **self.knobs}
-        relay = (f'<input type="hidden" name="RelayState" value="{html.escape(relay_state)}">'
-                 if relay_state is not None else "")
+        relay = (
+            f'<input type="hidden" name="RelayState" value="{html.escape(relay_state)}">'
+            if relay_state is not None
+            else ""
+        )
         forms = []
         for number, name in enumerate(list(self.people)):
             xml = self.idp.response(request_id, name_id=name, attributes=self.claims_of(name), **values)

@@ -62,7 +62,7 @@ class KeyPair:
 def make_keypair(folder: Path, name: str, days: int = 1095, common_name: str | None = None) -> KeyPair:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or f"Test IdP {name}")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -85,7 +85,7 @@ def make_keypair(folder: Path, name: str, days: int = 1095, common_name: str | N
 
 def instant(value: dt.datetime) -> str:
     # Entra writes seven fractional digits; three are enough to exercise parsing.
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def new_id() -> str:
@@ -123,8 +123,14 @@ class TestIdp:
 
     # ------------------------------------------------------------ metadata
 
-    def metadata(self, certs: list[KeyPair] | None = None, bom: bool = True, entity_id: str | None = None,
-                 sso_url: str = IDP_SSO, slo_url: str = IDP_SSO) -> bytes:
+    def metadata(
+        self,
+        certs: list[KeyPair] | None = None,
+        bom: bool = True,
+        entity_id: str | None = None,
+        sso_url: str = IDP_SSO,
+        slo_url: str = IDP_SSO,
+    ) -> bytes:
         certs = certs if certs is not None else [self.keys]
         keys = "".join(
             '<KeyDescriptor use="signing"><KeyInfo xmlns="http://www.w3.org/2000/09/xmldsig#"><X509Data>'
@@ -190,7 +196,7 @@ class TestIdp:
         sc_in_response_to: str | None = "same",
     ) -> str:
         """A Response (XML text), Entra-shaped, signed as asked."""
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         key = key or self.keys
         issuer = issuer or self.entity_id
         response_issuer = response_issuer or issuer
@@ -245,7 +251,9 @@ class TestIdp:
             response = self.sign(response, "Response", response_id, key, sign_alg, digest_alg)
         return response
 
-    def sign(self, xml: str, element: str, element_id: str, key: KeyPair, sign_alg=RSA_SHA256, digest_alg=SHA256) -> str:
+    def sign(
+        self, xml: str, element: str, element_id: str, key: KeyPair, sign_alg=RSA_SHA256, digest_alg=SHA256
+    ) -> str:
         """Insert a signature template after the element's Issuer and sign it with xmlsec1."""
         template = signature_template(element_id, key.cert_b64, sign_alg, digest_alg)
         head, issuer_end, tail = xml.partition("</Issuer>")
@@ -256,32 +264,47 @@ class TestIdp:
 
     # ------------------------------------------------------------ logout
 
-    def logout_request_xml(self, name_id: str, session_index: str | None = None, *,
-                           destination: str = SLO, issuer: str | None = None) -> str:
+    def logout_request_xml(
+        self, name_id: str, session_index: str | None = None, *, destination: str = SLO, issuer: str | None = None
+    ) -> str:
         index = f"<samlp:SessionIndex>{escape(session_index)}</samlp:SessionIndex>" if session_index else ""
         return (
             f'<samlp:LogoutRequest xmlns:samlp="{SAMLP}" xmlns="{SAML}" ID="{new_id()}" Version="2.0"'
-            f' IssueInstant="{instant(dt.datetime.now(dt.timezone.utc))}" Destination={quoteattr(destination)}>'
+            f' IssueInstant="{instant(dt.datetime.now(dt.UTC))}" Destination={quoteattr(destination)}>'
             f"<Issuer>{escape(issuer or self.entity_id)}</Issuer><NameID>{escape(name_id)}</NameID>{index}"
             "</samlp:LogoutRequest>"
         )
 
-    def logout_response_xml(self, in_response_to: str | None, *, issuer: str = ENTRA_LOGOUT_ISSUER,
-                            destination: str | None = SLO, status: str = STATUS_SUCCESS,
-                            status_message: str | None = None) -> str:
+    def logout_response_xml(
+        self,
+        in_response_to: str | None,
+        *,
+        issuer: str = ENTRA_LOGOUT_ISSUER,
+        destination: str | None = SLO,
+        status: str = STATUS_SUCCESS,
+        status_message: str | None = None,
+    ) -> str:
         """A LogoutResponse as Entra writes it (its issuer is login.microsoftonline.com)."""
         irt = f" InResponseTo={quoteattr(in_response_to)}" if in_response_to else ""
         dest = f" Destination={quoteattr(destination)}" if destination else ""
         message = f"<samlp:StatusMessage>{escape(status_message)}</samlp:StatusMessage>" if status_message else ""
         return (
             f'<samlp:LogoutResponse xmlns:samlp="{SAMLP}" ID="{new_id()}" Version="2.0"'
-            f' IssueInstant="{instant(dt.datetime.now(dt.timezone.utc))}"{dest}{irt}>'
+            f' IssueInstant="{instant(dt.datetime.now(dt.UTC))}"{dest}{irt}>'
             f'<Issuer xmlns="{SAML}">{escape(issuer)}</Issuer>'
             f'<samlp:Status><samlp:StatusCode Value="{status}"/>{message}</samlp:Status></samlp:LogoutResponse>'
         )
 
-    def redirect_query(self, kind: str, xml: str, *, relay_state: str | None = None, sign: bool = True,
-                       key: KeyPair | None = None, lowercase: bool = True) -> str:
+    def redirect_query(
+        self,
+        kind: str,
+        xml: str,
+        *,
+        relay_state: str | None = None,
+        sign: bool = True,
+        key: KeyPair | None = None,
+        lowercase: bool = True,
+    ) -> str:
         """An HTTP-Redirect binding query string, signed like Entra (RSA-SHA256, lower-case escapes)."""
         compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
         deflated = compressor.compress(xml.encode()) + compressor.flush()
@@ -303,15 +326,24 @@ class TestIdp:
             query += "&Signature=" + enc(base64.b64encode(signature).decode())
         return query
 
-    def logout_request(self, name_id: str, session_index: str | None = None, *, sign: bool = True,
-                       destination: str = SLO, key: KeyPair | None = None,
-                       relay_state: str | None = None, lowercase: bool = True) -> str:
+    def logout_request(
+        self,
+        name_id: str,
+        session_index: str | None = None,
+        *,
+        sign: bool = True,
+        destination: str = SLO,
+        key: KeyPair | None = None,
+        relay_state: str | None = None,
+        lowercase: bool = True,
+    ) -> str:
         """A Redirect-binding LogoutRequest query string, signed like Entra (lower-case escapes)."""
         xml = self.logout_request_xml(name_id, session_index, destination=destination)
         return self.redirect_query("SAMLRequest", xml, relay_state=relay_state, sign=sign, key=key, lowercase=lowercase)
 
-    def post_signed(self, xml: str, *, key: KeyPair | None = None, sign_alg: str = RSA_SHA256,
-                    digest_alg: str = SHA256) -> str:
+    def post_signed(
+        self, xml: str, *, key: KeyPair | None = None, sign_alg: str = RSA_SHA256, digest_alg: str = SHA256
+    ) -> str:
         """``xml`` (a LogoutRequest or LogoutResponse) with an enveloped signature of its root, for the POST binding."""
         import re
 
@@ -360,6 +392,7 @@ def write_test_metadata(folder) -> str:
     path.write_bytes(TestIdp(folder, keys, keys, keys).metadata())
     return str(path)
 
+
 def post_response(app, xml: str, status=None, relay_state: str | None = None, **kwargs):
     params = {"SAMLResponse": b64(xml)}
     if relay_state is not None:
@@ -378,8 +411,17 @@ def stable_oid(name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
 
 
-def sign_in_as(app, idp: TestIdp, name: str = "alice@example.com", *, groups=("Staff",), claims: dict | None = None,
-               oid: str | None = None, next_path: str | None = None, status=303):
+def sign_in_as(
+    app,
+    idp: TestIdp,
+    name: str = "alice@example.com",
+    *,
+    groups=("Staff",),
+    claims: dict | None = None,
+    oid: str | None = None,
+    next_path: str | None = None,
+    status=303,
+):
     """A complete signed SP-initiated sign-in in this webtest browser as ``name``; returns the ACS response.
 
     ``groups`` become Entra's groups claim; ``oid`` the object identifier
@@ -451,8 +493,15 @@ class Pysaml2Idp:
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
         return self.server.parse_authn_request(query["SAMLRequest"][0], BINDING_HTTP_REDIRECT)
 
-    def answer(self, location: str, name: str = "alice@example.com", *, sign_assertion: bool = True,
-               sign_response: bool = False, attributes: dict | None = None) -> str:
+    def answer(
+        self,
+        location: str,
+        name: str = "alice@example.com",
+        *,
+        sign_assertion: bool = True,
+        sign_response: bool = False,
+        attributes: dict | None = None,
+    ) -> str:
         """The signed Response (XML text) to the AuthnRequest in ``location``."""
         from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NameID
 

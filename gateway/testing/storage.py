@@ -171,8 +171,10 @@ class ScimStorageContract:
         from gateway.db.models import Group, GroupMember, User
 
         with registry.db_engine.connect() as connection:
-            users = {r.id: (r.user_name, r.active, r.email) for r in connection.execute(
-                sa.select(User.id, User.user_name, User.active, User.email))}
+            users = {
+                r.id: (r.user_name, r.active, r.email)
+                for r in connection.execute(sa.select(User.id, User.user_name, User.active, User.email))
+            }
             groups = dict(connection.execute(sa.select(Group.id, Group.display_name)).all())
             members = set(connection.execute(sa.select(GroupMember.group_id, GroupMember.user_id)).all())
         return users, groups, members
@@ -187,7 +189,9 @@ class ScimStorageContract:
             bob = storage.create_user(request, user("bob")).id
             staff = storage.create_group(request, {"displayName": "Staff"}, [ann]).id
         assert self.directory(registry) == (
-            {ann: ("ann", True, "Ann@Example.com"), bob: ("bob", True, None)}, {staff: "Staff"}, {(staff, ann)}
+            {ann: ("ann", True, "Ann@Example.com"), bob: ("bob", True, None)},
+            {staff: "Staff"},
+            {(staff, ann)},
         )
         with tx() as request:
             storage.get_user(request, bob, for_update=True)
@@ -196,7 +200,9 @@ class ScimStorageContract:
             storage.add_members(request, staff, [bob])
             storage.remove_members(request, staff, [ann])
         assert self.directory(registry) == (
-            {ann: ("ann", True, "Ann@Example.com"), bob: ("robert", False, None)}, {staff: "Everyone"}, {(staff, bob)}
+            {ann: ("ann", True, "Ann@Example.com"), bob: ("robert", False, None)},
+            {staff: "Everyone"},
+            {(staff, bob)},
         )
         with tx() as request:
             storage.set_members(request, staff, [ann, bob])
@@ -205,7 +211,11 @@ class ScimStorageContract:
         with tx() as request:
             storage.delete_user(request, bob)
             storage.delete_group(request, other)
-        assert self.directory(registry) == ({ann: ("ann", True, "Ann@Example.com")}, {staff: "Everyone"}, {(staff, ann)})
+        assert self.directory(registry) == (
+            {ann: ("ann", True, "Ann@Example.com")},
+            {staff: "Everyone"},
+            {(staff, ann)},
+        )
 
     def test_a_failed_transaction_leaves_neither_store_changed(self, storage, tx, registry):
         with tx() as request:
@@ -240,9 +250,37 @@ class ScimStorageContract:
     def people(self, storage, tx):
         with tx() as request:
             for name, extra in [
-                ("Alice@Example.com", dict(externalId="A1", title="Engineer", emails=[{"type": "work", "value": "alice@example.com"}, {"type": "home", "value": "al@home.test"}], **{ENTERPRISE: {"department": "R&D", "employeeNumber": "7"}})),
-                ("bob@example.com", dict(externalId="B2", title="Manager", active=False, emails=[{"type": "home", "value": "bob@example.com", "primary": True}], **{ACME: {"badge": "X-1"}})),
-                ("carol@other.test", dict(externalId="a1", displayName="Carol", roles=[{"value": "admin"}], **{ENTERPRISE: {"department": "Sales", "manager": {"value": "boss-id"}}})),
+                (
+                    "Alice@Example.com",
+                    dict(
+                        externalId="A1",
+                        title="Engineer",
+                        emails=[
+                            {"type": "work", "value": "alice@example.com"},
+                            {"type": "home", "value": "al@home.test"},
+                        ],
+                        **{ENTERPRISE: {"department": "R&D", "employeeNumber": "7"}},
+                    ),
+                ),
+                (
+                    "bob@example.com",
+                    dict(
+                        externalId="B2",
+                        title="Manager",
+                        active=False,
+                        emails=[{"type": "home", "value": "bob@example.com", "primary": True}],
+                        **{ACME: {"badge": "X-1"}},
+                    ),
+                ),
+                (
+                    "carol@other.test",
+                    dict(
+                        externalId="a1",
+                        displayName="Carol",
+                        roles=[{"value": "admin"}],
+                        **{ENTERPRISE: {"department": "Sales", "manager": {"value": "boss-id"}}},
+                    ),
+                ),
             ]:
                 storage.create_user(request, user(name, **extra))
 
@@ -420,6 +458,7 @@ class ScimStorageContract:
             storage.create_group(request, {"displayName": "Readers"}, [uid])
             storage.create_group(request, {"displayName": "Writers"}, [])
         with tx() as request:
+
             def names(text, **kw):
                 q = Query(filter=parse_filter(text, TYPES["Group"]), **kw)
                 return sorted(r.data["displayName"] for r in storage.query_groups(request, q).resources)

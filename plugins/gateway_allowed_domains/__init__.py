@@ -15,7 +15,6 @@ their sessions and cannot sign in.
 
 from __future__ import annotations
 
-
 from gateway import hookimpl
 from gateway.interfaces import Decision, PluginSetting
 

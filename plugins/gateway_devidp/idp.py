@@ -71,7 +71,7 @@ class DevIdp:
         os.makedirs(folder, exist_ok=True)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Development IdP (not Microsoft)")])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)
@@ -104,9 +104,11 @@ class DevIdp:
             "</IDPSSODescriptor></EntityDescriptor>"
         )
 
-    def response(self, *, email: str, display_name: str, groups, in_response_to: str | None, acs_url: str, audience: str) -> str:
+    def response(
+        self, *, email: str, display_name: str, groups, in_response_to: str | None, acs_url: str, audience: str
+    ) -> str:
         """A signed Response as Entra shapes it by default (assertion signed, response not)."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         assertion_id = "_" + str(uuid.uuid4())
         response_id = "_" + str(uuid.uuid4())
         first, _, last = display_name.partition(" ")

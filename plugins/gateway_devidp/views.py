@@ -37,7 +37,9 @@ def loopback_only(view):
         except ValueError:
             loopback = False
         if not loopback:
-            return Response("The development IdP answers only clients on this machine.\n", status=403, content_type="text/plain")
+            return Response(
+                "The development IdP answers only clients on this machine.\n", status=403, content_type="text/plain"
+            )
         return view(context, request)
 
     return wrapper
@@ -54,7 +56,12 @@ def sso(request):
             request_id = root.get("ID") or ""
         except Exception:  # noqa: BLE001 - shown as a page, this is a development tool
             return _page(request, "Bad AuthnRequest")
-    values = {"error": None, "users": TEST_USERS, "request_id": request_id, "relay_state": request.GET.get("RelayState", "")}
+    values = {
+        "error": None,
+        "users": TEST_USERS,
+        "request_id": request_id,
+        "relay_state": request.GET.get("RelayState", ""),
+    }
     return render_page(request, "devidp/pick.html", values)
 
 

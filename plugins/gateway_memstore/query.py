@@ -14,7 +14,8 @@ than ``emails``) raises :class:`~gateway.scim.storage.Unsupported` here too.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from gateway.scim.filters import And, Has, Not, Or, Present
 from gateway.scim.schemas import ResolvedPath
@@ -28,7 +29,7 @@ def _kind(attribute) -> str:
 
 
 def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _compare(actual: Any, op: str, wanted: Any, case_exact: bool, kind: str) -> bool:
@@ -163,7 +164,9 @@ class Evaluator:
 
     def element_matches(self, expr, element: Any, parent: ResolvedPath) -> bool:
         if isinstance(expr, And):
-            return self.element_matches(expr.left, element, parent) and self.element_matches(expr.right, element, parent)
+            return self.element_matches(expr.left, element, parent) and self.element_matches(
+                expr.right, element, parent
+            )
         if isinstance(expr, Or):
             return self.element_matches(expr.left, element, parent) or self.element_matches(expr.right, element, parent)
         if isinstance(expr, Not):

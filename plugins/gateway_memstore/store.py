@@ -29,7 +29,17 @@ from zope.interface import implementer
 
 from gateway.db.models import utcnow
 from gateway.scim.filters import Compare
-from gateway.scim.storage import Conflict, Member, NotFound, Page, Query, Record, ScimStorage, StorageError, UnknownMembers
+from gateway.scim.storage import (
+    Conflict,
+    Member,
+    NotFound,
+    Page,
+    Query,
+    Record,
+    ScimStorage,
+    StorageError,
+    UnknownMembers,
+)
 
 from .query import Evaluator, Resource
 
@@ -56,7 +66,7 @@ class _State:
         self.members: dict[str, dict[str, int]] = {}  # group id -> {user id: when it joined}
         self.sequence = 0
 
-    def copy(self) -> "_State":
+    def copy(self) -> _State:
         other = _State()
         other.users, other.groups = dict(self.users), dict(self.groups)
         other.user_names, other.group_names = dict(self.user_names), dict(self.group_names)
@@ -69,7 +79,7 @@ class _State:
 class _Joined:
     """The store's part in one transaction: its working copy and the write lock."""
 
-    def __init__(self, storage: "MemoryStorage", manager):
+    def __init__(self, storage: MemoryStorage, manager):
         self.storage = storage
         self.transaction_manager = manager
         if not storage._lock.acquire(timeout=LOCK_TIMEOUT):
@@ -163,7 +173,9 @@ class MemoryStorage(ScimStorage):
 
     @staticmethod
     def _record(resource_id: str, doc: _Doc, members=None) -> Record:
-        return Record(resource_id, copy.deepcopy(doc.data), doc.version, doc.created, doc.last_modified, members=members)
+        return Record(
+            resource_id, copy.deepcopy(doc.data), doc.version, doc.created, doc.last_modified, members=members
+        )
 
     @staticmethod
     def _members(state: _State, group_id: str) -> list[Member]:
@@ -175,7 +187,9 @@ class MemoryStorage(ScimStorage):
         doc = state.groups[group_id]
         state.groups[group_id] = _Doc(doc.data, doc.version + 1, doc.created, utcnow())
 
-    def _page(self, evaluator: Evaluator, docs: dict[str, _Doc], state: _State, query: Query, members: bool, index=None) -> Page:
+    def _page(
+        self, evaluator: Evaluator, docs: dict[str, _Doc], state: _State, query: Query, members: bool, index=None
+    ) -> Page:
         match = evaluator.matcher(query.filter) if query.filter is not None else None
         key = evaluator.sort_key(query.sort_by)
         ids = self._indexed(query, index) if index is not None else None
@@ -183,8 +197,9 @@ class MemoryStorage(ScimStorage):
 
         def resource(resource_id):
             doc = docs[resource_id]
-            return Resource(resource_id, doc.data, doc.created, doc.last_modified,
-                            lambda: list(state.members.get(resource_id, {})))
+            return Resource(
+                resource_id, doc.data, doc.created, doc.last_modified, lambda: list(state.members.get(resource_id, {}))
+            )
 
         found = [r for r in (resource(i) for i in candidates if i in docs) if match is None or match(r)]
         found.sort(key=key, reverse=query.descending)
@@ -201,8 +216,12 @@ class MemoryStorage(ScimStorage):
         name, by_key = index
         expr = query.filter
         if (
-            isinstance(expr, Compare) and expr.op == "eq" and isinstance(expr.value, str) and expr.path.urn is None
-            and expr.path.sub is None and expr.path.attribute.name == name
+            isinstance(expr, Compare)
+            and expr.op == "eq"
+            and isinstance(expr.value, str)
+            and expr.path.urn is None
+            and expr.path.sub is None
+            and expr.path.attribute.name == name
         ):
             found = by_key.get(expr.value.lower())
             return [found] if found else []
@@ -306,7 +325,12 @@ class MemoryStorage(ScimStorage):
     def query_groups(self, request, query: Query) -> Page:
         state = self._read(request)
         return self._page(
-            self._groups, state.groups, state, query, members=query.with_members, index=("displayName", state.group_names)
+            self._groups,
+            state.groups,
+            state,
+            query,
+            members=query.with_members,
+            index=("displayName", state.group_names),
         )
 
     # ---------------------------------------------------------------- membership

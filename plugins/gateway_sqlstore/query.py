@@ -39,7 +39,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from gateway.db.models import Group, GroupMember, User
-from gateway.scim.filters import And, Compare, Has, Not, Or, Present
+from gateway.scim.filters import And, Has, Not, Or, Present
 from gateway.scim.schemas import ResolvedPath
 from gateway.scim.storage import Unsupported
 
@@ -159,8 +159,14 @@ def _compare(d: _Dialect, expr, op: str, value, case_exact: bool, kind: str):
     if op == "sw":
         return sa.func.substr(expr, 1, len(value)) == value_param
     if op == "ew":
-        return sa.func.substr(expr, -len(value)) == value_param if not d.pg else sa.func.right(expr, len(value)) == value_param
-    return {"gt": expr > value_param, "ge": expr >= value_param, "lt": expr < value_param, "le": expr <= value_param}[op]
+        return (
+            sa.func.substr(expr, -len(value)) == value_param
+            if not d.pg
+            else sa.func.right(expr, len(value)) == value_param
+        )
+    return {"gt": expr > value_param, "ge": expr >= value_param, "lt": expr < value_param, "le": expr <= value_param}[
+        op
+    ]
 
 
 def _kind(path: ResolvedPath) -> str:
@@ -271,9 +277,13 @@ class Translator:
 
     def element_where(self, expr, element, parent: ResolvedPath):
         if isinstance(expr, And):
-            return sa.and_(self.element_where(expr.left, element, parent), self.element_where(expr.right, element, parent))
+            return sa.and_(
+                self.element_where(expr.left, element, parent), self.element_where(expr.right, element, parent)
+            )
         if isinstance(expr, Or):
-            return sa.or_(self.element_where(expr.left, element, parent), self.element_where(expr.right, element, parent))
+            return sa.or_(
+                self.element_where(expr.left, element, parent), self.element_where(expr.right, element, parent)
+            )
         if isinstance(expr, Not):
             return sa.not_(sa.func.coalesce(self.element_where(expr.expr, element, parent), sa.false()))
         if isinstance(expr, Has):
@@ -296,10 +306,7 @@ class Translator:
         """members[...] on groups: rows of group_members, by user id."""
         condition = self.member_where(expr)
         return sa.exists(
-            sa.select(sa.literal(1))
-            .select_from(GroupMember)
-            .where(GroupMember.group_id == Group.id)
-            .where(condition)
+            sa.select(sa.literal(1)).select_from(GroupMember).where(GroupMember.group_id == Group.id).where(condition)
         )
 
     def member_where(self, expr):
@@ -317,7 +324,11 @@ class Translator:
         if sub is not None and sub.name == "type":
             if isinstance(expr, Present):
                 return sa.true()
-            return sa.literal(str(expr.value).lower() == "user") if expr.op == "eq" else sa.literal(str(expr.value).lower() != "user")
+            return (
+                sa.literal(str(expr.value).lower() == "user")
+                if expr.op == "eq"
+                else sa.literal(str(expr.value).lower() != "user")
+            )
         raise Unsupported(f'members can be filtered by value or type, not "{expr.path.text()}"')  # pragma: no cover
 
     # -------------------------------------------------------------- sorting

@@ -56,12 +56,40 @@ GROUP_COLUMNS = (Group.id, Group.scim_data, Group.version, Group.created_at, Gro
 
 #: Every column a SCIM create writes, as named bind parameters.
 _USER_INSERT_COLUMNS = (
-    "id", "user_name", "user_name_key", "external_id", "active", "display_name", "given_name", "family_name",
-    "email", "email_key", "title", "department", "scim_data", "attributes", "provisioned_by", "is_admin",
-    "idp_subject", "saml_profile", "last_sign_in_at", "version", "created_at", "updated_at",
+    "id",
+    "user_name",
+    "user_name_key",
+    "external_id",
+    "active",
+    "display_name",
+    "given_name",
+    "family_name",
+    "email",
+    "email_key",
+    "title",
+    "department",
+    "scim_data",
+    "attributes",
+    "provisioned_by",
+    "is_admin",
+    "idp_subject",
+    "saml_profile",
+    "last_sign_in_at",
+    "version",
+    "created_at",
+    "updated_at",
 )
 _INSERT_USER = Prepared(sa.insert(User).values({c: sa.bindparam(c) for c in _USER_INSERT_COLUMNS}))
-_GROUP_INSERT_COLUMNS = ("id", "display_name", "display_name_key", "external_id", "scim_data", "version", "created_at", "updated_at")
+_GROUP_INSERT_COLUMNS = (
+    "id",
+    "display_name",
+    "display_name_key",
+    "external_id",
+    "scim_data",
+    "version",
+    "created_at",
+    "updated_at",
+)
 _INSERT_GROUP = Prepared(sa.insert(Group).values({c: sa.bindparam(c) for c in _GROUP_INSERT_COLUMNS}))
 
 
@@ -80,8 +108,11 @@ def _key_lookups(model, columns):
     for name, (column, lowered) in keys.items():
         where = column == sa.bindparam("value", type_=column.type)
         page = (
-            sa.select(*columns).where(where).order_by(model.id)
-            .limit(sa.bindparam("limit", type_=sa.Integer)).offset(sa.bindparam("offset", type_=sa.Integer))
+            sa.select(*columns)
+            .where(where)
+            .order_by(model.id)
+            .limit(sa.bindparam("limit", type_=sa.Integer))
+            .offset(sa.bindparam("offset", type_=sa.Integer))
         )
         count = sa.select(sa.func.count()).select_from(model).where(where)
         out[name] = (Prepared(page), Prepared(count), lowered)
@@ -249,7 +280,9 @@ class _PaddedIdLists:
         out = []
         for start in range(0, len(ids), self.CHUNK):
             chunk = ids[start : start + self.CHUNK]
-            out += [row[0] for row in make(self._size(len(chunk))).rows(connection, {**values, **self._numbered(chunk)})]
+            out += [
+                row[0] for row in make(self._size(len(chunk))).rows(connection, {**values, **self._numbered(chunk)})
+            ]
         return out
 
     def existing(self, connection, ids: list[str]) -> list[str]:
@@ -294,7 +327,10 @@ class _ArrayIdLists:
     _IDS = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String()))
     _GROUP_ID = sa.bindparam("group_id", type_=GroupMember.group_id.type)
     _PARAMS = (
-        _IDS, _GROUP_ID, sa.bindparam("now", type_=GroupMember.created_at.type), sa.bindparam("bump", type_=sa.Boolean())
+        _IDS,
+        _GROUP_ID,
+        sa.bindparam("now", type_=GroupMember.created_at.type),
+        sa.bindparam("bump", type_=sa.Boolean()),
     )
     _GROUP_ROW = [sa.column(c.key, c.type) for c in GROUP_COLUMNS]
 
@@ -399,7 +435,16 @@ class SqlStorage(ScimStorage):
 
     def _compile_hot_statements(self, dialect) -> None:
         """Compile now what an Entra sync runs, so its first requests do not."""
-        statements = [_INSERT_USER, _INSERT_GROUP, _GET_USER, _GET_GROUP, _GROUP_EXISTS, _BUMP_GROUP, *_LOCKED_READS[User], *_LOCKED_READS[Group]]
+        statements = [
+            _INSERT_USER,
+            _INSERT_GROUP,
+            _GET_USER,
+            _GET_GROUP,
+            _GROUP_EXISTS,
+            _BUMP_GROUP,
+            *_LOCKED_READS[User],
+            *_LOCKED_READS[Group],
+        ]
         for lookups in _KEY_LOOKUPS.values():
             for page, count, _lowered in lookups.values():
                 statements += [page, count]
@@ -447,15 +492,28 @@ class SqlStorage(ScimStorage):
         now = utcnow()
         values = {"id": new_id(), **user_columns(data), "version": 1, "created_at": now, "updated_at": now}
         values.update(
-            provisioned_by="scim", is_admin=False, attributes={}, idp_subject=None, saml_profile=None, last_sign_in_at=None
+            provisioned_by="scim",
+            is_admin=False,
+            attributes={},
+            idp_subject=None,
+            saml_profile=None,
+            last_sign_in_at=None,
         )
         # The profile columns as provisioning maps them for a new SCIM user (no
         # SAML profile yet), so its sync after this INSERT has nothing to
         # read or write: one statement where there were three.
-        values.update(profile_columns(mapped_profile(
-            request.registry, provisioned_by="scim", scim_data=data, saml_profile=None, source="scim",
-            context_fields={"subject": None},
-        )))
+        values.update(
+            profile_columns(
+                mapped_profile(
+                    request.registry,
+                    provisioned_by="scim",
+                    scim_data=data,
+                    saml_profile=None,
+                    source="scim",
+                    context_fields={"subject": None},
+                )
+            )
+        )
         try:
             _INSERT_USER.execute(session_connection(request.dbsession, write=True), values)
         except sa.exc.IntegrityError as exc:
@@ -494,7 +552,9 @@ class SqlStorage(ScimStorage):
             execution_options={"synchronize_session": False},
         )
         # Memberships and sessions go with the row (ON DELETE CASCADE).
-        result = dbsession.execute(sa.delete(User).where(User.id == user_id), execution_options={"synchronize_session": False})
+        result = dbsession.execute(
+            sa.delete(User).where(User.id == user_id), execution_options={"synchronize_session": False}
+        )
         return bool(result.rowcount)
 
     def query_users(self, request, query: Query) -> Page:
@@ -669,7 +729,13 @@ class SqlStorage(ScimStorage):
                 order = translator.order(query.sort_by, query.descending)
                 rows = []
                 if query.count > 0:
-                    stmt = sa.select(*columns).where(where).order_by(*order).offset(query.start_index - 1).limit(query.count)
+                    stmt = (
+                        sa.select(*columns)
+                        .where(where)
+                        .order_by(*order)
+                        .offset(query.start_index - 1)
+                        .limit(query.count)
+                    )
                     rows = connection.execute(stmt).all()
                 if query.start_index == 1 and len(rows) < query.count:
                     total = len(rows)  # the whole result is on this page

@@ -43,7 +43,7 @@ def _parse_table(key: str, raw: str) -> dict[str, str]:
     field = key[len(PREFIX) :]
     if field not in FIELDS and not (field.startswith("custom.") and len(field) > len("custom.")):
         raise ConfigError(
-            f"{key}: unknown profile field \"{field}\"; expected one of {', '.join(FIELDS)} or custom.<name>"
+            f'{key}: unknown profile field "{field}"; expected one of {", ".join(FIELDS)} or custom.<name>'
         )
     table = {}
     for line in raw.splitlines():
@@ -102,7 +102,9 @@ def gateway_attribute_transforms():
 @hookimpl
 def gateway_plugin_settings():
     # Each table is checked below, where its field is known.
-    return [PluginSetting(PREFIX + "*", default=None, help="the map_values table of one profile field: from = to pairs")]
+    return [
+        PluginSetting(PREFIX + "*", default=None, help="the map_values table of one profile field: from = to pairs")
+    ]
 
 
 @hookimpl

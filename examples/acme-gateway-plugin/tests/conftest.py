@@ -17,13 +17,15 @@ def events_file(tmp_path):
 @pytest.fixture
 def gateway_settings(gateway_settings, events_file):
     """The kit's smallest settings, with the acme plugin on."""
-    gateway_settings.update({
-        "gateway.plugins": gateway_settings["gateway.plugins"] + " acme",
-        "attributes.transforms": "acme_level",
-        "acme.contractor_domains": "contractors.acme.example",
-        "acme.approved_groups": '"Approved Contractors"',
-        "acme.events_file": str(events_file),
-    })
+    gateway_settings.update(
+        {
+            "gateway.plugins": gateway_settings["gateway.plugins"] + " acme",
+            "attributes.transforms": "acme_level",
+            "acme.contractor_domains": "contractors.acme.example",
+            "acme.approved_groups": '"Approved Contractors"',
+            "acme.events_file": str(events_file),
+        }
+    )
     return gateway_settings
 
 

@@ -21,8 +21,9 @@ def test_group_changes_are_written(gateway_scim, written):
 
 def test_a_refused_write_is_not_written(gateway_scim, written):
     gateway_scim.create_user("jo@acme.example")
-    gateway_scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                                 "userName": "JO@acme.example"}, status=409)
+    gateway_scim.post(
+        "/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "JO@acme.example"}, status=409
+    )
     assert [r["type"] for r in written()] == ["created"]
 
 

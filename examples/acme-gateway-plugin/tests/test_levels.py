@@ -7,8 +7,13 @@ TITLE = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/title"
 
 @pytest.mark.parametrize(
     "title, level",
-    [("Senior Software Engineer", "senior"), ("Vice President, Sales", "executive"), ("Summer Intern", "junior"),
-     ("Accountant", "staff"), (None, "staff")],
+    [
+        ("Senior Software Engineer", "senior"),
+        ("Vice President, Sales", "executive"),
+        ("Summer Intern", "junior"),
+        ("Accountant", "staff"),
+        (None, "staff"),
+    ],
 )
 def test_the_title_gives_the_level(gateway_app, gateway_sign_in, title, level):
     gateway_sign_in("ann@acme.example", claims={TITLE: title})

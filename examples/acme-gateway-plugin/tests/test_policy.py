@@ -24,8 +24,9 @@ def test_a_contractor_in_an_approved_group_signs_in(gateway_app, gateway_sign_in
 
 def test_a_provisioned_membership_counts(gateway_app, gateway_scim, gateway_sign_in):
     # SCIM creates are left alone (Entra adds the groups afterwards) ...
-    user = gateway_scim.create_user("eve@contractors.acme.example",
-                                    emails=[{"value": "eve@contractors.acme.example", "primary": True}])
+    user = gateway_scim.create_user(
+        "eve@contractors.acme.example", emails=[{"value": "eve@contractors.acme.example", "primary": True}]
+    )
     gateway_scim.create_group("Approved Contractors", members=[user["id"]])
     # ... and the stored membership lets her in without a groups claim.
     gateway_sign_in("eve@contractors.acme.example", groups=())

@@ -10,12 +10,18 @@ from gateway import ConfigError
     [
         ({"acme.events_file": None}, "acme.events_file: required setting is missing"),
         ({"acme.event_file": "/tmp/x.jsonl"}, 'acme.event_file: unknown setting (did you mean "acme.events_file"?)'),
-        ({"acme.contractor_domains": "not a domain!"},
-         'acme.contractor_domains: expected email domains such as contractors.acme.example, got "not a domain!"'),
-        ({"acme.levels": "engineer = tech\nsenior"},
-         'acme.levels: expected one "title words = level" per line, got "senior"'),
-        ({"acme.events_file": "/no/such/folder/events.jsonl"},
-         "acme.events_file: expected a file in an existing folder the gateway may write to"),
+        (
+            {"acme.contractor_domains": "not a domain!"},
+            'acme.contractor_domains: expected email domains such as contractors.acme.example, got "not a domain!"',
+        ),
+        (
+            {"acme.levels": "engineer = tech\nsenior"},
+            'acme.levels: expected one "title words = level" per line, got "senior"',
+        ),
+        (
+            {"acme.events_file": "/no/such/folder/events.jsonl"},
+            "acme.events_file: expected a file in an existing folder the gateway may write to",
+        ),
     ],
 )
 def test_a_bad_setting_stops_start_up(gateway_make_app, settings, message):

@@ -16,7 +16,18 @@ from ..access import admin_view
 
 PAGE_SIZE = 100
 FILTERS = ("actor", "event", "user", "correlation_id", "since", "until")
-COLUMNS = ("id", "at", "actor", "action", "target_type", "target_id", "target_name", "source", "correlation_id", "details")
+COLUMNS = (
+    "id",
+    "at",
+    "actor",
+    "action",
+    "target_type",
+    "target_id",
+    "target_name",
+    "source",
+    "correlation_id",
+    "details",
+)
 
 
 def _prefix(column, value: str):
@@ -35,7 +46,7 @@ def parse_time(value: str, end: bool = False) -> dt.datetime:
     except ValueError:
         raise BadFilter(f"Expected a date such as 2026-12-06 or 2026-12-06T14:30, got {value!r}.") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     if end and len(value.strip()) == 10:
         parsed += dt.timedelta(days=1)
     return parsed
@@ -50,7 +61,9 @@ def audit_filters(request, values: dict) -> list:
         where.append(_prefix(AuditEvent.action, values["event"]))
     if values.get("user"):
         who = values["user"]
-        user_id = request.dbsession.scalar(sa.select(User.id).where(sa.or_(User.id == who, User.user_name_key == who.lower())))
+        user_id = request.dbsession.scalar(
+            sa.select(User.id).where(sa.or_(User.id == who, User.user_name_key == who.lower()))
+        )
         # A stored user's events by id (indexed); a refused person with no record by the name they gave.
         match = AuditEvent.target_id == user_id if user_id else AuditEvent.target_name == who
         where.append(sa.and_(AuditEvent.target_type == "user", match))
@@ -75,8 +88,15 @@ def audit(request):
         where = audit_filters(request, values)
     except BadFilter as exc:
         request.response.status_int = 400
-        return {"filters": values, "events": [], "error": str(exc), "first_page": None, "next_page": None,
-                "csv_url": None, "jsonl_url": None}
+        return {
+            "filters": values,
+            "events": [],
+            "error": str(exc),
+            "first_page": None,
+            "next_page": None,
+            "csv_url": None,
+            "jsonl_url": None,
+        }
     before = request.GET.get("before", "")
     if before.isdigit():
         where.append(AuditEvent.id < int(before))
@@ -146,13 +166,16 @@ def export(request):
         line, content_type = _csv_line, "text/csv"
     else:
         header = []
-        line, content_type = (lambda row: (json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")), "application/x-ndjson"
+        line, content_type = (
+            (lambda row: (json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")),
+            "application/x-ndjson",
+        )
 
     def body():
         yield from header
         yield from _stream(request.registry.db_engine, statement, line)
 
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return Response(
         app_iter=body(),
         content_type=content_type,

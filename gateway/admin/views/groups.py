@@ -36,23 +36,33 @@ def groups(request):
     ).all()
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    counts = dict(
-        dbsession.execute(
-            sa.select(GroupMember.group_id, sa.func.count())
-            .where(GroupMember.group_id.in_([r.id for r in rows]))
-            .group_by(GroupMember.group_id)
-        ).all()
-    ) if rows else {}
+    counts = (
+        dict(
+            dbsession.execute(
+                sa.select(GroupMember.group_id, sa.func.count())
+                .where(GroupMember.group_id.in_([r.id for r in rows]))
+                .group_by(GroupMember.group_id)
+            ).all()
+        )
+        if rows
+        else {}
+    )
     settings = request.registry.gateway_settings
     keep = {"q": q} if q else {}
     return {
         "q": q,
         "groups": [
-            (row, counts.get(row.id, 0), is_admin_group(settings, {"displayName": row.display_name, "externalId": row.external_id}))
+            (
+                row,
+                counts.get(row.id, 0),
+                is_admin_group(settings, {"displayName": row.display_name, "externalId": row.external_id}),
+            )
             for row in rows
         ],
         "first_page": request.route_path("admin.groups", _query=keep) if after else None,
-        "next_page": request.route_path("admin.groups", _query={**keep, "after": rows[-1].display_name_key}) if more else None,
+        "next_page": request.route_path("admin.groups", _query={**keep, "after": rows[-1].display_name_key})
+        if more
+        else None,
     }
 
 
@@ -76,7 +86,9 @@ def group(request):
     ).all()
     more = len(members) > PAGE_SIZE
     members = members[:PAGE_SIZE]
-    total = dbsession.scalar(sa.select(sa.func.count()).select_from(GroupMember).where(GroupMember.group_id == group.id))
+    total = dbsession.scalar(
+        sa.select(sa.func.count()).select_from(GroupMember).where(GroupMember.group_id == group.id)
+    )
     settings = request.registry.gateway_settings
     return {
         "group": group,
@@ -84,5 +96,7 @@ def group(request):
         "total": total,
         "admin_group": is_admin_group(settings, {"displayName": group.display_name, "externalId": group.external_id}),
         "first_page": request.route_path("admin.group", id=group.id) if after else None,
-        "next_page": request.route_path("admin.group", id=group.id, _query={"after": members[-1].user_name_key}) if more else None,
+        "next_page": request.route_path("admin.group", id=group.id, _query={"after": members[-1].user_name_key})
+        if more
+        else None,
     }

@@ -24,7 +24,9 @@ def sessions(request):
     where = []
     if who:
         # A userName (case-insensitively) or a user id.
-        where.append(SsoSession.user_id.in_(sa.select(User.id).where(sa.or_(User.user_name_key == who.lower(), User.id == who))))
+        where.append(
+            SsoSession.user_id.in_(sa.select(User.id).where(sa.or_(User.user_name_key == who.lower(), User.id == who)))
+        )
     rows = live_sessions(request, where, limit=PAGE_SIZE + 1, offset=offset)
     keep = {"user": who} if who else {}
     return {

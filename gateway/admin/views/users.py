@@ -54,7 +54,9 @@ def users(request):
         "page": page,
         "page_size": PAGE_SIZE,
         "first_page": request.route_path("admin.users", _query=keep) if after else None,
-        "next_page": request.route_path("admin.users", _query={**keep, "after": page.next_after}) if page.next_after else None,
+        "next_page": request.route_path("admin.users", _query={**keep, "after": page.next_after})
+        if page.next_after
+        else None,
     }
 
 
@@ -145,4 +147,3 @@ def refused_page(request, message: str, back: str):
     from ...templating import render_page
 
     return render_page(request, "admin/refused.html", {"message": message, "back": back}, status=409)
-

@@ -9,8 +9,9 @@ Revision ID: 0004
 Revises: 0002
 Create Date: 2026-11-29
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0004"

@@ -29,6 +29,7 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-28
 """
+
 from alembic import op
 
 revision = "0006"
@@ -91,25 +92,35 @@ def upgrade():
     )
     op.execute(
         "CREATE TRIGGER group_members_notify_identity AFTER UPDATE OR TRUNCATE ON group_members"
-        + _STATEMENT + "gateway_notify_identity()"
+        + _STATEMENT
+        + "gateway_notify_identity()"
     )
     op.execute("DROP TRIGGER IF EXISTS groups_notify_identity ON groups")
     op.execute(
         "CREATE TRIGGER groups_notify_identity AFTER UPDATE OF display_name, external_id OR DELETE OR TRUNCATE ON groups"
-        + _STATEMENT + "gateway_notify_identity()"
+        + _STATEMENT
+        + "gateway_notify_identity()"
     )
 
 
 def downgrade():
     if op.get_bind().dialect.name != "postgresql":
         return
-    for trigger in ("group_members_added_notify_identity", "group_members_removed_notify_identity",
-                    "group_members_notify_identity"):
+    for trigger in (
+        "group_members_added_notify_identity",
+        "group_members_removed_notify_identity",
+        "group_members_notify_identity",
+    ):
         op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON group_members")
     op.execute("DROP FUNCTION IF EXISTS gateway_notify_membership()")
     op.execute(
         "CREATE TRIGGER group_members_notify_identity AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON group_members"
-        + _STATEMENT + "gateway_notify_identity()"
+        + _STATEMENT
+        + "gateway_notify_identity()"
     )
     op.execute("DROP TRIGGER IF EXISTS groups_notify_identity ON groups")
-    op.execute("CREATE TRIGGER groups_notify_identity AFTER UPDATE OR DELETE OR TRUNCATE ON groups" + _STATEMENT + "gateway_notify_identity()")
+    op.execute(
+        "CREATE TRIGGER groups_notify_identity AFTER UPDATE OR DELETE OR TRUNCATE ON groups"
+        + _STATEMENT
+        + "gateway_notify_identity()"
+    )

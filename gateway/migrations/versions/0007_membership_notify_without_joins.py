@@ -12,6 +12,7 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-29
 """
+
 from alembic import op
 
 revision = "0007"

@@ -13,8 +13,9 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-06
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0008"

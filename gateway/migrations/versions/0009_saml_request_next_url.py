@@ -10,8 +10,9 @@ Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-06
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0009"
 down_revision = "0008"
@@ -21,8 +22,9 @@ depends_on = None
 
 def upgrade():
     with op.batch_alter_table("saml_requests", schema=None) as batch_op:
-        batch_op.alter_column("next_path", existing_type=sa.String(length=2048), type_=sa.String(length=8192),
-                              existing_nullable=False)
+        batch_op.alter_column(
+            "next_path", existing_type=sa.String(length=2048), type_=sa.String(length=8192), existing_nullable=False
+        )
 
 
 def downgrade():
@@ -30,5 +32,6 @@ def downgrade():
     # refused like one to an unknown request, and the person signs in again.
     op.execute(sa.text("DELETE FROM saml_requests WHERE length(next_path) > 2048"))
     with op.batch_alter_table("saml_requests", schema=None) as batch_op:
-        batch_op.alter_column("next_path", existing_type=sa.String(length=8192), type_=sa.String(length=2048),
-                              existing_nullable=False)
+        batch_op.alter_column(
+            "next_path", existing_type=sa.String(length=8192), type_=sa.String(length=2048), existing_nullable=False
+        )

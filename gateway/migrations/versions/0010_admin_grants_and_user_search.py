@@ -17,8 +17,9 @@ Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-06
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0010"
 down_revision = "0009"
@@ -31,7 +32,10 @@ depends_on = None
 POSTGRES_INDEXES = (
     ("ix_users_user_name_key_c", 'users (user_name_key COLLATE "C")'),
     ("ix_users_email_key_c", 'users (email_key COLLATE "C") INCLUDE (user_name_key)'),
-    ("ix_users_display_name_lower_c", 'users ((lower(display_name)) COLLATE "C") INCLUDE (user_name_key, display_name)'),
+    (
+        "ix_users_display_name_lower_c",
+        'users ((lower(display_name)) COLLATE "C") INCLUDE (user_name_key, display_name)',
+    ),
 )
 
 

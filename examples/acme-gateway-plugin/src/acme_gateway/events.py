@@ -25,7 +25,7 @@ _lock = threading.Lock()
 def as_record(event) -> dict:
     """The JSON object of one event: user and group events share the common keys."""
     record = {
-        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
         "type": event.type,
         "actor": event.actor,
         "source": event.source,

@@ -24,8 +24,10 @@ from .settings import DEFAULT_LEVEL, DEFAULT_LEVELS, LEVELS, parse_level, parse_
 def _rules(levels: str | None, default: str | None):
     # A transform gets the raw ini settings; parse them once, with the declared parsers.
     raw = {LEVELS: levels, DEFAULT_LEVEL: default}
-    return (read_setting(raw, LEVELS, parse_levels, parse_levels(DEFAULT_LEVELS)),
-            read_setting(raw, DEFAULT_LEVEL, parse_level, "staff"))
+    return (
+        read_setting(raw, LEVELS, parse_levels, parse_levels(DEFAULT_LEVELS)),
+        read_setting(raw, DEFAULT_LEVEL, parse_level, "staff"),
+    )
 
 
 def level_of(title: str | None, settings) -> str:

@@ -84,13 +84,23 @@ def parse_events_file(raw: str) -> str:
 @hookimpl
 def gateway_plugin_settings():
     return [
-        PluginSetting(CONTRACTOR_DOMAINS, parse_domains,
-                      help="email domains of contractors (contractors.acme.example)"),
-        PluginSetting(APPROVED_GROUPS, parse_groups, default=frozenset(),
-                      help="groups (names or object ids) whose contractor members may sign in; none by default"),
-        PluginSetting(LEVELS, parse_levels, default=parse_levels(DEFAULT_LEVELS),
-                      help="title words = level, one pair a line, first match wins"),
-        PluginSetting(DEFAULT_LEVEL, parse_level, default="staff",
-                      help="the level of a person whose title matches no line"),
+        PluginSetting(
+            CONTRACTOR_DOMAINS, parse_domains, help="email domains of contractors (contractors.acme.example)"
+        ),
+        PluginSetting(
+            APPROVED_GROUPS,
+            parse_groups,
+            default=frozenset(),
+            help="groups (names or object ids) whose contractor members may sign in; none by default",
+        ),
+        PluginSetting(
+            LEVELS,
+            parse_levels,
+            default=parse_levels(DEFAULT_LEVELS),
+            help="title words = level, one pair a line, first match wins",
+        ),
+        PluginSetting(
+            DEFAULT_LEVEL, parse_level, default="staff", help="the level of a person whose title matches no line"
+        ),
         PluginSetting(EVENTS_FILE, parse_events_file, help="the JSON-lines file committed changes are appended to"),
     ]
