@@ -14,7 +14,8 @@ Two layers:
   there is exactly one Assertion in the whole document and it is a child of
   the root, every ID is unique, every Signature is an enveloped signature of
   its parent with one same-document Reference to the parent's ID, and only
-  allowed signature, digest, canonicalization and transform algorithms occur.
+  allowed signature, digest, canonicalization and transform algorithms occur;
+  and the message, as sent, is valid against the SAML schema.
 """
 
 from __future__ import annotations
