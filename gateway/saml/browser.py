@@ -18,15 +18,16 @@ import re
 import secrets
 
 import sqlalchemy as sa
-import zope.sqlalchemy
 
 from ..db.models import SamlRequest, utcnow
+from ..db.prepared import Prepared, session_connection
 from .errors import SamlRejection
 
 #: How long a started sign-in (MFA prompts included) or sign-out may take.
 REQUEST_LIFETIME = dt.timedelta(minutes=15)
 #: How long an expired request row stays before the next request deletes it.
 KEEP_EXPIRED = dt.timedelta(hours=1)
+_UNREAD = object()
 _BINDING = re.compile(r"^[A-Za-z0-9_\-]{40,64}$")
 
 _WHAT = {"authn": "sign-in", "logout": "sign-out", "test": "test sign-in"}
@@ -40,33 +41,57 @@ def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def remember(request, request_id: str, kind: str, next_path: str = "/") -> None:
-    """Store ``request_id`` bound to this browser, and set the binding cookie on the response."""
+_TABLE = SamlRequest.__table__
+_COLUMNS = ("request_id", "kind", "browser_hash", "next_path", "created_at", "expires_at")
+_INSERT = sa.insert(_TABLE).values({c: sa.bindparam(c) for c in _COLUMNS})
+# Requests never answered would otherwise stay forever. Rows are kept a
+# while past expiry so that a late answer is told "took too long".
+_PRUNE = sa.delete(_TABLE).where(_TABLE.c.expires_at <= sa.bindparam("stale"))
+#: PostgreSQL: one round trip, the prune riding along with the insert.
+_REMEMBER_PG = Prepared(_INSERT.add_cte(_PRUNE.cte("expired")))
+_REMEMBER, _PRUNE_EXPIRED = Prepared(_INSERT), Prepared(_PRUNE)
+#: PostgreSQL: this transaction's commit need not wait for the disk.
+_NO_FLUSH_WAIT = Prepared(sa.select(sa.func.set_config("synchronous_commit", "off", True)))
+_READ = Prepared(sa.select(_TABLE).where(_TABLE.c.request_id == sa.bindparam("request_id")))
+_USE = Prepared(
+    sa.update(_TABLE)
+    .where(_TABLE.c.request_id == sa.bindparam("request_id"), _TABLE.c.used_at.is_(None))
+    .values(used_at=sa.bindparam("now"))
+    .returning(_TABLE.c.request_id)
+)
+
+
+def remember(request, request_id: str, kind: str, next_path: str = "/", *, durable: bool = True) -> None:
+    """Store ``request_id`` bound to this browser, and set the binding cookie on the response.
+
+    ``durable=False`` (a sign-in's login, when nothing else is written): on
+    PostgreSQL the commit does not wait for the disk, a few milliseconds of
+    every sign-in. A crash of the database may then lose the last fraction of
+    a second of these rows, and a sign-in started in it is refused as
+    unknown and started again; nothing else depends on them.
+    """
     name = cookie_name(request)
     binding = request.cookies.get(name)
     if not binding or not _BINDING.match(binding):
         binding = secrets.token_urlsafe(32)
     now = utcnow()
-    dbsession = request.dbsession
-    table = SamlRequest.__table__
-    insert = sa.insert(table).values(
-        request_id=request_id,
-        kind=kind,
-        browser_hash=_hash(binding),
-        next_path=next_path,
-        created_at=now,
-        expires_at=now + REQUEST_LIFETIME,
-    )
-    # Requests never answered would otherwise stay forever. Rows are kept a
-    # while past expiry so that a late answer is told "took too long".
-    expired = sa.delete(table).where(table.c.expires_at <= now - KEEP_EXPIRED)
-    if dbsession.get_bind().dialect.name == "postgresql":
-        # One round trip on the sign-in's hot path: the prune rides along.
-        dbsession.execute(insert.add_cte(expired.cte("expired")))
+    connection = session_connection(request.dbsession, write=True)
+    values = {
+        "request_id": request_id,
+        "kind": kind,
+        "browser_hash": _hash(binding),
+        "next_path": next_path,
+        "created_at": now,
+        "expires_at": now + REQUEST_LIFETIME,
+        "stale": now - KEEP_EXPIRED,
+    }
+    if connection.dialect.name == "postgresql":
+        if not durable:
+            _NO_FLUSH_WAIT.execute(connection, {})
+        _REMEMBER_PG.execute(connection, values)
     else:
-        dbsession.execute(expired)
-        dbsession.execute(insert)
-    zope.sqlalchemy.mark_changed(dbsession)
+        _PRUNE_EXPIRED.execute(connection, values)
+        _REMEMBER.execute(connection, values)
     settings = request.registry.gateway_settings.session
 
     def set_cookie(_request, response):
@@ -94,10 +119,20 @@ def forget(request) -> None:
     request.add_response_callback(lambda _request, response: response.delete_cookie(name, path="/saml/"))
 
 
-def bound(request, request_id: str, kind: str, now: dt.datetime) -> SamlRequest:
-    """The row of ``request_id`` if this browser sent it as a ``kind`` request; else a refusal."""
+def find(request, request_id: str):
+    """The row of ``request_id`` (a named tuple of the table's columns), or None."""
+    rows = _READ.rows(session_connection(request.dbsession), {"request_id": request_id[:128]})
+    return rows[0] if rows else None
+
+
+def bound(request, request_id: str, kind: str, now: dt.datetime, row=_UNREAD):
+    """The row of ``request_id`` if this browser sent it as a ``kind`` request; else a refusal.
+
+    ``row``: the row as :func:`find` read it, when the caller already did.
+    """
     what = _WHAT[kind]
-    row = request.dbsession.get(SamlRequest, request_id[:128])
+    if row is _UNREAD:
+        row = find(request, request_id)
     if row is None or row.kind != kind:
         raise SamlRejection("in_response_to_unknown", f"This answer does not belong to a {what} started here.")
     if row.used_at is not None:
@@ -116,14 +151,6 @@ def bound(request, request_id: str, kind: str, now: dt.datetime) -> SamlRequest:
 
 def use(request, request_id: str, kind: str, now: dt.datetime) -> None:
     """Mark the request answered, atomically on every instance: the second of two racing answers fails."""
-    # On the table, not the ORM entity: the same statement without the ORM's bulk-update work.
-    table = SamlRequest.__table__
-    used = request.dbsession.execute(
-        sa.update(table)
-        .where(table.c.request_id == request_id, table.c.used_at.is_(None))
-        .values(used_at=now)
-        .returning(table.c.request_id)
-    ).first()
-    zope.sqlalchemy.mark_changed(request.dbsession)
-    if used is None:
+    used = _USE.rows(session_connection(request.dbsession, write=True), {"request_id": request_id, "now": now})
+    if not used:
         raise SamlRejection("in_response_to_used", f"This {_WHAT[kind]} was already completed once.")

@@ -9,10 +9,27 @@ message would expire anyway, and a second use of an ID is refused.
 from __future__ import annotations
 
 import sqlalchemy as sa
-import zope.sqlalchemy
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..db.models import SeenAssertion
+from ..db.prepared import Prepared, session_connection
+
+_TABLE = SeenAssertion.__table__
+_EXPIRED = sa.delete(_TABLE).where(_TABLE.c.expires_at <= sa.bindparam("now"))
+
+
+def _insert(dialect):
+    return (
+        dialect.insert(_TABLE)
+        .values(assertion_id=sa.bindparam("message_id"), expires_at=sa.bindparam("expires_at"))
+        .on_conflict_do_nothing()
+        .returning(_TABLE.c.assertion_id)
+    )
+
+
+#: PostgreSQL: the prune rides in the insert's statement (one round trip on the sign-in's hot path).
+_FIRST_USE_PG = Prepared(_insert(postgresql).add_cte(_EXPIRED.cte("expired")))
+_FIRST_USE_SQLITE, _PRUNE = Prepared(_insert(sqlite)), Prepared(_EXPIRED)
 
 
 def first_use(dbsession, message_id: str, expires_at, now) -> bool:
@@ -20,25 +37,13 @@ def first_use(dbsession, message_id: str, expires_at, now) -> bool:
 
     Expired ids are dropped on the way, so that an id past its expiry (refused
     anyway by the time checks) does not stay in the table forever. On
-    PostgreSQL that happens in the same statement (one round trip on the
-    sign-in's hot path), whose insert still sees the expired row: the id of an
-    expired message sent again is refused as a replay, as the time checks
-    would refuse it.
+    PostgreSQL that happens in the same statement, whose insert still sees the
+    expired row: the id of an expired message sent again is refused as a
+    replay, as the time checks would refuse it.
     """
-    table = SeenAssertion.__table__
-    expired = sa.delete(table).where(table.c.expires_at <= now)
-    dialect = dbsession.get_bind().dialect.name
-    insert = (
-        (postgresql if dialect == "postgresql" else sqlite)
-        .insert(table)
-        .values(assertion_id=message_id[:256], expires_at=expires_at)
-        .on_conflict_do_nothing()
-        .returning(table.c.assertion_id)
-    )
-    if dialect == "postgresql":
-        insert = insert.add_cte(expired.cte("expired"))
-    else:
-        dbsession.execute(expired)
-    inserted = dbsession.execute(insert).first()
-    zope.sqlalchemy.mark_changed(dbsession)
-    return inserted is not None
+    connection = session_connection(dbsession, write=True)
+    values = {"message_id": message_id[:256], "expires_at": expires_at, "now": now}
+    if connection.dialect.name == "postgresql":
+        return bool(_FIRST_USE_PG.rows(connection, values))
+    _PRUNE.execute(connection, values)
+    return bool(_FIRST_USE_SQLITE.rows(connection, values))

@@ -15,7 +15,7 @@ from pyramid.response import Response
 from pyramid.view import view_config
 
 from .. import sessions
-from ..db.models import SamlRequest, utcnow
+from ..db.models import utcnow
 from ..forward_auth import urls
 from ..metrics import instruments
 from ..provisioning.signin import fire, identity_from_claims, sign_in
@@ -116,7 +116,7 @@ def login(request):
     # The request id is bound to this browser: a random value in a cookie, its
     # hash in the row. A response only completes the sign-in of the browser
     # that started it, even when an attacker replays it into another one.
-    browser.remember(request, request_id, "authn", next_path)
+    browser.remember(request, request_id, "authn", next_path, durable=False)
     return _no_store(HTTPSeeOther(location=location))
 
 
@@ -141,7 +141,7 @@ def _acs(request):
     root = safe_parse(provider.decode(saml_response))
     in_response_to = root.get("InResponseTo")
     # One look-up of the request row, shared with browser.bound below.
-    row = request.dbsession.get(SamlRequest, in_response_to[:128]) if in_response_to else None
+    row = browser.find(request, in_response_to) if in_response_to else None
     if row is not None and row.kind == testsignin.KIND:
         # The answer to a test sign-in (/admin/test) becomes a report, never a session.
         answered = testsignin.answer(request)
@@ -156,7 +156,7 @@ def _acs(request):
 
     next_path = "/"
     if in_response_to:
-        row = browser.bound(request, in_response_to, "authn", now)
+        row = browser.bound(request, in_response_to, "authn", now, row)
         next_path = row.next_path
     elif not provider.saml.allow_idp_initiated:
         raise SamlRejection(
