@@ -444,3 +444,29 @@ def test_request_rows_long_expired_are_deleted(saml_app):
     fresh = start_login(saml_app)
     with saml_app.app.registry.dbsession_factory() as db:
         assert set(db.scalars(sa.select(SamlRequest.request_id))) == {recent, fresh}
+
+
+# ---------------------------------------------------------------- durability
+
+
+@pytest.mark.postgres
+def test_only_the_logins_commit_skips_the_wait_for_the_disk(make_app, postgres_url, idp):
+    """The login's row may be lost in a database crash (the person signs in again);
+    the sign-in's session, its replay id and a sign-out are committed durably."""
+    app = make_app(**{"sqlalchemy.url": postgres_url})
+    engine = app.app.registry.dbsession_factory().get_bind()
+    seen: list[str] = []
+
+    @sa.event.listens_for(engine, "commit")
+    def before_commit(connection):
+        seen.append(connection.exec_driver_sql("SHOW synchronous_commit").scalar())
+
+    request_id = start_login(app)
+    assert seen[-1] == "off"
+    post_response(app, idp.response(request_id), status=303)
+    assert seen[-1] == "on"
+    assert app.get("/whoami").json["userName"] == "alice@example.com"
+    csrf = app.get("/").html.find("input", {"name": "csrf_token"})["value"]
+    before = len(seen)
+    app.post("/logout", {"csrf_token": csrf}, status=303)
+    assert len(seen) > before and seen[-1] == "on"
