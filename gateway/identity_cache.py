@@ -41,6 +41,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from .db.prepared import Prepared, session_connection
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "gateway_identity"
@@ -63,8 +65,16 @@ def hold_identity_lock(dbsession, user_id: str) -> None:
     commits first and is seen by any identity read after the sign-in. A
     no-op on SQLite, whose change detection sees every commit.
     """
-    if dbsession.get_bind().dialect.name == "postgresql":
-        dbsession.execute(sa.select(sa.func.pg_advisory_xact_lock(IDENTITY_LOCK_CLASS, sa.func.hashtext(user_id))))
+    connection = session_connection(dbsession)
+    if connection.dialect.name == "postgresql":
+        _IDENTITY_LOCK.execute(connection, {"user_id": user_id})
+
+
+_IDENTITY_LOCK = Prepared(
+    sa.select(
+        sa.func.pg_advisory_xact_lock(IDENTITY_LOCK_CLASS, sa.func.hashtext(sa.bindparam("user_id", type_=sa.String)))
+    )
+)
 
 
 class ChangeCache:

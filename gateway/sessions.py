@@ -29,6 +29,7 @@ from pyramid.security import Allowed, Denied
 from zope.interface import implementer
 
 from .db.models import Group, GroupMember, SsoSession, User, utcnow
+from .db.prepared import Prepared, session_connection
 from .identity_cache import hold_identity_lock
 
 #: ``last_seen_at`` is refreshed at most this often, so most requests only read.
@@ -231,6 +232,11 @@ def _load_params(id_hash: str, now: dt.datetime, settings) -> dict:
     return {"id_hash": id_hash, "now": now, "idle_since": now - dt.timedelta(seconds=settings.idle_timeout)}
 
 
+_INSERT_SESSION = Prepared(
+    sa.insert(SsoSession.__table__).values({c.name: sa.bindparam(c.name) for c in SsoSession.__table__.columns})
+)
+
+
 def start_session(request, user_id: str, *, name_id: str | None = None, session_index: str | None = None) -> str:
     """Create a session for ``user_id`` and set its cookie on the response.
 
@@ -246,21 +252,23 @@ def start_session(request, user_id: str, *, name_id: str | None = None, session_
     hold_identity_lock(request.dbsession, user_id)
     token = secrets.token_urlsafe(32)
     now = utcnow()
-    request.dbsession.add(
-        SsoSession(
-            id_hash=_row_key(request, token),
-            user_id=user_id,
-            created_at=now,
-            last_seen_at=now,
-            expires_at=now + dt.timedelta(seconds=settings.max_age),
-            csrf_token=secrets.token_urlsafe(32),
-            name_id=(name_id or None) and name_id[:512],
-            session_index=(session_index or None) and session_index[:256],
-            remote_addr=(request.client_addr or "")[:64] or None,
-            user_agent=(request.user_agent or "")[:512] or None,
-        )
+    request.dbsession.flush()  # the user, if still pending, before the row that refers to it
+    _INSERT_SESSION.execute(
+        session_connection(request.dbsession, write=True),
+        {
+            "id_hash": _row_key(request, token),
+            "user_id": user_id,
+            "created_at": now,
+            "last_seen_at": now,
+            "expires_at": now + dt.timedelta(seconds=settings.max_age),
+            "ended_at": None,
+            "csrf_token": secrets.token_urlsafe(32),
+            "name_id": (name_id or None) and name_id[:512],
+            "session_index": (session_index or None) and session_index[:256],
+            "remote_addr": (request.client_addr or "")[:64] or None,
+            "user_agent": (request.user_agent or "")[:512] or None,
+        },
     )
-    request.dbsession.flush()
     request.environ.pop(_ENVIRON_KEY, None)
 
     def set_cookie(_request, response):
