@@ -168,6 +168,12 @@ class _WorkerApp:
         # collector's sight, so its full collections stay short.
         gc.collect()
         gc.freeze()
+        # CPython starts a full collection only once the objects that reached the oldest
+        # generation since the last one number a quarter of those that one kept: here the
+        # whole start-up heap (some 177,000), so garbage in reference cycles (requests, ORM
+        # results) piled up there until 44,000 objects had (docs/benchmarks.md, Soak). One
+        # more collection, of what is left unfrozen, starts that count from nothing.
+        gc.collect()
         if self.start_line is not None:
             self.start_line.loaded()
         return app
