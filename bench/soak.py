@@ -24,8 +24,12 @@ the first few are printed.
 first interval and write a snapshot to the work folder every interval after
 that (``worker-<pid>-<minute>.snap``),
 so the growth between two minutes can be compared by allocation site
-(``--compare A B`` prints the top differences). It slows the workers;
-memory figures for the docs come from runs without it.
+(``--compare A B`` prints the top differences). With each snapshot they note
+their full collections so far and the objects in the collector's oldest
+generation (``worker-<pid>.gc``); when the load stops, each runs a full
+collection and the soak prints what that freed: memory that goes then was
+garbage waiting for the collector, not held. It slows the workers; memory
+figures for the docs come from runs without it.
 
 A benchmark, not a test: nothing here asserts. ``tests/test_soak.py`` runs
 it for a few seconds to keep it working.
@@ -55,17 +59,34 @@ PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 PEOPLE = 500
 
 SITECUSTOMIZE = """
-import os, sys, threading, time, tracemalloc
+import gc, os, sys, threading, time, tracemalloc
+
+def _gc_line(folder, minute, **extra):
+    # Full collections so far and what waits in generation 2 for the next one (cheap next to a snapshot).
+    line = dict(minute=minute, full=gc.get_stats()[2]["collections"], gen2=len(gc.get_objects(2)), **extra)
+    with open(os.path.join(folder, f"worker-{os.getpid()}.gc"), "a") as out:
+        out.write(repr(line) + "\\n")
 
 def _snapshots(folder=os.environ["SOAK_SNAPSHOT_DIR"], every=float(os.environ["SOAK_SNAPSHOT_EVERY"])):
     # Tracing from start-up would slow the import of everything tenfold; what grows later is what matters.
     time.sleep(every)
     tracemalloc.start(25)
-    minute = 0
+    minute, next_at = 0, time.monotonic() + every
     while True:
-        time.sleep(every)
+        if os.path.exists(os.path.join(folder, "collect")):
+            # The soak is over: is what grew garbage a full collection frees, or still reachable?
+            before = tracemalloc.get_traced_memory()[0]
+            freed = gc.collect()
+            tracemalloc.take_snapshot().dump(os.path.join(folder, f"worker-{os.getpid()}-collected.snap"))
+            _gc_line(folder, "end", freed=freed, traced_before=before, traced_after=tracemalloc.get_traced_memory()[0])
+            return
+        if time.monotonic() < next_at:
+            time.sleep(0.5)
+            continue
+        next_at += every
         minute += 1
         tracemalloc.take_snapshot().dump(os.path.join(folder, f"worker-{os.getpid()}-{minute:03d}.snap"))
+        _gc_line(folder, minute, traced=tracemalloc.get_traced_memory()[0])
 
 if "--multiprocessing-fork" in sys.argv:  # a spawned worker, not pserve's master
     threading.Thread(target=_snapshots, daemon=True, name="soak-tracemalloc").start()
@@ -369,6 +390,33 @@ def compare(first: str, second: str, top: int = 25) -> None:
             print("    " + line)
 
 
+def collected(folder: Path, workers: list[int], timeout: float = 60.0) -> None:
+    """Have each worker run a full collection now, and print its generation 2 over the run and what that freed."""
+    import ast
+
+    (folder / "collect").touch()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(
+        (folder / f"worker-{pid}-collected.snap").exists() for pid in workers
+    ):
+        time.sleep(0.5)
+    for pid in workers:
+        path = folder / f"worker-{pid}.gc"
+        lines = [ast.literal_eval(line) for line in path.read_text().splitlines()] if path.exists() else []
+        minutes = [line for line in lines if line["minute"] != "end"]
+        end = next((line for line in lines if line["minute"] == "end"), None)
+        if not minutes or end is None:
+            print(f"gc[{pid}]: no record")
+            continue
+        first, last = minutes[0], minutes[-1]
+        print(
+            f"gc[{pid}]: full collections {first['full']} at snapshot {first['minute']}, {last['full']} at"
+            f" {last['minute']}; generation 2 objects {first['gen2']} -> {last['gen2']}; gc.collect() at the end"
+            f" freed {end['freed']} objects, traced {end['traced_before'] / 2**20:.2f} ->"
+            f" {end['traced_after'] / 2**20:.2f} MB (snapshot {first['minute']}: {first['traced'] / 2**20:.2f} MB)"
+        )
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.compare:
@@ -461,6 +509,8 @@ def main(argv=None) -> None:
             thread.join(timeout=35)
         requests_, errors, _kinds = tally.take()
         print(f"total: {total_requests + requests_} requests, {total_errors + errors} errors")
+        if args.tracemalloc:
+            collected(folder, workers)
         tracebacks = log.read_text().count("Traceback")
         print(f"server log: {tracebacks} tracebacks ({log})")
     finally:
