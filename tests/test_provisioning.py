@@ -311,6 +311,26 @@ def test_admin_groups_by_object_id_from_the_claim(make_app, idp):
     assert not users(app)[0].is_admin
 
 
+def test_admin_flag_follows_the_settings_when_the_groups_stay_the_same(make_app, idp):
+    """A sign-in whose claim changes no membership decides the flag from the groups it read
+    (no query): by display name or object id, by admin_users, and back off again."""
+    staff = "22222222-bbbb-4bbb-8bbb-000000000002"
+    claims = idp.claims("alice@example.com", oid=OID, groups=(staff, "Night Shift"))
+
+    def signed_in_with(**settings):
+        app = make_app(**{"provisioning.mode": "first_login", **settings})
+        sign_in(app, idp, attributes=claims)
+        return users(app)[0].is_admin
+
+    assert not signed_in_with()  # creates alice and her two groups
+    assert signed_in_with(**{"gateway.admin_groups": staff})
+    assert not signed_in_with()
+    assert signed_in_with(**{"gateway.admin_groups": '"night shift"'})
+    assert signed_in_with(**{"gateway.admin_users": "ALICE@example.com"})
+    assert not signed_in_with(**{"gateway.admin_groups": "someone-else"})
+    assert memberships(make_app(), "alice@example.com") == {staff, "Night Shift"}
+
+
 def test_admin_groups_by_quoted_name_from_scim_groups(make_app, scim_settings, idp):
     app = make_app(**scim_settings, **{"gateway.admin_groups": '"Gateway Admins" other-group'})
     scim = scim_client(app)

@@ -48,7 +48,34 @@ def _insert(dbsession, model):
     return (postgresql if dialect == "postgresql" else sqlite).insert(model)
 
 
-def groups_for_claim(dbsession, values: tuple[str, ...], *, created: list | None = None) -> list[str]:
+@dataclass(frozen=True)
+class Membership:
+    """One group a user is in, as the claim matching and the admin check read it."""
+
+    group_id: str
+    display_name: str | None
+    display_name_key: str | None
+    external_id: str | None
+
+    def named(self, value: str) -> bool:
+        """Whether a claim value names this group (external id, or display name in any case)."""
+        return value == self.external_id or value.lower() == self.display_name_key
+
+
+def memberships(dbsession, user_id: str) -> list[Membership]:
+    """The groups ``user_id`` is in: one read at a sign-in, shared by the policy's view of
+    the user, the claim's membership sync and the admin flag."""
+    rows = dbsession.execute(
+        sa.select(Group.id, Group.display_name, Group.display_name_key, Group.external_id)
+        .join(GroupMember, GroupMember.group_id == Group.id)
+        .where(GroupMember.user_id == user_id)
+    ).all()
+    return [Membership(*row) for row in rows]
+
+
+def groups_for_claim(
+    dbsession, values: tuple[str, ...], *, created: list | None = None, known: list[Membership] = ()
+) -> list[str]:
     """Ids of the groups named by these claim values, creating the missing ones.
 
     A value matches a group by external id (Entra's object id) or, for
@@ -56,17 +83,26 @@ def groups_for_claim(dbsession, values: tuple[str, ...], *, created: list | None
     gets the value as both: Entra sends no group names, and an admin may list
     the object id in ``gateway.admin_groups`` or ``forward_auth.rules``.
     ``created`` receives ``(id, display name)`` of each group this call
-    created (not one a racing sign-in created first).
+    created (not one a racing sign-in created first). ``known``: groups the
+    user is in already; values naming one of them need no look-up (at most
+    sign-ins, none do).
     """
     if not values:
         return []
+    found: dict[str, str] = {}
+    for value in values:
+        for group in known:
+            if group.named(value):
+                found[value] = group.group_id
+                break
+    if len(found) == len(values):
+        return list(dict.fromkeys(found[v] for v in values))
     keys = {v.lower() for v in values}
     rows = dbsession.execute(
         sa.select(Group.id, Group.external_id, Group.display_name_key).where(
             sa.or_(Group.external_id.in_(values), Group.display_name_key.in_(keys))
         )
     ).all()
-    found: dict[str, str] = {}
     for row in rows:
         for value in values:
             if value == row.external_id or value.lower() == row.display_name_key:
@@ -110,10 +146,13 @@ def groups_for_claim(dbsession, values: tuple[str, ...], *, created: list | None
     return list(dict.fromkeys(found[v] for v in values if v in found))
 
 
-def set_memberships(dbsession, user_id: str, group_ids: list[str]) -> tuple[list[str], list[str]]:
+def set_memberships(
+    dbsession, user_id: str, group_ids: list[str], current: set[str] | None = None
+) -> tuple[list[str], list[str]]:
     """Make the user's memberships exactly ``group_ids``; the ids of the groups (joined, in the
-    order given; left)."""
-    current = set(dbsession.scalars(sa.select(GroupMember.group_id).where(GroupMember.user_id == user_id)))
+    order given; left). ``current``: the ids of the groups the user is in, when already read."""
+    if current is None:
+        current = set(dbsession.scalars(sa.select(GroupMember.group_id).where(GroupMember.user_id == user_id)))
     wanted = set(group_ids)
     gone, new = current - wanted, wanted - current
     if gone:
@@ -152,16 +191,19 @@ def claims_own_groups(settings, user: User) -> bool:
     return not scim_enabled(settings) or user.provisioned_by == "saml"
 
 
-def sync_groups_from_claims(request, user: User, identity) -> ClaimSync:
-    """For a user created at first sign-in, set their groups from the claim; what changed."""
+def sync_groups_from_claims(request, user: User, identity, current: list[Membership]) -> ClaimSync:
+    """For a user created at first sign-in, set their groups from the claim; what changed.
+
+    ``current``: the groups the user is in (:func:`memberships`).
+    """
     if not claims_own_groups(request.registry.gateway_settings, user):
         return ClaimSync()
     if not identity.groups and (identity.profile or {}).get("groups_link"):
         log.warning(OVERAGE_WARNING, user.user_name, request.correlation_id)
         return ClaimSync()
     created: list[tuple[str, str]] = []
-    group_ids = groups_for_claim(request.dbsession, identity.groups, created=created)
-    joined, left = set_memberships(request.dbsession, user.id, group_ids)
+    group_ids = groups_for_claim(request.dbsession, identity.groups, created=created, known=current)
+    joined, left = set_memberships(request.dbsession, user.id, group_ids, {g.group_id for g in current})
     return ClaimSync(tuple(created), tuple(joined), tuple(left))
 
 
@@ -277,9 +319,27 @@ def refresh_admin_flag(dbsession, settings, user: User) -> bool:
     return False
 
 
-def refresh_admin(request, user: User) -> bool:
-    """At a sign-in: :func:`refresh_admin_flag` in the request's session."""
-    return refresh_admin_flag(request.dbsession, request.registry.gateway_settings, user)
+def refresh_admin(request, user: User, current: list[Membership] | None = None) -> bool:
+    """At a sign-in: :func:`refresh_admin_flag` in the request's session.
+
+    ``current``: the groups the user is in, when the sign-in read them and
+    changed none; the flag is then decided from them without a query, by the
+    same rule as :func:`_is_admin`.
+    """
+    settings = request.registry.gateway_settings
+    if current is None:
+        return refresh_admin_flag(request.dbsession, settings, user)
+    names = settings.gateway.admin_groups
+    keys = {n.lower() for n in names}
+    admin = (
+        user.admin_granted_by is not None
+        or user.user_name_key in {n.lower() for n in settings.gateway.admin_users}
+        or any(g.display_name_key in keys or g.external_id in names for g in current)
+    )
+    if bool(user.is_admin) != admin:
+        user.is_admin = admin
+        return True
+    return False
 
 
 def refresh_admins_after_group_write(request, group_id: str, old_data: dict | None, new_data: dict | None) -> int:

@@ -24,10 +24,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..db.models import Group, GroupMember, User, utcnow
+from ..db.models import User, utcnow
 from ..events import fire_user
 from ..interfaces import Decision, HookContext, Identity, UserEvent
-from .groups import announce_claim_groups, refresh_admin, sync_groups_from_claims
+from .groups import Membership, announce_claim_groups, memberships, refresh_admin, sync_groups_from_claims
 from .policy import DEACTIVATED
 from .profile import profile_from_saml, scim_resource_from_saml, sync_profile_from_saml
 
@@ -129,17 +129,17 @@ def find_user(dbsession, identity: Identity, match_on) -> Match:
     return Match(None, taken)
 
 
-def user_groups(dbsession, user_id: str) -> list[str]:
-    """Display names and external ids of the user's groups (for policy plugins)."""
-    rows = dbsession.execute(
-        sa.select(Group.display_name, Group.external_id)
-        .join(GroupMember, GroupMember.group_id == Group.id)
-        .where(GroupMember.user_id == user_id)
-    ).all()
-    return sorted({value for row in rows for value in row if value})
+def user_groups(dbsession, user_id: str, current: list[Membership] | None = None) -> list[str]:
+    """Display names and external ids of the user's groups (for policy plugins).
+
+    ``current``: the user's groups as :func:`groups.memberships` read them, instead of a query.
+    """
+    if current is None:
+        current = memberships(dbsession, user_id)
+    return sorted({value for g in current for value in (g.display_name, g.external_id) if value})
 
 
-def user_as_dict(user: User | None, dbsession=None) -> dict | None:
+def user_as_dict(user: User | None, dbsession=None, current: list[Membership] | None = None) -> dict | None:
     if user is None:
         return None
     out = {
@@ -157,7 +157,7 @@ def user_as_dict(user: User | None, dbsession=None) -> dict | None:
         "provisioned_by": user.provisioned_by,
     }
     if dbsession is not None:
-        out["groups"] = user_groups(dbsession, user.id)
+        out["groups"] = user_groups(dbsession, user.id, current)
     return out
 
 
@@ -212,8 +212,10 @@ def sign_in(request, identity: Identity) -> SignInResult:
             request.correlation_id,
         )
         return _deny(request, match.taken, match.taken.user_name, SUBJECT_TAKEN)
+    # The user's groups, read once for the policy, the claim sync and the admin flag.
+    current = memberships(dbsession, user.id) if user is not None else []
     decision = request.registry.pm.hook.gateway_provisioning_decide(
-        context=HookContext.of(request), identity=identity, user=user_as_dict(user, dbsession), source="saml"
+        context=HookContext.of(request), identity=identity, user=user_as_dict(user, dbsession, current), source="saml"
     )
     if decision is None:  # pragma: no cover - the shipped default always answers
         decision = Decision.deny("No provisioning policy answered.")
@@ -233,8 +235,9 @@ def sign_in(request, identity: Identity) -> SignInResult:
         # subject so later sign-ins match on it alone, whatever their UPN becomes.
         user.idp_subject = identity.subject
     changed = sync_profile_from_saml(request, user, identity)
-    groups = sync_groups_from_claims(request, user, identity)
-    if refresh_admin(request, user):
+    groups = sync_groups_from_claims(request, user, identity, current)
+    # Unchanged memberships decide the admin flag without a query.
+    if refresh_admin(request, user, None if groups else current):
         changed += ("is_admin",)
     user.last_sign_in_at = utcnow()
     dbsession.flush()
