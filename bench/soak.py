@@ -390,15 +390,17 @@ def compare(first: str, second: str, top: int = 25) -> None:
             print("    " + line)
 
 
-def collected(folder: Path, workers: list[int], timeout: float = 60.0) -> None:
+def collected(folder: Path, workers: list[int], timeout: float = 180.0) -> None:
     """Have each worker run a full collection now, and print its generation 2 over the run and what that freed."""
     import ast
 
+    def ended(pid: int) -> bool:
+        path = folder / f"worker-{pid}.gc"
+        return path.exists() and "'end'" in path.read_text()
+
     (folder / "collect").touch()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not all(
-        (folder / f"worker-{pid}-collected.snap").exists() for pid in workers
-    ):
+    while time.monotonic() < deadline and not all(ended(pid) for pid in workers):
         time.sleep(0.5)
     for pid in workers:
         path = folder / f"worker-{pid}.gc"
