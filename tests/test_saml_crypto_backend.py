@@ -397,6 +397,20 @@ def test_schema_validation_runs_on_libxml2_in_the_gateway(saml_app, idp, monkeyp
     assert calls
 
 
+def test_the_message_is_validated_once_as_sent(make_app, idp, monkeypatch):
+    """The in-process path validates the whole message as sent (xmlguard); pysaml2's validation
+    of its own re-serialization of the assertion adds nothing and is skipped."""
+    from gateway.saml import schema
+
+    validated = []
+    original = schema.validate
+    monkeypatch.setattr(schema, "validate", lambda doc: validated.append(doc) or original(doc))
+    app = make_app(**{"saml.crypto_backend": "inprocess"})
+    sign_in(app, idp)
+    assert len(validated) == 1 and isinstance(validated[0], bytes)
+    assert b"<samlp:Response" in validated[0] or b":Response " in validated[0]
+
+
 def test_stock_pysaml2_keeps_its_own_schema_validation(saml_app):
     """Outside the gateway's check_response, pysaml2 in this process still validates with xmlschema."""
     import saml2.sigver

@@ -13,7 +13,9 @@ The schema validation pysaml2 runs before each signature check
 several ms per element) is replaced by libxml2's (:mod:`.schema`, the same
 XSD files) while :func:`lxml_schema` is active, which the gateway's own
 ``check_response`` sets (through :func:`fast_path`); any other pysaml2 user
-in the process keeps ``xmlschema``.
+in the process keeps ``xmlschema``. When the caller has validated the whole
+message as sent (``xmlguard.check_structure``), pysaml2's validation of its
+own re-serialization of a part of it adds nothing and is skipped.
 
 pysaml2 turns a Response without a signature of its own (Entra signs the
 assertion) into objects twice: ``Entity._parse_response`` first loads it
@@ -130,9 +132,14 @@ _use_lxml_schema = contextvars.ContextVar("gateway_lxml_schema", default=False)
 _original_schema_validate = saml2.sigver.validate_doc_with_schema
 
 
+_message_validated = contextvars.ContextVar("gateway_message_validated", default=False)
+
+
 def _validate_doc_with_schema(doc, validator=None):
     if validator is not None or not _use_lxml_schema.get():
         return _original_schema_validate(doc, validator) if validator is not None else _original_schema_validate(doc)
+    if _message_validated.get():
+        return None
     try:
         schema.validate(doc)
     except (schema.SchemaError, verify.VerificationError) as exc:
@@ -168,14 +175,20 @@ def _any_response_from_string(xmlstr):
 
 
 @contextlib.contextmanager
-def fast_path():
+def fast_path(*, message_validated: bool = False):
     """Within this block (this thread or task only): schema validation on
-    libxml2 (:func:`lxml_schema`) and a Response text turned into objects once."""
+    libxml2 (:func:`lxml_schema`) and a Response text turned into objects once.
+
+    ``message_validated``: the caller validated the whole message, as sent,
+    against the schema; pysaml2's validations of its parts are skipped.
+    """
     token = _unsigned_responses.set({})
+    validated = _message_validated.set(message_validated)
     try:
         with lxml_schema():
             yield
     finally:
+        _message_validated.reset(validated)
         _unsigned_responses.reset(token)
 
 

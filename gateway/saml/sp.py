@@ -330,7 +330,7 @@ class ServiceProvider:
         outstanding = {in_response_to: "/"} if in_response_to else {}
         try:
             if self.verifier is not None:
-                with fast_path():
+                with fast_path(message_validated=structure.schema_checked):
                     response = client.parse_authn_request_response(
                         saml_response, BINDING_HTTP_POST, outstanding=outstanding
                     )

@@ -161,6 +161,8 @@ class Structure:
     assertion: ET.Element | None
     response_signed: bool
     assertion_signed: bool
+    #: The message as sent was validated against the SAML schema.
+    schema_checked: bool = False
 
 
 def check_structure(root: ET.Element, allowed_signature_uris: set[str], allowed_digest_uris: set[str]) -> Structure:
@@ -180,7 +182,7 @@ def check_structure(root: ET.Element, allowed_signature_uris: set[str], allowed_
             f"{children.count(STATUS)} Status and {children.count(ISSUER)} Issuer elements in the Response",
         )
 
-    _check_schema(root)
+    schema_checked = _check_schema(root)
 
     assertions = [e for e in root.iter() if e.tag in (ASSERTION, ENCRYPTED_ASSERTION)]
     if any(e.tag == ENCRYPTED_ASSERTION for e in assertions):
@@ -205,10 +207,10 @@ def check_structure(root: ET.Element, allowed_signature_uris: set[str], allowed_
         else:
             raise _refuse("signature_location", "A signature is in a place the SAML profile does not allow.")
         _check_signature(signature, parent, allowed_signature_uris, allowed_digest_uris)
-    return Structure(root, assertion, response_signed, assertion_signed)
+    return Structure(root, assertion, response_signed, assertion_signed, schema_checked)
 
 
-def _check_schema(root: ET.Element) -> None:
+def _check_schema(root: ET.Element) -> bool:
     """The message as sent, against the SAML schema (libxml2, :mod:`.schema`).
 
     pysaml2 validates its own re-serialization of what it parsed, which
@@ -222,11 +224,12 @@ def _check_schema(root: ET.Element) -> None:
 
     raw = _parsed_from.get(root)
     if raw is None:  # a tree not from safe_parse: nothing to check it against
-        return
+        return False
     try:
         validate(raw)
     except SchemaError as exc:
         raise _refuse("malformed", "The sign-in message is not a valid SAML Response.", str(exc)) from None
+    return True
 
 
 def check_unique_ids(root: ET.Element) -> None:
