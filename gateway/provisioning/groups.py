@@ -24,6 +24,7 @@ import zope.sqlalchemy
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..db.models import Group, GroupMember, User, new_id, utcnow
+from ..db.prepared import Prepared, session_connection
 from ..events import fire_group
 from ..interfaces import GroupEvent, HookContext
 
@@ -65,12 +66,15 @@ class Membership:
 def memberships(dbsession, user_id: str) -> list[Membership]:
     """The groups ``user_id`` is in: one read at a sign-in, shared by the policy's view of
     the user, the claim's membership sync and the admin flag."""
-    rows = dbsession.execute(
-        sa.select(Group.id, Group.display_name, Group.display_name_key, Group.external_id)
-        .join(GroupMember, GroupMember.group_id == Group.id)
-        .where(GroupMember.user_id == user_id)
-    ).all()
+    rows = _MEMBERSHIPS.rows(session_connection(dbsession), {"user_id": user_id})
     return [Membership(*row) for row in rows]
+
+
+_MEMBERSHIPS = Prepared(
+    sa.select(Group.id, Group.display_name, Group.display_name_key, Group.external_id)
+    .join(GroupMember, GroupMember.group_id == Group.id)
+    .where(GroupMember.user_id == sa.bindparam("user_id"))
+)
 
 
 def groups_for_claim(
