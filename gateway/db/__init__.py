@@ -19,6 +19,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from .. import jsoncodec
 from .models import Base  # noqa: F401  (re-exported for migrations and tests)
 
+#: SQLite: Python's ``str.lower()`` as a SQL function, on every connection of
+#: the gateway's engines, so case-insensitive comparisons agree with the
+#: ``*_key`` columns and with PostgreSQL (plugins/gateway_sqlstore/query.py).
+SQLITE_LOWER = "gateway_lower"
+
+
+def _python_lower(value):
+    # SQLite's lower() answers text for a number too; so does this.
+    if value is None or isinstance(value, str):
+        return value.lower() if value is not None else None
+    return str(value)
+
 
 def create_engine(url: str, *, checkpoint_in_background: bool = False, **kwargs) -> sa.Engine:
     """An engine with the per-backend settings the gateway relies on.
@@ -50,6 +62,7 @@ def create_engine(url: str, *, checkpoint_in_background: bool = False, **kwargs)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
             cursor.close()
+            dbapi_connection.create_function(SQLITE_LOWER, 1, _python_lower, deterministic=True)
 
         if kwargs.get("isolation_level") != "AUTOCOMMIT":
             # Writers queue on a lock, not on SQLite's sleeping busy handler.

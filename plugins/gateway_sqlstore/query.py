@@ -21,7 +21,8 @@ values are lowered with. In SQL that is never the builtin ``lower()``
 then created a duplicate; PostgreSQL's follows the database's locale, ASCII
 only under ``C``, and per character elsewhere, unlike Python for a final
 sigma or "İ"). SQLite gets ``gateway_lower``, Python's own ``str.lower()``
-registered as a deterministic function on every connection; PostgreSQL gets
+registered as a deterministic function on every connection
+(``gateway.db.create_engine``); PostgreSQL gets
 ``lower(x COLLATE "und-x-icu")``, ICU's default lowercase mapping, which is
 Unicode's, the same as Python's whatever the database's locale (PostgreSQL
 built with ICU, as every packaged build is). Not ``casefold()``: PostgreSQL
@@ -32,12 +33,10 @@ as it is: expression indexes (migration 0010) are built on it.
 
 from __future__ import annotations
 
-import sqlite3
-
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from gateway.db import SQLITE_LOWER
 from gateway.db.models import Group, GroupMember, User
 from gateway.scim.filters import And, Has, Not, Or, Present
 from gateway.scim.schemas import ResolvedPath
@@ -45,24 +44,8 @@ from gateway.scim.storage import Unsupported
 
 STRING_TYPES = ("string", "reference", "binary")
 
-#: The SQLite function that lower-cases as Python does (see the module docstring).
-SQLITE_LOWER = "gateway_lower"
 #: PostgreSQL's ICU root collation: its lower() is Unicode's default mapping, as Python's.
 ICU_ROOT = "und-x-icu"
-
-
-def _python_lower(value):
-    # SQLite's lower() answers text for a number too; so does this.
-    if value is None or isinstance(value, str):
-        return value.lower() if value is not None else None
-    return str(value)
-
-
-@event.listens_for(sa.pool.Pool, "connect")
-def _register_sqlite_lower(dbapi_connection, _record) -> None:
-    """Every SQLite connection, of any engine, gets :data:`SQLITE_LOWER`."""
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        dbapi_connection.create_function(SQLITE_LOWER, 1, _python_lower, deterministic=True)
 
 
 class _Dialect:
