@@ -93,6 +93,32 @@ def test_the_in_process_backend_is_actually_called(saml_app, idp, monkeypatch):
     assert calls
 
 
+def test_the_certificate_file_is_written_once_and_reused(make_app, idp, monkeypatch):
+    """pysaml2 writes the metadata certificate to a temporary file before each check; on the
+    fast path the same file serves every sign-in, and it holds that certificate."""
+    import saml2.sigver
+
+    names = []
+    original = pysaml2_crypto.InProcessBackend.validate_signature
+
+    def spy(self, signedtext, cert_file, *args, **kwargs):
+        names.append(cert_file)
+        return original(self, signedtext, cert_file, *args, **kwargs)
+
+    monkeypatch.setattr(pysaml2_crypto.InProcessBackend, "validate_signature", spy)
+    app = make_app(**{"saml.crypto_backend": "inprocess"})
+    for name in ("alice@example.com", "bob@example.com", "carol@example.com"):
+        app.reset()
+        sign_in(app, idp, name)
+    assert len(names) == 3 and len(set(names)) == 1
+    pem = "".join(Path(names[0]).read_text().split())
+    assert idp.keys.cert_b64 in pem
+    # Outside the gateway's fast path pysaml2 keeps writing a new file each time.
+    first = saml2.sigver.make_temp("x", suffix=".pem", decode=False)
+    second = saml2.sigver.make_temp("x", suffix=".pem", decode=False)
+    assert first.name != second.name
+
+
 # ---------------------------------------------------------------- start-up
 
 

@@ -25,6 +25,12 @@ signature. Within :func:`fast_path` the second load gets the objects of the
 first (``samlp.any_response_from_string`` of the same text; only for a
 Response without a signature, which that refusal leaves untouched).
 
+Before each signature check pysaml2 writes the IdP's metadata certificate
+to a new temporary file (``saml2.sigver.make_temp``) for the backend to read
+by name. Within :func:`fast_path` the file of a certificate is written once
+and reused (a few, kept for the process): the content is the key, so a new
+certificate from refreshed metadata gets its own file.
+
 tests/test_saml_crypto_backend.py fails loudly when pysaml2 changes any of
 these names or that signature.
 """
@@ -125,6 +131,11 @@ def check_seam() -> None:
         raise RuntimeError(
             "pysaml2 changed Entity._parse_response: no longer a first load requiring a Response signature"
         )
+    make_temp = inspect.signature(saml2.sigver.make_temp)
+    if list(make_temp.parameters) != ["content", "suffix", "decode", "delete_tmpfiles"]:
+        raise RuntimeError(f"pysaml2 changed saml2.sigver.make_temp: {list(make_temp.parameters)}")
+    if 'make_temp(content, suffix=".pem", decode=False' not in inspect.getsource(SecurityContext._check_signature):
+        raise RuntimeError("pysaml2 changed SecurityContext._check_signature: no longer writes the certificate so")
     schema.schema()  # the XSD files compile
 
 
@@ -174,6 +185,29 @@ def _any_response_from_string(xmlstr):
     return response
 
 
+_original_make_temp = saml2.sigver.make_temp
+#: Certificate PEM text -> its temporary file (kept open, so not deleted, while listed here or in use).
+_pem_files: dict[bytes, object] = {}
+_pem_lock = threading.Lock()
+#: More certificates than an IdP's metadata lists at once (signing, rollover).
+_PEM_FILES_KEPT = 16
+
+
+def _make_temp(content, suffix="", decode=True, delete_tmpfiles=True):
+    if suffix != ".pem" or decode or not _use_lxml_schema.get():
+        return _original_make_temp(content, suffix, decode, delete_tmpfiles)
+    key = content if isinstance(content, bytes) else content.encode("utf-8")
+    found = _pem_files.get(key)
+    if found is None:
+        # delete_tmpfiles=True: the file goes when the last holder lets go of it.
+        found = _original_make_temp(content, suffix, decode, True)
+        with _pem_lock:
+            if len(_pem_files) >= _PEM_FILES_KEPT:
+                _pem_files.clear()
+            _pem_files[key] = found
+    return found
+
+
 @contextlib.contextmanager
 def fast_path(*, message_validated: bool = False):
     """Within this block (this thread or task only): schema validation on
@@ -203,6 +237,8 @@ def _replace(module, name: str, original, dispatcher) -> None:
 
 
 def install_schema_validation() -> None:
-    """Put the dispatchers in place of pysaml2's validator and response parser (idempotent)."""
+    """Put the dispatchers in place of pysaml2's validator, response parser and
+    temporary-file writer (idempotent)."""
     _replace(saml2.sigver, "validate_doc_with_schema", _original_schema_validate, _validate_doc_with_schema)
     _replace(saml2.samlp, "any_response_from_string", _original_any_response, _any_response_from_string)
+    _replace(saml2.sigver, "make_temp", _original_make_temp, _make_temp)
