@@ -311,6 +311,23 @@ def test_admin_groups_by_object_id_from_the_claim(make_app, idp):
     assert not users(app)[0].is_admin
 
 
+def test_every_sign_in_records_when_it_happened(make_app, idp):
+    """The first, an unchanged one (a prebuilt UPDATE) and one that changes the profile (the ORM's flush)."""
+    app = make_app(**{"provisioning.mode": "first_login"})
+    claims = idp.claims("alice@example.com", oid=OID)
+    stamps = []
+    for display_name in ("Alice Example", "Alice Example", "Alice Other"):
+        claims["http://schemas.microsoft.com/identity/claims/displayname"] = [display_name]
+        app.reset()
+        sign_in(app, idp, attributes=claims)
+        (user,) = users(app)
+        assert user.display_name == display_name
+        stamps.append((user.last_sign_in_at, user.updated_at))
+    assert all(signed_in is not None for signed_in, _updated in stamps)
+    assert stamps[0][0] < stamps[1][0] < stamps[2][0]
+    assert stamps[0][1] < stamps[1][1] < stamps[2][1]
+
+
 def test_admin_flag_follows_the_settings_when_the_groups_stay_the_same(make_app, idp):
     """A sign-in whose claim changes no membership decides the flag from the groups it read
     (no query): by display name or object id, by admin_users, and back off again."""

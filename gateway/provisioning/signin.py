@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..db.models import User, utcnow
+from ..db.prepared import Prepared, session_connection
 from ..events import fire_user
 from ..interfaces import Decision, HookContext, Identity, UserEvent
 from .groups import Membership, announce_claim_groups, memberships, refresh_admin, sync_groups_from_claims
@@ -239,8 +240,13 @@ def sign_in(request, identity: Identity) -> SignInResult:
     # Unchanged memberships decide the admin flag without a query.
     if refresh_admin(request, user, None if groups else current):
         changed += ("is_admin",)
-    user.last_sign_in_at = utcnow()
-    dbsession.flush()
+    now = utcnow()
+    if created or dbsession.is_modified(user):
+        user.last_sign_in_at = now
+        dbsession.flush()
+    else:
+        # Nothing else changed (most sign-ins): one prebuilt UPDATE, not the ORM's unit of work.
+        _SIGNED_IN.execute(session_connection(dbsession, write=True), {"id": user.id, "now": now})
     if created:
         fire(request, "created", user.id, user.user_name)
     elif changed:
@@ -248,6 +254,13 @@ def sign_in(request, identity: Identity) -> SignInResult:
     announce_claim_groups(request, user, groups)
     fire(request, "signed_in", user.id, user.user_name)
     return SignInResult(user, decision, created)
+
+
+_SIGNED_IN = Prepared(
+    sa.update(User)
+    .where(User.id == sa.bindparam("id"))
+    .values(last_sign_in_at=sa.bindparam("now"), updated_at=sa.bindparam("now"))
+)
 
 
 def _create(request, identity: Identity) -> User:
