@@ -265,6 +265,45 @@ def test_only_changes_a_signed_in_identity_can_show_are_announced(postgres_url):
         engine.dispose()
 
 
+def test_the_user_columns_that_notify_are_those_an_identity_shows():
+    import importlib
+
+    from gateway import sessions
+
+    migration = importlib.import_module("gateway.migrations.versions.0011_user_notify_identity_columns")
+    shown = {column.name for column in sessions._COLUMNS if column.table.name == "users"}
+    assert shown | {"id", "active"} == set(migration.IDENTITY_COLUMNS)
+
+
+@pytest.mark.postgres
+def test_a_sign_in_time_is_not_announced_but_a_name_is(postgres_url):
+    # Every sign-in sets last_sign_in_at: announcing it made every instance drop its whole cache.
+    engine = sa.create_engine(postgres_url)
+    listener = _Listener(postgres_url)
+    try:
+        with engine.connect() as connection:
+            pid = _pid(connection)
+            with connection.begin():
+                alice = _new_user(connection, "alice@example.com")
+            listener.sent_by(pid)
+
+            def change(**values) -> list[str]:
+                with connection.begin():
+                    connection.execute(sa.update(User).where(User.id == alice).values(**values))
+                return listener.sent_by(pid)
+
+            assert change(last_sign_in_at=utcnow(), updated_at=utcnow()) == []
+            assert change(display_name="Alice") == ["users"]
+            assert change(active=False) == ["users"]
+            assert change(is_admin=True) == ["users"]
+            with connection.begin():
+                connection.execute(sa.delete(User).where(User.id == alice))
+            assert "users" in listener.sent_by(pid)  # and "sessions", whose rows went with it
+    finally:
+        listener.close()
+        engine.dispose()
+
+
 @pytest.mark.postgres
 def test_large_membership_changes_and_group_deletes_hold_few_locks(postgres_url):
     # Identity locks come from PostgreSQL's shared lock table, sized for 64

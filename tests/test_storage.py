@@ -371,6 +371,13 @@ def test_the_notify_migrations_downgrade_and_upgrade_again(postgres_url):
                 "groups_notify_identity",
             ]
             assert "IF TG_OP = 'INSERT'" in connection.execute(function).scalar()  # 0007: no joins for INSERT
+            users = sa.text(
+                "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                " WHERE t.tgname = 'users_notify_identity' AND c.relnamespace = current_schema()::regnamespace"
+            )
+            assert "UPDATE OF id, user_name" in connection.execute(users).scalar()  # 0011
+            command.downgrade(cfg, "0010")
+            assert "AFTER DELETE OR UPDATE OR TRUNCATE ON" in connection.execute(users).scalar()
             command.downgrade(cfg, "0006")
             assert "TG_OP" not in connection.execute(function).scalar()
             command.downgrade(cfg, "0005")
@@ -380,6 +387,7 @@ def test_the_notify_migrations_downgrade_and_upgrade_again(postgres_url):
             ]
             command.upgrade(cfg, "head")
             assert len(connection.execute(triggers).scalars().all()) == 4
+            assert "UPDATE OF id, user_name" in connection.execute(users).scalar()
             assert "IF TG_OP = 'INSERT'" in connection.execute(function).scalar()
     finally:
         engine.dispose()
