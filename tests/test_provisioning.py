@@ -355,3 +355,45 @@ def test_admin_groups_by_quoted_name_from_scim_groups(make_app, scim_settings, i
     scim.create_group("Gateway Admins", members=[user["id"]])
     sign_in(app, idp, attributes=idp.claims("alice@example.com", oid=OID))
     assert users(app)[0].is_admin
+
+
+@pytest.mark.postgres
+def test_two_first_sign_ins_of_one_person_at_once_both_succeed(make_app, idp, postgres_url):
+    """The other sign-in creates the user between this one's look-up and its insert: this one
+    runs again and signs that user in (it answered 500 before)."""
+    from gateway import hookimpl
+    from gateway.db.models import new_id
+
+    app = make_app(**{"sqlalchemy.url": postgres_url, "provisioning.mode": "first_login"})
+
+    class CreatedMeanwhile:
+        done = False
+
+        @hookimpl(tryfirst=True)
+        def gateway_provisioning_decide(self, context, identity, user, source):
+            if user is None and not self.done:
+                self.done = True
+                engine = sa.create_engine(postgres_url)
+                with engine.begin() as connection:
+                    connection.execute(
+                        sa.insert(User).values(
+                            id=new_id(),
+                            user_name=identity.user_name,
+                            user_name_key=identity.user_name.lower(),
+                            idp_subject=identity.subject,
+                            active=True,
+                            attributes={},
+                            scim_data={},
+                            provisioned_by="saml",
+                            is_admin=False,
+                        )
+                    )
+                engine.dispose()
+            return None
+
+    racer = CreatedMeanwhile()
+    app.app.registry.pm.register(racer)
+    sign_in(app, idp, attributes=idp.claims("alice@example.com", oid=OID))
+    assert racer.done
+    assert [u.user_name for u in users(app)] == ["alice@example.com"]
+    assert app.get("/whoami").json["userName"] == "alice@example.com"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+import transaction.interfaces
 
 from ..db.models import User, utcnow
 from ..db.prepared import Prepared, session_connection
@@ -290,5 +291,11 @@ def _create(request, identity: Identity) -> User:
         is_admin=False,
     )
     dbsession.add(user)
-    dbsession.flush()
+    try:
+        dbsession.flush()
+    except sa.exc.IntegrityError as exc:
+        # Two first sign-ins of one person at once (PostgreSQL; SQLite runs them
+        # one after the other): the other one created the user first. The request
+        # runs again (pyramid_retry) and finds that user.
+        raise transaction.interfaces.TransientError("the user was created by a concurrent sign-in") from exc
     return user
