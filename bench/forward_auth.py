@@ -36,6 +36,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from gateway.testing.ini import logging_sections
+
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).parent
 SECRET = "bench-secret-bench-secret-bench-secret-0123456789"
@@ -45,36 +47,7 @@ ORIGINAL_URL = "https://app.example.com/reports/2024/q3?view=full"
 SERVER = {"server": "granian", "workers": "auto", "threads": 1}
 #: With --access-log: the access log on, written as production.ini's logging section writes it.
 ACCESS_LOG = {"on": False}
-LOGGING = """
-logging.access = true
-
-[loggers]
-keys = root, gateway
-
-[handlers]
-keys = console
-
-[formatters]
-keys = generic
-
-[logger_root]
-level = WARN
-handlers = console
-
-[logger_gateway]
-level = INFO
-handlers =
-qualname = gateway
-
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-level = NOTSET
-formatter = generic
-
-[formatter_generic]
-format = %(asctime)s %(levelname)-5.5s [%(name)s] %(message)s
-"""
+LOGGING = "\nlogging.access = true\n\n" + logging_sections(gateway_level="INFO")
 
 BARE_APP = """
 from pyramid.config import Configurator

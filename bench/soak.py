@@ -51,6 +51,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from gateway.testing.ini import logging_sections
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -163,22 +165,7 @@ def write_ini(folder: Path, database: str, port: int, metadata: str, workers: in
                 f"listen = 127.0.0.1:{port}",
                 f"workers = {workers}",
                 "",
-                "[loggers]",
-                "keys = root",
-                "[handlers]",
-                "keys = console",
-                "[formatters]",
-                "keys = generic",
-                "[logger_root]",
-                "level = WARN",
-                "handlers = console",
-                "[handler_console]",
-                "class = StreamHandler",
-                "args = (sys.stderr,)",
-                "level = NOTSET",
-                "formatter = generic",
-                "[formatter_generic]",
-                "format = %(asctime)s %(levelname)s [%(name)s] %(message)s",
+                *logging_sections().splitlines(),
                 "",
             ]
         )

@@ -48,6 +48,7 @@ import pytest
 
 from conftest import BIN, SESSION_SECRET, free_port, server_environment, stop, wait_for_http
 from gateway.testing.idp_server import IdpServer as KitIdpServer
+from gateway.testing.ini import logging_sections
 from gateway.testing.saml import stable_oid
 from saml_support import authn_request_id, b64
 
@@ -615,22 +616,7 @@ def write_gateway_ini(
         raise ValueError(server)
     lines += [
         "",
-        "[loggers]",
-        "keys = root",
-        "[handlers]",
-        "keys = console",
-        "[formatters]",
-        "keys = generic",
-        "[logger_root]",
-        "level = WARN",
-        "handlers = console",
-        "[handler_console]",
-        "class = StreamHandler",
-        "args = (sys.stderr,)",
-        "level = NOTSET",
-        "formatter = generic",
-        "[formatter_generic]",
-        "format = %%(levelname)s [%%(name)s] %%(message)s",
+        *logging_sections().splitlines(),
     ]
     ini = folder / "gateway.ini"
     ini.write_text("\n".join(lines) + "\n")

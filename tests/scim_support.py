@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.testing.ini import logging_sections
 from gateway.testing.scim import ENTERPRISE, PATCH_OP, SCIM, SCIM_JSON, ScimClient, make_token  # noqa: F401
 
 VENV_BIN = Path(sys.executable).parent
@@ -65,22 +66,7 @@ def write_ini(path: Path, database_url: str, port: int, server: dict | None = No
         f"listen = 127.0.0.1:{port}",
         *(f"{k} = {v}" for k, v in (server or {}).items()),
         "",
-        "[loggers]",
-        "keys = root",
-        "[handlers]",
-        "keys = console",
-        "[formatters]",
-        "keys = generic",
-        "[logger_root]",
-        "level = WARN",
-        "handlers = console",
-        "[handler_console]",
-        "class = StreamHandler",
-        "args = (sys.stderr,)",
-        "level = NOTSET",
-        "formatter = generic",
-        "[formatter_generic]",
-        "format = %(levelname)s [%(name)s] %(message)s",
+        *logging_sections().splitlines(),
     ]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.accesslog import AccessLog
 from gateway.forward_auth import FastPath
+from gateway.testing.ini import logging_sections
 from saml_support import sign_in
 from test_logs import json_log  # noqa: F401 - the fixture
 from test_metrics_workers import _send, _sign_in
@@ -133,34 +134,7 @@ def test_json_lines_carry_the_fields_as_keys_and_the_id_returned(make_app, json_
 # ---------------------------------------------------------------- a running server
 
 
-LOGGING = """
-[loggers]
-keys = root, gateway
-
-[handlers]
-keys = console
-
-[formatters]
-keys = json
-
-[logger_root]
-level = WARN
-handlers = console
-
-[logger_gateway]
-level = INFO
-handlers =
-qualname = gateway
-
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-level = NOTSET
-formatter = json
-
-[formatter_json]
-class = gateway.logs.JsonFormatter
-"""
+LOGGING = logging_sections(gateway_level="INFO", json=True)
 
 
 def _json_lines(text: str) -> list[dict]:

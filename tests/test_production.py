@@ -352,3 +352,11 @@ def test_the_installed_dependencies_import_without_warnings():
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_the_kits_logging_sections_are_production_inis():
+    """Tests and benchmarks that log "as production.ini does" write these sections."""
+    from gateway.testing.ini import logging_sections
+
+    text = (ROOT / "production.ini").read_text()
+    assert text[text.index("[loggers]") :].strip() == logging_sections(gateway_level="INFO").strip()
