@@ -262,6 +262,10 @@ def gateway_pyramid_configure(config):
             cycles.append(cycle)
         gc.collect(1)  # what a young collection does to objects still in use
         del cycles
+        # Enough live allocations for an automatic collection (the threshold differs between
+        # Python versions): that is where CPython decides whether to collect everything.
+        ballast = [[] for _ in range(gc.get_threshold()[0] + 1)]
+        del ballast
         return {"full": gc.get_stats()[2]["collections"], "gen2": len(gc.get_objects(2)), "frozen": gc.get_freeze_count()}
 
     config.add_route("gc_probe", "/gc-probe")
