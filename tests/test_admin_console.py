@@ -385,6 +385,29 @@ def test_sign_out_everywhere_deactivate_and_reactivate_a_first_login_user(consol
         assert user.active and user.scim_data["active"] is True and user.version >= 3
 
 
+def test_a_reactivation_asks_the_provisioning_policy(make_app, console_settings, idp, events):
+    """A seat limit holds whoever reactivates: the console and the CLI are refused as Entra is."""
+    console = make_app(
+        **{**console_settings, "gateway.plugins": "entra sqlstore audit seat_limit", "seat_limit.max_users": "2"}
+    )
+    sign_in_admin(console, idp)
+    sign_in_user(browser(console), idp)
+    bob = user_id(console, BOB)
+    form(console.get(f"/admin/users/{bob}"), "/deactivate").submit(status=303)
+    sign_in_user(browser(console), idp, name="carol@example.com", oid="33333333-3333-4333-8333-333333333333")
+    page = console.get(f"/admin/users/{bob}")
+    refused = form(page, "/reactivate").submit(status=409)
+    assert "bob@example.com stays inactive" in refused.text and "limited to 2 active users" in refused.text
+    assert console.get(f"/admin/users/{bob}").html.find(id="user-state").text == "inactive"
+    assert "reactivated" not in [e[0] for e in events]
+    assert "admin.user.reactivate" not in [r.action for r in audit_rows(console)]
+    # A seat freed, the same reactivation goes through.
+    carol = user_id(console, "carol@example.com")
+    form(console.get(f"/admin/users/{carol}"), "/deactivate").submit(status=303)
+    form(console.get(f"/admin/users/{bob}"), "/reactivate").submit(status=303)
+    assert console.get(f"/admin/users/{bob}").html.find(id="user-state").text == "active"
+
+
 def test_an_admin_cannot_deactivate_themselves(console, idp):
     sign_in_admin(console, idp)
     me = user_id(console, ADMIN)

@@ -140,13 +140,36 @@ def deactivate(actor: Actor, user: User) -> int:
 
 
 def reactivate(actor: Actor, user: User) -> None:
+    """Make a user created by first sign-in active again, if the provisioning policy agrees.
+
+    The policy is asked as for a SCIM reactivation (``source`` ``admin`` or
+    ``cli``): a seat limit, say, holds whoever reactivates.
+    """
     _first_login_only(user)
     if user.active:
         raise ActionRefused(f"{user.user_name} is already active.")
+    _ask_policy(actor, user)
     _set_active(actor, user, True)
     actor.dbsession.flush()
     record(actor, "admin.user.reactivate", "user", user.id, user.user_name)
     user_event(actor, "reactivated", user, changed=("active",))
+
+
+def _ask_policy(actor: Actor, user: User) -> None:
+    from ..interfaces import HookContext
+    from ..provisioning.signin import user_as_dict
+    from ..scim.service import identity_from
+
+    stored = user_as_dict(user, actor.dbsession)
+    identity = identity_from({**(user.scim_data or {}), "userName": user.user_name, "active": True})
+    decision = actor.registry.pm.hook.gateway_provisioning_decide(
+        context=HookContext(actor.registry, actor.dbsession, actor.request),
+        identity=identity,
+        user=stored,
+        source=actor.source,
+    )
+    if decision is not None and decision.action == "deny":
+        raise ActionRefused(f"{user.user_name} stays inactive: {decision.reason}")
 
 
 def _set_active(actor: Actor, user: User, active: bool) -> None:

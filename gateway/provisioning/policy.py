@@ -28,6 +28,8 @@ class ModePolicy:
 
     @hookimpl(trylast=True)
     def gateway_provisioning_decide(self, identity, user, source):
+        if source in ("admin", "cli"):
+            return Decision.allow()  # an admin's reactivation: the admin decided
         if source == "scim":
             if "scim" not in self.modes:
                 return Decision.deny(SCIM_DISABLED)

@@ -56,7 +56,7 @@ def _allowed(allowed: frozenset[str], groups) -> bool:
 @hookimpl
 def gateway_provisioning_decide(context, identity, user, source):
     allowed = context.registry.allowed_groups
-    if source == "scim":
+    if source != "saml":  # SCIM, or an admin's reactivation in the console or the CLI
         if user is None or not user.get("active", True):
             return None  # a create or a reactivation
         left = _allowed(allowed, user.get("groups", ())) and not _allowed(allowed, identity.groups)

@@ -3,7 +3,8 @@
 An example policy plugin. It wraps the provisioning decision rather than
 answering it: whatever the other policies decide stands, except that a
 ``create`` (a first sign-in in ``first_login`` mode, or a SCIM POST) or a
-SCIM reactivation (``user["active"]`` False: the write makes them active) is
+reactivation (over SCIM, or by an admin in the console or the CLI:
+``user["active"]`` False, the change makes them active) is
 turned into a refusal once the active users reach the limit; Entra's
 reactivation then fails with the message, nothing changed, and succeeds at a
 later cycle once a seat is free. Existing users keep signing in, and
@@ -48,7 +49,8 @@ def gateway_provisioning_decide(context, identity, user, source):
     decision = yield
     if decision is None or decision.action == "deny":
         return decision
-    reactivation = source == "scim" and user is not None and not user.get("active", True)
+    # Over SCIM, or by an admin in the console or the CLI (source "admin", "cli").
+    reactivation = source != "saml" and user is not None and not user.get("active", True)
     if decision.action != "create" and not reactivation:
         return decision
     limit = context.registry.seat_limit_max_users
