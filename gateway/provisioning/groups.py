@@ -286,13 +286,22 @@ def _is_admin(settings):
     return sa.or_(*reasons)
 
 
+def _names_admin_group(settings, display_name: str | None, external_id: str | None) -> bool:
+    """Python's side of :func:`_admin_match`: a display name in any case, or an external id."""
+    names = settings.gateway.admin_groups
+    return (display_name or "").lower() in {n.lower() for n in names} or external_id in names
+
+
+def _listed_admin(settings, user: User) -> bool:
+    """Whether ``gateway.admin_users`` names the user."""
+    return user.user_name_key in {n.lower() for n in settings.gateway.admin_users}
+
+
 def is_admin_group(settings, data: dict | None) -> bool:
     """Whether a group resource (SCIM ``displayName``/``externalId``) is an admin group."""
     if not data:
         return False
-    names = settings.gateway.admin_groups
-    keys = {n.lower() for n in names}
-    return str(data.get("displayName") or "").lower() in keys or data.get("externalId") in names
+    return _names_admin_group(settings, str(data.get("displayName") or ""), data.get("externalId"))
 
 
 def admin_reasons(dbsession, settings, user: User) -> list[str]:
@@ -306,7 +315,7 @@ def admin_reasons(dbsession, settings, user: User) -> list[str]:
             .order_by(Group.display_name_key)
         ).all()
         reasons += [f'member of the admin group "{name}"' for name in groups]
-    if user.user_name_key in {n.lower() for n in settings.gateway.admin_users}:
+    if _listed_admin(settings, user):
         reasons.append("listed in gateway.admin_users")
     if user.admin_granted_by:
         reasons.append(f"granted by {user.admin_granted_by}")
@@ -333,12 +342,10 @@ def refresh_admin(request, user: User, current: list[Membership] | None = None) 
     settings = request.registry.gateway_settings
     if current is None:
         return refresh_admin_flag(request.dbsession, settings, user)
-    names = settings.gateway.admin_groups
-    keys = {n.lower() for n in names}
     admin = (
         user.admin_granted_by is not None
-        or user.user_name_key in {n.lower() for n in settings.gateway.admin_users}
-        or any(g.display_name_key in keys or g.external_id in names for g in current)
+        or _listed_admin(settings, user)
+        or any(_names_admin_group(settings, g.display_name_key, g.external_id) for g in current)
     )
     if bool(user.is_admin) != admin:
         user.is_admin = admin

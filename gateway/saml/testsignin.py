@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.view import view_config
 
-from ..db.models import SamlRequest, SigninTest, new_id, utcnow
+from ..db.models import SigninTest, new_id, utcnow
 from ..templating import html_page, render_page
 from . import browser, traces
 from .diagnose import Check, Report, diagnose
@@ -163,14 +163,14 @@ def answer(request):
         return None  # the sign-in path refuses it, with its trace
     if not in_response_to:
         return None
-    row = request.dbsession.get(SamlRequest, in_response_to[:128])
+    row = browser.find(request, in_response_to)
     if row is None or row.kind != KIND:
         return None
     test = request.dbsession.scalar(sa.select(SigninTest).where(SigninTest.request_id == row.request_id))
     now = utcnow()
     binding = None
     try:
-        browser.bound(request, in_response_to, KIND, now)
+        browser.bound(request, in_response_to, KIND, now, row)
         browser.use(request, in_response_to, KIND, now)
     except SamlRejection as exc:
         binding = exc
