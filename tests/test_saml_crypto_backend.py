@@ -509,3 +509,28 @@ def test_a_response_is_turned_into_objects_once(saml_app, idp, monkeypatch):
     assert len(parsed) == 2
     # Outside the gateway's check, pysaml2 parses as it always did: nothing is kept.
     assert pysaml2_crypto._unsigned_responses.get() is None
+
+
+def test_pysaml2_does_not_re_serialize_a_validated_message(make_app, idp, monkeypatch):
+    """pysaml2 turns the assertion back into text for its schema check and an eager debug line;
+    once the message was validated as sent, neither happens, and what str() gives is not XML."""
+    import saml2
+    from lxml import etree
+
+    serialized = []
+    original = saml2.SamlBase.to_string
+    monkeypatch.setattr(saml2.SamlBase, "to_string", lambda obj, *a: serialized.append(obj) or original(obj, *a))
+    app = make_app(**{"saml.crypto_backend": "inprocess"})
+    request_id = start_login(app)  # the AuthnRequest is serialized, as it must be
+    serialized.clear()
+    post_response(app, idp.response(request_id), status=303)
+    assert serialized == []
+    assertion = saml2.saml.Assertion(id="_a1", version="2.0", issue_instant="2026-01-01T00:00:00Z")
+    assert str(assertion).startswith("<") and serialized == [assertion]  # outside the fast path: as always
+    with pysaml2_crypto.fast_path(message_validated=True):
+        label = str(assertion)
+    assert "Assertion" in label and len(serialized) == 1
+    with pytest.raises(etree.XMLSyntaxError):
+        etree.fromstring(label.encode())
+    with pysaml2_crypto.fast_path():  # validated piecewise: pysaml2 needs the text
+        assert str(assertion).startswith("<")

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 import transaction.interfaces
 
-from ..db.models import User, utcnow
+from ..db.models import User, new_id, utcnow
 from ..db.prepared import Prepared, session_connection
 from ..events import fire_user
 from ..interfaces import Decision, HookContext, Identity, UserEvent
@@ -226,26 +226,29 @@ def sign_in(request, identity: Identity) -> SignInResult:
     if user is not None and not user.active:
         # A policy may allow, but a deactivated user never gets a session.
         return _deny(request, user, name, DEACTIVATED)
-    created = False
-    if user is None:
+    created = user is None
+    if created:
         if decision.action != "create":
             return _deny(request, None, name, NO_ACCOUNT)
-        user = _create(request, identity)
-        created = True
+        user = _new_user(request, identity)
     elif identity.subject and not user.idp_subject:
         # A SCIM-provisioned user signing in for the first time: link the
         # subject so later sign-ins match on it alone, whatever their UPN becomes.
         user.idp_subject = identity.subject
     changed = sync_profile_from_saml(request, user, identity)
+    now = utcnow()
+    if created:
+        # One INSERT with the profile; the memberships below need the row.
+        user.last_sign_in_at = now
+        _store_new(dbsession, user)
     groups = sync_groups_from_claims(request, user, identity, current)
     # Unchanged memberships decide the admin flag without a query.
     if refresh_admin(request, user, None if groups else current):
         changed += ("is_admin",)
-    now = utcnow()
-    if created or dbsession.is_modified(user):
+    if dbsession.is_modified(user):
         user.last_sign_in_at = now
         dbsession.flush()
-    else:
+    elif not created:
         # Nothing else changed (most sign-ins): one prebuilt UPDATE, not the ORM's unit of work.
         _SIGNED_IN.execute(session_connection(dbsession, write=True), {"id": user.id, "now": now})
     if created:
@@ -264,8 +267,8 @@ _SIGNED_IN = Prepared(
 )
 
 
-def _create(request, identity: Identity) -> User:
-    """A new user from the claims; the mapped profile is filled by the sync that follows.
+def _new_user(request, identity: Identity) -> User:
+    """A new user from the claims, not yet stored: the mapped profile is filled by the sync that follows.
 
     A SCIM backend that keeps its data outside the core's tables stores the
     user's SCIM resource too, and gives the id (gateway.scim.directory): so
@@ -273,12 +276,10 @@ def _create(request, identity: Identity) -> User:
     """
     from ..scim.directory import create_user_in_backend
 
-    dbsession = request.dbsession
     email = profile_from_saml(identity)["email"]
     data = scim_resource_from_saml(identity)
-    backend_id = create_user_in_backend(request, data)
-    user = User(
-        **({"id": backend_id} if backend_id else {}),
+    return User(
+        id=create_user_in_backend(request, data) or new_id(),
         user_name=identity.user_name,
         user_name_key=identity.user_name.lower(),
         idp_subject=identity.subject,
@@ -290,6 +291,9 @@ def _create(request, identity: Identity) -> User:
         provisioned_by="saml",
         is_admin=False,
     )
+
+
+def _store_new(dbsession, user: User) -> None:
     dbsession.add(user)
     try:
         dbsession.flush()
@@ -298,4 +302,3 @@ def _create(request, identity: Identity) -> User:
         # one after the other): the other one created the user first. The request
         # runs again (pyramid_retry) and finds that user.
         raise transaction.interfaces.TransientError("the user was created by a concurrent sign-in") from exc
-    return user

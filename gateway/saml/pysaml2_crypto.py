@@ -15,7 +15,12 @@ XSD files) while :func:`lxml_schema` is active, which the gateway's own
 ``check_response`` sets (through :func:`fast_path`); any other pysaml2 user
 in the process keeps ``xmlschema``. When the caller has validated the whole
 message as sent (``xmlguard.check_structure``), pysaml2's validation of its
-own re-serialization of a part of it adds nothing and is skipped.
+own re-serialization of a part of it adds nothing and is skipped, and so is
+the re-serialization itself: within ``fast_path(message_validated=True)``,
+``str()`` of a pysaml2 object (the assertion handed to that validation, the
+attribute statement in an eager debug-log f-string of
+``AuthnResponse.get_identity``) gives a short label that is not XML, so
+anything that took it for the message would fail to parse it and refuse.
 
 pysaml2 turns a Response without a signature of its own (Entra signs the
 assertion) into objects twice: ``Entity._parse_response`` first loads it
@@ -44,6 +49,7 @@ import logging
 import threading
 from pathlib import Path
 
+import saml2
 import saml2.samlp
 import saml2.sigver
 from saml2.entity import Entity
@@ -118,10 +124,13 @@ def check_seam() -> None:
     source = inspect.getsource(SecurityContext.verify_signature)
     if "self.crypto.validate_signature(" not in source:
         raise RuntimeError("pysaml2 changed SecurityContext.verify_signature: it no longer calls self.crypto")
-    if "validate_doc_with_schema(" not in inspect.getsource(SecurityContext._check_signature):
+    if "validate_doc_with_schema(str(item))" not in inspect.getsource(SecurityContext._check_signature):
         raise RuntimeError(
-            "pysaml2 changed SecurityContext._check_signature: it no longer calls validate_doc_with_schema"
+            "pysaml2 changed SecurityContext._check_signature: it no longer validates str(item) with"
+            " validate_doc_with_schema"
         )
+    if "to_string()" not in inspect.getsource(_original_str):
+        raise RuntimeError("pysaml2 changed SamlBase.__str__: it no longer serializes with to_string")
     if "samlp.any_response_from_string(decoded_xml)" not in inspect.getsource(
         SecurityContext.correctly_signed_response
     ):
@@ -185,6 +194,16 @@ def _any_response_from_string(xmlstr):
     return response
 
 
+_original_str = saml2.SamlBase.__str__
+
+
+def _samlbase_str(self):
+    if _message_validated.get():
+        # Not XML: nothing can mistake it for the message (see the module docstring).
+        return f"[pysaml2 {type(self).__name__}: not re-serialized, the message was schema-validated as received]"
+    return _original_str(self)
+
+
 _original_make_temp = saml2.sigver.make_temp
 #: Certificate PEM text -> its temporary file (kept open, so not deleted, while listed here or in use).
 _pem_files: dict[bytes, object] = {}
@@ -227,6 +246,7 @@ def fast_path(*, message_validated: bool = False):
 
 
 def _replace(module, name: str, original, dispatcher) -> None:
+    """Put ``dispatcher`` in place of ``original`` as ``module.name`` (a module or class attribute)."""
     current = getattr(module, name, None)
     if current is None:
         raise RuntimeError(f"pysaml2 changed: {module.__name__}.{name} is gone")
@@ -237,8 +257,9 @@ def _replace(module, name: str, original, dispatcher) -> None:
 
 
 def install_schema_validation() -> None:
-    """Put the dispatchers in place of pysaml2's validator, response parser and
-    temporary-file writer (idempotent)."""
+    """Put the dispatchers in place of pysaml2's validator, response parser,
+    temporary-file writer and object-to-text conversion (idempotent)."""
     _replace(saml2.sigver, "validate_doc_with_schema", _original_schema_validate, _validate_doc_with_schema)
     _replace(saml2.samlp, "any_response_from_string", _original_any_response, _any_response_from_string)
     _replace(saml2.sigver, "make_temp", _original_make_temp, _make_temp)
+    _replace(saml2.SamlBase, "__str__", _original_str, _samlbase_str)
