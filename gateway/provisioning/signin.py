@@ -24,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import transaction.interfaces
+from sqlalchemy.orm import make_transient_to_detached
 
 from ..db.models import User, new_id, utcnow
 from ..db.prepared import Prepared, session_connection
@@ -104,7 +105,7 @@ def find_user(dbsession, identity: Identity, match_on) -> Match:
     for key in match_on:
         candidates: list[User] = []
         if key == "subject" and identity.subject:
-            user = dbsession.scalars(sa.select(User).where(User.idp_subject == identity.subject)).first()
+            user = _linked_user(dbsession, identity.subject)
             if user is not None:
                 return Match(user)
             # Entra can map objectId to SCIM externalId: a provisioned user
@@ -129,6 +130,30 @@ def find_user(dbsession, identity: Identity, match_on) -> Match:
                 return Match(candidates[0])
             taken = taken or candidates[0]
     return Match(None, taken)
+
+
+_USER_COLUMNS = [attribute.key for attribute in sa.inspect(User).column_attrs]
+_BY_SUBJECT = Prepared(
+    sa.select(*(getattr(User, key) for key in _USER_COLUMNS)).where(User.idp_subject == sa.bindparam("subject"))
+)
+
+
+def _linked_user(dbsession, subject: str) -> User | None:
+    """The user linked to ``subject`` (most sign-ins end here): one prebuilt
+    SELECT, and the row handed to the session as if its ORM query had loaded
+    it, so changes to the user are flushed as usual."""
+    dbsession.flush()  # what the ORM's query would have done first (autoflush)
+    rows = _BY_SUBJECT.rows(session_connection(dbsession), {"subject": subject})
+    if not rows:
+        return None
+    values = rows[0]._asdict()
+    loaded = dbsession.identity_map.get(dbsession.identity_key(User, values["id"]))
+    if loaded is not None:
+        return loaded
+    user = User(**values)
+    make_transient_to_detached(user)
+    dbsession.add(user)
+    return user
 
 
 def user_groups(dbsession, user_id: str, current: list[Membership] | None = None) -> list[str]:
