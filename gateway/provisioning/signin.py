@@ -105,25 +105,16 @@ def find_user(dbsession, identity: Identity, match_on) -> Match:
     for key in match_on:
         candidates: list[User] = []
         if key == "subject" and identity.subject:
-            user = _linked_user(dbsession, identity.subject)
-            if user is not None:
-                return Match(user)
+            found = _users(dbsession, _BY_SUBJECT, subject=identity.subject)
+            if found:
+                return Match(found[0])
             # Entra can map objectId to SCIM externalId: a provisioned user
             # not yet linked is found by it too.
-            variants = list(dict.fromkeys((identity.subject, identity.subject.lower())))
-            candidates = list(
-                dbsession.scalars(
-                    sa.select(User).where(User.external_id.in_(variants), User.idp_subject.is_(None)).limit(2)
-                )
-            )
+            candidates = _users(dbsession, _BY_EXTERNAL_ID, id=identity.subject, lower=identity.subject.lower())
         elif key == "userName" and identity.user_name:
-            candidates = list(
-                dbsession.scalars(sa.select(User).where(User.user_name_key == identity.user_name.lower()))
-            )
+            candidates = _users(dbsession, _BY_USER_NAME, key=identity.user_name.lower())
         elif key == "email" and identity.email:
-            candidates = list(
-                dbsession.scalars(sa.select(User).where(User.email_key == identity.email.lower()).limit(2))
-            )
+            candidates = _users(dbsession, _BY_EMAIL, key=identity.email.lower())
         # Two matches are ambiguous (email is not unique), so neither is taken.
         if len(candidates) == 1:
             if _linkable(candidates[0], identity):
@@ -132,28 +123,33 @@ def find_user(dbsession, identity: Identity, match_on) -> Match:
     return Match(None, taken)
 
 
-_USER_COLUMNS = [attribute.key for attribute in sa.inspect(User).column_attrs]
-_BY_SUBJECT = Prepared(
-    sa.select(*(getattr(User, key) for key in _USER_COLUMNS)).where(User.idp_subject == sa.bindparam("subject"))
+_USER_ROW = sa.select(*(getattr(User, attribute.key) for attribute in sa.inspect(User).column_attrs))
+_BY_SUBJECT = Prepared(_USER_ROW.where(User.idp_subject == sa.bindparam("subject")))
+_BY_EXTERNAL_ID = Prepared(
+    _USER_ROW.where(
+        sa.or_(User.external_id == sa.bindparam("id"), User.external_id == sa.bindparam("lower")),
+        User.idp_subject.is_(None),
+    ).limit(2)
 )
+_BY_USER_NAME = Prepared(_USER_ROW.where(User.user_name_key == sa.bindparam("key")))
+_BY_EMAIL = Prepared(_USER_ROW.where(User.email_key == sa.bindparam("key")).limit(2))
 
 
-def _linked_user(dbsession, subject: str) -> User | None:
-    """The user linked to ``subject`` (most sign-ins end here): one prebuilt
-    SELECT, and the row handed to the session as if its ORM query had loaded
-    it, so changes to the user are flushed as usual."""
+def _users(dbsession, statement: Prepared, **values) -> list[User]:
+    """The users ``statement`` finds, read with a prebuilt SELECT and handed to
+    the session as if its ORM query had loaded them, so changes to them are
+    flushed as usual (a sign-in's look-up, without the ORM's query work)."""
     dbsession.flush()  # what the ORM's query would have done first (autoflush)
-    rows = _BY_SUBJECT.rows(session_connection(dbsession), {"subject": subject})
-    if not rows:
-        return None
-    values = rows[0]._asdict()
-    loaded = dbsession.identity_map.get(dbsession.identity_key(User, values["id"]))
-    if loaded is not None:
-        return loaded
-    user = User(**values)
-    make_transient_to_detached(user)
-    dbsession.add(user)
-    return user
+    users = []
+    for row in statement.rows(session_connection(dbsession), values):
+        fields = row._asdict()
+        user = dbsession.identity_map.get(dbsession.identity_key(User, fields["id"]))
+        if user is None:
+            user = User(**fields)
+            make_transient_to_detached(user)
+            dbsession.add(user)
+        users.append(user)
+    return users
 
 
 def user_groups(dbsession, user_id: str, current: list[Membership] | None = None) -> list[str]:
