@@ -139,7 +139,8 @@ def _users(dbsession, statement: Prepared, **values) -> list[User]:
     """The users ``statement`` finds, read with a prebuilt SELECT and handed to
     the session as if its ORM query had loaded them, so changes to them are
     flushed as usual (a sign-in's look-up, without the ORM's query work)."""
-    dbsession.flush()  # what the ORM's query would have done first (autoflush)
+    if dbsession.autoflush:
+        dbsession.flush()  # what the ORM's query would have done first
     users = []
     for row in statement.rows(session_connection(dbsession), values):
         fields = row._asdict()
