@@ -123,7 +123,10 @@ def find_user(dbsession, identity: Identity, match_on) -> Match:
     return Match(None, taken)
 
 
-_USER_ROW = sa.select(*(getattr(User, attribute.key) for attribute in sa.inspect(User).column_attrs))
+#: Every column of a user, named as the attribute that holds it (the row becomes ``User(**row)``).
+_USER_ROW = sa.select(
+    *(getattr(User, attribute.key).label(attribute.key) for attribute in sa.inspect(User).column_attrs)
+)
 _BY_SUBJECT = Prepared(_USER_ROW.where(User.idp_subject == sa.bindparam("subject")))
 _BY_EXTERNAL_ID = Prepared(
     _USER_ROW.where(

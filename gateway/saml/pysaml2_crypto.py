@@ -21,6 +21,8 @@ the re-serialization itself: within ``fast_path(message_validated=True)``,
 attribute statement in an eager debug-log f-string of
 ``AuthnResponse.get_identity``) gives a short label that is not XML, so
 anything that took it for the message would fail to parse it and refuse.
+(pysaml2's one other use of such text, decrypting an EncryptedAssertion, is
+never reached: the guard refuses encrypted assertions first.)
 
 pysaml2 turns a Response without a signature of its own (Entra signs the
 assertion) into objects twice: ``Entity._parse_response`` first loads it
@@ -198,7 +200,7 @@ _original_str = saml2.SamlBase.__str__
 
 
 def _samlbase_str(self):
-    if _message_validated.get():
+    if _message_validated.get() and _use_lxml_schema.get():
         # Not XML: nothing can mistake it for the message (see the module docstring).
         return f"[pysaml2 {type(self).__name__}: not re-serialized, the message was schema-validated as received]"
     return _original_str(self)
