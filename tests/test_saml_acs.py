@@ -470,3 +470,21 @@ def test_only_the_logins_commit_skips_the_wait_for_the_disk(make_app, postgres_u
     before = len(seen)
     app.post("/logout", {"csrf_token": csrf}, status=303)
     assert len(seen) > before and seen[-1] == "on"
+
+
+def test_encrypted_assertion_is_refused_with_what_to_change(saml_app, idp):
+    """Token encryption is not used: an EncryptedAssertion (schema-valid) is refused by name
+    before pysaml2 would try to decrypt it."""
+    request_id = start_login(saml_app)
+    head, _good, tail = _split(idp.response(request_id))
+    encrypted = (
+        '<saml:EncryptedAssertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion">'
+        '<xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#"'
+        ' Type="http://www.w3.org/2001/04/xmlenc#Element">'
+        '<xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes256-cbc"/>'
+        "<xenc:CipherData><xenc:CipherValue>AAAA</xenc:CipherValue></xenc:CipherData>"
+        "</xenc:EncryptedData></saml:EncryptedAssertion>"
+    )
+    response = refused(post_response(saml_app, head + encrypted + tail, status=400), "encrypted_assertion")
+    assert "Turn it off in Entra" in response.text
+    saml_app.get("/whoami", status=401)
