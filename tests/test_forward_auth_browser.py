@@ -206,7 +206,7 @@ def test_a_deactivated_person_is_sent_to_sign_in_again_and_refused(stack, page):
     page.goto(target)
     sign_in_at_the_idp(page, stack, "carol@example.com")  # sent to sign in again
     page.wait_for_url(stack.auth_url("/saml/acs"))
-    assert "deactivated" in page.content()
+    assert "deactivated" in page.content(), page.inner_text("body")
     page.screenshot(path=str(stack.folder / f"deactivated-{stack.kind}.png"))
     assert stack.echo.reached(before) == []
     page.goto(target)  # and still signed out

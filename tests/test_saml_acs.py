@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 import urllib.parse
 import zlib
 
@@ -43,7 +44,10 @@ def test_authn_request_is_entra_friendly(saml_app):
     xml = zlib.decompress(base64.b64decode(query["SAMLRequest"][0]), -15).decode()
     assert "RequestedAuthnContext" not in xml  # AADSTS75011 for MFA users
     assert f">{SP_ENTITY}</" in xml and ACS in xml
-    assert "gateway_session_saml=" in response.headers["Set-Cookie"]
+    # The binding cookie is the request's own, and its name does not give the request id away.
+    (binding,) = [c for c in response.headers.getall("Set-Cookie") if c.startswith("gateway_session_saml_")]
+    request_id = re.search(r' ID="([^"]+)"', xml).group(1)
+    assert request_id not in binding and "Path=/saml/" in binding and "HttpOnly" in binding
 
 
 def test_default_entra_shape_assertion_signed_only(saml_app, idp):
@@ -376,6 +380,22 @@ def test_in_response_to_of_another_browser_is_refused(make_app, idp):
     refused(post_response(app, idp.response(request_id), status=400), "in_response_to_other_browser")
     # The victim can still complete their own sign-in.
     post_response(victim, idp.response(request_id), status=303)
+
+
+def test_sign_ins_started_at_once_in_one_browser_each_complete(saml_app, idp):
+    """A page whose session ended sends its parallel requests (a favicon, XHRs) to sign in at once,
+    before any binding cookie is set: whichever answer the browser stores last, every one of those
+    sign-ins still completes in this browser (one shared cookie let the last replace the others)."""
+    first = start_login(saml_app)
+    first_cookies = dict(saml_app.cookies)
+    saml_app.reset()  # the second request went out before the first one's answer came back
+    second = start_login(saml_app)
+    for name, value in first_cookies.items():  # ...and the first one's answer arrives last
+        saml_app.set_cookie(name, value)
+    post_response(saml_app, idp.response(second), status=303)
+    assert signed_in_as(saml_app) == "alice@example.com"
+    post_response(saml_app, idp.response(first), status=303)
+    assert signed_in_as(saml_app) == "alice@example.com"
 
 
 def test_unsolicited_response_is_refused_by_default(saml_app, idp):

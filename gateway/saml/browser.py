@@ -3,7 +3,11 @@
 An AuthnRequest (``/saml/login``) and a LogoutRequest (``POST /logout``)
 each get a row in ``saml_requests``: the request id, its kind, and the
 SHA-256 of a random value that only this browser holds, in a cookie scoped to
-``/saml/``. The answer (a Response at ``/saml/acs``, a LogoutResponse at
+``/saml/`` and named after the request. One cookie per request: a page whose
+session ended sends its parallel requests (a favicon, XHRs) through the
+proxy to ``/saml/login`` at once, and with one shared cookie the last of
+their answers would replace the binding of the sign-in the person goes on
+with, which would then be refused as started in another browser. The answer (a Response at ``/saml/acs``, a LogoutResponse at
 ``/saml/slo``) is accepted only when its InResponseTo names a row of the
 right kind, unused, unexpired, whose hash matches the cookie the answer came
 with. The rows live in the database, so an answer can arrive at any instance;
@@ -33,8 +37,10 @@ _BINDING = re.compile(r"^[A-Za-z0-9_\-]{40,64}$")
 _WHAT = {"authn": "sign-in", "logout": "sign-out", "test": "test sign-in"}
 
 
-def cookie_name(request) -> str:
-    return request.registry.gateway_settings.session.cookie_name + "_saml"
+def cookie_name(request, request_id: str) -> str:
+    """The binding cookie of ``request_id`` (its name holds a digest of the id, never the id)."""
+    digest = hashlib.sha256(request_id.encode()).hexdigest()[:16]
+    return f"{request.registry.gateway_settings.session.cookie_name}_saml_{digest}"
 
 
 def _hash(value: str) -> str:
@@ -70,10 +76,8 @@ def remember(request, request_id: str, kind: str, next_path: str = "/", *, durab
     a second of these rows, and a sign-in started in it is refused as
     unknown and started again; nothing else depends on them.
     """
-    name = cookie_name(request)
-    binding = request.cookies.get(name)
-    if not binding or not _BINDING.match(binding):
-        binding = secrets.token_urlsafe(32)
+    name = cookie_name(request, request_id)
+    binding = secrets.token_urlsafe(32)
     now = utcnow()
     connection = session_connection(request.dbsession, write=True)
     values = {
@@ -113,9 +117,9 @@ def remember(request, request_id: str, kind: str, next_path: str = "/", *, durab
     request.add_response_callback(set_cookie)
 
 
-def forget(request) -> None:
-    """Delete the binding cookie once its request is answered."""
-    name = cookie_name(request)
+def forget(request, request_id: str) -> None:
+    """Delete the binding cookie of ``request_id`` once it is answered."""
+    name = cookie_name(request, request_id)
     request.add_response_callback(lambda _request, response: response.delete_cookie(name, path="/saml/"))
 
 
@@ -139,8 +143,8 @@ def bound(request, request_id: str, kind: str, now: dt.datetime, row=_UNREAD):
         raise SamlRejection("in_response_to_used", f"This {what} was already completed once.")
     if row.expires_at <= now:
         raise SamlRejection("in_response_to_expired", f"The {what} took too long.")
-    binding = request.cookies.get(cookie_name(request), "")
-    if not secrets.compare_digest(_hash(binding), row.browser_hash):
+    binding = request.cookies.get(cookie_name(request, request_id), "")
+    if not _BINDING.match(binding) or not secrets.compare_digest(_hash(binding), row.browser_hash):
         raise SamlRejection(
             "in_response_to_other_browser",
             f"This answer belongs to a {what} started in another browser.",

@@ -262,7 +262,7 @@ def _logout_response(provider, idp, request, root, signed: bool, now):
         raise SamlRejection("in_response_to_unknown", "This answer does not belong to a sign-out started here.")
     browser.bound(request, in_response_to, "logout", now)
     browser.use(request, in_response_to, "logout", now)
-    browser.forget(request)
+    browser.forget(request, in_response_to)
     status = root.find(f"{{{SAMLP}}}Status")
     code = status.find(f"{{{SAMLP}}}StatusCode") if status is not None else None
     value = code.get("Value") if code is not None else None

@@ -213,7 +213,7 @@ def answer(request):
     )
     if test is not None:
         test.trace_id = trace_id
-    browser.forget(request)
+    browser.forget(request, in_response_to)
     log.info(
         "test sign-in %s: %s (%s) correlation_id=%s",
         trace_id,

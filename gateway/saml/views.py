@@ -191,7 +191,8 @@ def _acs(request):
         verified.assertion_id,
         request.correlation_id,
     )
-    browser.forget(request)
+    if in_response_to:
+        browser.forget(request, in_response_to)
     # Checked again: the allowed hosts may have changed since the sign-in started.
     target = return_target(request, next_path) or "/"
     location = request.application_url + target if target.startswith("/") else target
