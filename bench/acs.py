@@ -7,9 +7,9 @@ folder), starts N SP-initiated sign-ins (each in its own "browser", so each
 response answers a fresh, browser-bound request id) and has the Entra-shaped
 test IdP of the test suite sign the N responses (assertion signed,
 RSA-SHA256), once for each ``saml.crypto_backend``. Then, in the same run,
-interleaved in blocks (``BLOCK``, default ten, of each per turn, so load on the machine hits all
-alike while each runs with its own code and data in the CPU's caches, as a
-server running one of them does), it times
+interleaved in blocks (``BLOCK`` of each kind per turn, default ten, so load
+on the machine hits all alike while each runs with its own code and data in
+the CPU's caches, as a server running one of them does), it times
 
 * stock pysaml2: ``Saml2Client.parse_authn_request_response`` configured as a
   stock SP configures it (signature checks with the xmlsec1 program, schema
@@ -93,7 +93,7 @@ def main(n: int = 200, block: int = BLOCK) -> None:
         prepared[backend] = rows
 
     # pysaml2 as a stock SP configures it (xmlsec1, its own schema validation),
-    # and the gateway's check of a response (the in-process backend's sp).
+    # and the gateway's check of a response with each backend.
     stock = Saml2Client(
         apps["xmlsec1"].registry.saml_sp.pysaml2_config(apps["xmlsec1"].registry.saml_sp.store.current())
     )

@@ -3,14 +3,16 @@
 An AuthnRequest (``/saml/login``) and a LogoutRequest (``POST /logout``)
 each get a row in ``saml_requests``: the request id, its kind, and the
 SHA-256 of a random value that only this browser holds, in a cookie scoped to
-``/saml/`` and named after the request. One cookie per request: a page whose
-session ended sends its parallel requests (a favicon, XHRs) through the
-proxy to ``/saml/login`` at once, and with one shared cookie the last of
-their answers would replace the binding of the sign-in the person goes on
-with, which would then be refused as started in another browser. The answer (a Response at ``/saml/acs``, a LogoutResponse at
-``/saml/slo``) is accepted only when its InResponseTo names a row of the
-right kind, unused, unexpired, whose hash matches the cookie the answer came
-with. The rows live in the database, so an answer can arrive at any instance;
+``/saml/`` and named after the request. The answer (a Response at
+``/saml/acs``, a LogoutResponse at ``/saml/slo``) is accepted only when its
+InResponseTo names a row of the right kind, unused, unexpired, whose hash
+matches that request's cookie as the answer brought it.
+
+One cookie per request: a page whose session ended sends its parallel
+requests (a favicon, XHRs) through the proxy to ``/saml/login`` at once, and
+with one shared cookie the last of their answers would replace the binding
+of the sign-in the person goes on with, which would then be refused as
+started in another browser. The rows live in the database, so an answer can arrive at any instance;
 using one is a single atomic UPDATE, so it completes once.
 """
 
